@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Aaren prefix attention over a ragged batch: for every span and head, the inclusive prefix scan
+// of the leaves (s_i, 1, v_i) under the combine operator of core/aaren_state.h, seeded with the
+// span's state; writes o_i = w_i / u_i for every token and the final state back.
+//
+// This is the "scan stage" of the CPU backend, exposed on its own so that it can be tested and
+// benchmarked in isolation. Work is split into tasks over (span, head, chunk): a (span, head)
+// that is long compared with the batch's work per thread is cut into chunks and processed with a
+// work-efficient three-phase scan (1: reduce each chunk to its aggregate state, in parallel;
+// 2: carry the prefix across the chunks, sequentially, one combine per chunk; 3: rescan each
+// chunk seeded with its carried prefix, writing outputs, in parallel). Otherwise the (span, head)
+// is one task and a single sequential pass.
+#ifndef AAREN_CORE_AAREN_SCAN_H_
+#define AAREN_CORE_AAREN_SCAN_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+
+namespace aaren {
+
+struct ScanSpan {
+  int64_t first_row = 0;  // row of the span's first token in scores/values/outputs
+  int64_t length = 0;     // tokens; 0 is allowed (no outputs, state unchanged)
+  float* state = nullptr;  // n_heads x (m, u, w[d_head]) of this layer, read then overwritten
+};
+
+struct ScanParams {
+  const float* scores = nullptr;  // [rows, score_stride]; head h of row r at r*score_stride + h
+  int64_t score_stride = 0;
+  const float* values = nullptr;  // [rows, value_stride]; head h at r*value_stride + h*d_head
+  int64_t value_stride = 0;
+  float* outputs = nullptr;       // [rows, output_stride]; same layout as values, no aliasing
+  int64_t output_stride = 0;
+  int64_t n_heads = 0;
+  int64_t d_head = 0;
+  // Spans must not overlap in rows nor share a state buffer.
+  absl::Span<const ScanSpan> spans;
+  // Thread budget (>= 1). Also used to size chunks: a (span, head) is cut into chunks only when
+  // the batch has too few (span, head) pairs to keep the threads busy.
+  int num_threads = 1;
+  // Smallest chunk the three-phase scan cuts (tokens). Tests set it low to exercise chunking.
+  int64_t min_chunk = 1024;
+};
+
+// Runs the scan. Inputs must be finite (scores, values, states with m finite or -inf).
+// Thread-safe for calls on disjoint buffers; uses up to num_threads OpenMP threads.
+void AarenPrefixAttention(const ScanParams& params);
+
+// The plain sequential recurrence for one span and head (one thread): the baseline the
+// benchmarks compare the scan with, and the building block of the scan's phase 3.
+// state: (m, u, w[d_head]) in/out; out rows at out_stride.
+void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
+                         int64_t value_stride, int64_t length, int64_t d_head, float* state,
+                         float* out, int64_t out_stride);
+
+}  // namespace aaren
+
+#endif  // AAREN_CORE_AAREN_SCAN_H_

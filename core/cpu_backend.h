@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+// CpuBackend: the Backend interface on the host CPU.
+//
+// Dense work (embedding / input projection, LayerNorms, value projection, output projection,
+// FFN, head) runs as Eigen matrix products over all rows of a Forward at once, so length-1 spans
+// from many sessions share one matrix product; rows are processed in blocks on OpenMP threads.
+// The attention stage is the chunked parallel prefix scan of core/aaren_scan.h.
+//
+// Because the query is a learned constant per head, the score s = q . k / sqrt(d_head) is folded
+// at construction into one [n_heads, d_model] matrix per layer, (q_h^T W_k,h) / sqrt(d_head), plus
+// a per-head bias: the key projection is never materialised. Outputs are the same function of the
+// weights (only float rounding differs).
+#ifndef AAREN_CORE_CPU_BACKEND_H_
+#define AAREN_CORE_CPU_BACKEND_H_
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model.h"
+
+namespace aaren {
+
+struct CpuBackendOptions {
+  int num_threads = 0;      // 0: std::thread::hardware_concurrency()
+  int64_t min_scan_chunk = 1024;  // see ScanParams::min_chunk
+};
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions options = {});
+  ~CpuBackend() override;
+
+  const Model& model() const override { return *model_; }
+  std::string_view name() const override { return "cpu"; }
+  absl::Status Forward(absl::Span<const Span> spans) override;
+
+  int num_threads() const { return num_threads_; }
+
+ private:
+  struct LayerScoreWeights;  // the folded query-key matrix and bias of one layer
+
+  std::shared_ptr<const Model> model_;
+  int num_threads_;
+  int64_t min_scan_chunk_;
+  std::vector<LayerScoreWeights> score_weights_;
+};
+
+}  // namespace aaren
+
+#endif  // AAREN_CORE_CPU_BACKEND_H_
