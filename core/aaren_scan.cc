@@ -17,82 +17,123 @@ constexpr int64_t kExpBlock = 64;
 
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 
-// Reduces rows [0, length) of one head to its aggregate state (m, u, w) without outputs.
+// Per-head running values of a group of consecutive heads, kept out of the state records so the
+// hot loops work on small local arrays.
+struct GroupScratch {
+  std::vector<float> m, u;
+  std::vector<uint8_t> from_identity;
+  explicit GroupScratch(int64_t heads) : m(heads), u(heads), from_identity(heads) {}
+};
+
+// Reduces rows [0, length) of heads [0, heads) to their aggregate states (no outputs). `agg` holds
+// `heads` records of (m, u, w[d_head]), back to back.
 void ReduceChunk(const float* scores, int64_t score_stride, const float* values,
-                 int64_t value_stride, int64_t length, int64_t d_head, float* agg) {
-  float m = kNegInf;
-  for (int64_t i = 0; i < length; ++i) m = std::max(m, scores[i * score_stride]);
-  float u = 0.0f;
-  float* __restrict w = agg + 2;
-  std::fill(w, w + d_head, 0.0f);
-  alignas(64) float e[kExpBlock];
+                 int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
+                 float* agg) {
+  const int64_t rec = 2 + d_head;
+  for (int64_t g = 0; g < heads; ++g) {
+    float m = kNegInf;
+    for (int64_t i = 0; i < length; ++i) m = std::max(m, scores[i * score_stride + g]);
+    agg[g * rec] = m;
+    agg[g * rec + 1] = 0.0f;
+    std::fill(agg + g * rec + 2, agg + (g + 1) * rec, 0.0f);
+  }
+  std::vector<float> e(static_cast<size_t>(kExpBlock * heads));
   for (int64_t b0 = 0; b0 < length; b0 += kExpBlock) {
     const int64_t nb = std::min(kExpBlock, length - b0);
-    for (int64_t i = 0; i < nb; ++i) e[i] = scores[(b0 + i) * score_stride] - m;
-    ArrayMap(e, nb) = ArrayMap(e, nb).exp();
     for (int64_t i = 0; i < nb; ++i) {
-      const float* __restrict v = values + (b0 + i) * value_stride;
-      const float ei = e[i];
-      u += ei;
-      for (int64_t j = 0; j < d_head; ++j) w[j] += ei * v[j];
+      for (int64_t g = 0; g < heads; ++g) {
+        e[i * heads + g] = scores[(b0 + i) * score_stride + g] - agg[g * rec];
+      }
+    }
+    ArrayMap(e.data(), nb * heads) = ArrayMap(e.data(), nb * heads).exp();
+    for (int64_t i = 0; i < nb; ++i) {
+      const float* v_row = values + (b0 + i) * value_stride;
+      for (int64_t g = 0; g < heads; ++g) {
+        const float ei = e[i * heads + g];
+        float* __restrict w = agg + g * rec + 2;
+        const float* __restrict v = v_row + g * d_head;
+        agg[g * rec + 1] += ei;
+        for (int64_t j = 0; j < d_head; ++j) w[j] += ei * v[j];
+      }
     }
   }
-  agg[0] = m;
-  agg[1] = u;
 }
 
 struct Task {
   int64_t span = 0;
-  int64_t head = 0;
+  int64_t head_begin = 0;  // heads [head_begin, head_end)
+  int64_t head_end = 0;
   int64_t begin = 0;  // token offsets inside the span
   int64_t end = 0;
-  bool multi_chunk = false;  // part of a (span, head) cut into several chunks
+  bool multi_chunk = false;  // one of several chunks of a (span, head group)
   bool last_chunk = true;
 };
 
 }  // namespace
 
-void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
-                         int64_t value_stride, int64_t length, int64_t d_head, float* state,
-                         float* out, int64_t out_stride) {
-  float m = state[0];
-  float u = state[1];
-  float* __restrict w = state + 2;
-  // Per token: a = exp(m_prev - m_new) rescales the carried (u, w); e = exp(s - m_new) weighs
-  // the new leaf. Evaluated a block at a time so the exps vectorise.
-  alignas(64) float a[kExpBlock];
-  alignas(64) float e[kExpBlock];
+void AarenScanHeads(const float* scores, int64_t score_stride, const float* values,
+                    int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
+                    float* state, float* out, int64_t out_stride) {
+  const int64_t rec = 2 + d_head;
+  GroupScratch g_state(heads);
+  float* m = g_state.m.data();
+  float* u = g_state.u.data();
+  for (int64_t g = 0; g < heads; ++g) {
+    m[g] = state[g * rec];
+    u[g] = state[g * rec + 1];
+  }
+  // Per token and head: a = exp(m_prev - m_new) rescales the carried (u, w); e = exp(s - m_new)
+  // weighs the new leaf. Evaluated a block of tokens at a time so the exps vectorise.
+  std::vector<float> a(static_cast<size_t>(kExpBlock * heads)), e(a.size());
   for (int64_t b0 = 0; b0 < length; b0 += kExpBlock) {
     const int64_t nb = std::min(kExpBlock, length - b0);
-    const bool from_identity = (m == kNegInf);
+    for (int64_t g = 0; g < heads; ++g) g_state.from_identity[g] = (m[g] == kNegInf);
     for (int64_t i = 0; i < nb; ++i) {
-      const float s = scores[(b0 + i) * score_stride];
-      const float m_new = std::max(m, s);
-      a[i] = (m == kNegInf) ? 0.0f : m - m_new;
-      e[i] = s - m_new;
-      m = m_new;
+      const float* s_row = scores + (b0 + i) * score_stride;
+      for (int64_t g = 0; g < heads; ++g) {
+        const float m_new = std::max(m[g], s_row[g]);
+        a[i * heads + g] = m[g] == kNegInf ? 0.0f : m[g] - m_new;
+        e[i * heads + g] = s_row[g] - m_new;
+        m[g] = m_new;
+      }
     }
-    ArrayMap(a, nb) = ArrayMap(a, nb).exp();
-    ArrayMap(e, nb) = ArrayMap(e, nb).exp();
-    // exp(-inf - s) is exactly 0: an identity seed contributes nothing (u = w = 0 anyway, but
-    // this keeps the rescale factor exact rather than exp(0) = 1 applied to zeros).
-    if (from_identity) a[0] = 0.0f;
+    ArrayMap(a.data(), nb * heads) = ArrayMap(a.data(), nb * heads).exp();
+    ArrayMap(e.data(), nb * heads) = ArrayMap(e.data(), nb * heads).exp();
+    // Seeded from the identity: exp(-inf - s) is exactly 0 (only a head's first token can be).
+    for (int64_t g = 0; g < heads; ++g) {
+      if (g_state.from_identity[g]) a[g] = 0.0f;
+    }
     for (int64_t i = 0; i < nb; ++i) {
-      const float* __restrict v = values + (b0 + i) * value_stride;
-      float* __restrict o = out + (b0 + i) * out_stride;
-      const float ai = a[i];
-      const float ei = e[i];
-      u = u * ai + ei;
-      const float inv_u = 1.0f / u;
-      for (int64_t j = 0; j < d_head; ++j) {
-        const float wj = w[j] * ai + ei * v[j];
-        w[j] = wj;
-        o[j] = wj * inv_u;
+      const float* v_row = values + (b0 + i) * value_stride;
+      float* o_row = out + (b0 + i) * out_stride;
+      for (int64_t g = 0; g < heads; ++g) {
+        const float ai = a[i * heads + g];
+        const float ei = e[i * heads + g];
+        u[g] = u[g] * ai + ei;
+        const float inv_u = 1.0f / u[g];
+        float* __restrict w = state + g * rec + 2;
+        const float* __restrict v = v_row + g * d_head;
+        float* __restrict o = o_row + g * d_head;
+        for (int64_t j = 0; j < d_head; ++j) {
+          const float wj = w[j] * ai + ei * v[j];
+          w[j] = wj;
+          o[j] = wj * inv_u;
+        }
       }
     }
   }
-  state[0] = m;
-  state[1] = u;
+  for (int64_t g = 0; g < heads; ++g) {
+    state[g * rec] = m[g];
+    state[g * rec + 1] = u[g];
+  }
+}
+
+void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
+                         int64_t value_stride, int64_t length, int64_t d_head, float* state,
+                         float* out, int64_t out_stride) {
+  AarenScanHeads(scores, score_stride, values, value_stride, length, 1, d_head, state, out,
+                 out_stride);
 }
 
 void AarenPrefixAttention(const ScanParams& p) {
@@ -101,67 +142,85 @@ void AarenPrefixAttention(const ScanParams& p) {
   const int64_t rec = 2 + d_head;
   const int threads = std::max(1, p.num_threads);
 
-  int64_t total_work = 0;
+  int64_t total_work = 0;  // token-heads
   for (const ScanSpan& s : p.spans) total_work += s.length * n_heads;
   if (total_work == 0) return;
-  // Aim for ~4 tasks per thread; never cut chunks below min_chunk tokens.
-  const int64_t target =
-      std::max<int64_t>(std::max<int64_t>(1, p.min_chunk), total_work / (4 * threads));
-
+  // Task sizing: about two tasks per thread. A span with more work than that is split first by
+  // head groups (free: each group is an independent recurrence reading its own columns), then by
+  // chunks of tokens (costs phase 1's extra read of the chunk), never below min_chunk tokens.
+  // Whole rows per task keep the reads sequential, which the hardware prefetchers need.
+  const int64_t target = std::max<int64_t>(1, total_work / (2 * threads));
   std::vector<Task> tasks;
   for (int64_t si = 0; si < static_cast<int64_t>(p.spans.size()); ++si) {
     const int64_t len = p.spans[si].length;
     if (len == 0) continue;
-    const int64_t n_chunks = threads > 1 ? std::max<int64_t>(1, len / target) : 1;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      for (int64_t c = 0; c < n_chunks; ++c) {
-        // Chunk boundaries spread the remainder evenly.
-        tasks.push_back(Task{si, h, len * c / n_chunks, len * (c + 1) / n_chunks, n_chunks > 1,
-                             c == n_chunks - 1});
+    int64_t groups = 1, chunks = 1;
+    if (threads > 1) {
+      groups = std::clamp<int64_t>((len * n_heads + target - 1) / target, 1, n_heads);
+      const int64_t group_work = len * n_heads / groups;
+      const int64_t max_chunks = std::max<int64_t>(1, len / std::max<int64_t>(1, p.min_chunk));
+      chunks = std::clamp<int64_t>((group_work + target - 1) / target, 1, max_chunks);
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t c = 0; c < chunks; ++c) {
+        // Boundaries spread remainders evenly; chunks of one group are consecutive in `tasks`.
+        tasks.push_back(Task{si, n_heads * g / groups, n_heads * (g + 1) / groups,
+                             len * c / chunks, len * (c + 1) / chunks, chunks > 1,
+                             c == chunks - 1});
       }
     }
   }
   const int64_t n_tasks = static_cast<int64_t>(tasks.size());
   const bool parallel = threads > 1 && n_tasks > 1 && total_work >= 4096;
 
-  // seeds[t]: for a multi-chunk task, phase 1 writes the chunk's aggregate here, phase 2 turns it
-  // into the prefix state that seeds the chunk, phase 3 scans from it.
-  bool any_multi = false;
-  for (const Task& t : tasks) any_multi |= t.multi_chunk;
-  std::vector<float> seeds(any_multi ? static_cast<size_t>(n_tasks * rec) : 0);
+  // seeds: for each multi-chunk task, its head group's records. Phase 1 writes the chunk's
+  // aggregate there, phase 2 turns it into the prefix state that seeds the chunk, phase 3 scans
+  // from it.
+  std::vector<int64_t> seed_offset(n_tasks + 1, 0);
+  for (int64_t ti = 0; ti < n_tasks; ++ti) {
+    const Task& t = tasks[ti];
+    seed_offset[ti + 1] = seed_offset[ti] + (t.multi_chunk ? (t.head_end - t.head_begin) * rec : 0);
+  }
+  std::vector<float> seeds(static_cast<size_t>(seed_offset[n_tasks]));
 
-  auto rows = [&](const Task& t, const float*& s, const float*& v, float*& o) {
+  struct Rows {
+    const float* s;
+    const float* v;
+    float* o;
+  };
+  auto rows = [&](const Task& t) {
     const int64_t r0 = p.spans[t.span].first_row + t.begin;
-    s = p.scores + r0 * p.score_stride + t.head;
-    v = p.values + r0 * p.value_stride + t.head * d_head;
-    o = p.outputs + r0 * p.output_stride + t.head * d_head;
+    return Rows{p.scores + r0 * p.score_stride + t.head_begin,
+                p.values + r0 * p.value_stride + t.head_begin * d_head,
+                p.outputs + r0 * p.output_stride + t.head_begin * d_head};
   };
 
-  if (any_multi) {
-    // Phase 1: aggregates of every chunk but the last of each (span, head).
+  if (!seeds.empty()) {
+    // Phase 1: aggregates of every chunk but the last of each (span, head group).
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
     for (int64_t ti = 0; ti < n_tasks; ++ti) {
       const Task& t = tasks[ti];
       if (!t.multi_chunk || t.last_chunk) continue;
-      const float *s, *v;
-      float* o;
-      rows(t, s, v, o);
-      ReduceChunk(s, p.score_stride, v, p.value_stride, t.end - t.begin, d_head,
-                  seeds.data() + ti * rec);
+      const Rows r = rows(t);
+      ReduceChunk(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin,
+                  t.head_end - t.head_begin, d_head, seeds.data() + seed_offset[ti]);
     }
-    // Phase 2: exclusive prefix over chunks, seeded with the span's state. Chunks of one
-    // (span, head) are consecutive in `tasks`.
-    std::vector<float> carry(rec), agg(rec);
+    // Phase 2: exclusive prefix over the chunks, seeded with the span's state.
+    std::vector<float> carry, agg;
     for (int64_t ti = 0; ti < n_tasks; ++ti) {
       const Task& t = tasks[ti];
       if (!t.multi_chunk) continue;
+      const int64_t heads = t.head_end - t.head_begin;
+      float* seed = seeds.data() + seed_offset[ti];
       if (t.begin == 0) {
-        std::memcpy(carry.data(), p.spans[t.span].state + t.head * rec, rec * sizeof(float));
+        const float* state = p.spans[t.span].state + t.head_begin * rec;
+        carry.assign(state, state + heads * rec);
       }
-      float* seed = seeds.data() + ti * rec;
-      if (!t.last_chunk) std::memcpy(agg.data(), seed, rec * sizeof(float));
-      std::memcpy(seed, carry.data(), rec * sizeof(float));
-      if (!t.last_chunk) CombineInto(carry.data(), agg.data(), d_head);
+      if (!t.last_chunk) agg.assign(seed, seed + heads * rec);
+      std::copy(carry.begin(), carry.end(), seed);
+      if (!t.last_chunk) {
+        for (int64_t g = 0; g < heads; ++g) CombineInto(&carry[g * rec], &agg[g * rec], d_head);
+      }
     }
   }
 
@@ -169,14 +228,13 @@ void AarenPrefixAttention(const ScanParams& p) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int64_t ti = 0; ti < n_tasks; ++ti) {
     const Task& t = tasks[ti];
-    const float *s, *v;
-    float* o;
-    rows(t, s, v, o);
-    float* span_state = p.spans[t.span].state + t.head * rec;
-    float* state = t.multi_chunk ? seeds.data() + ti * rec : span_state;
-    AarenScanSequential(s, p.score_stride, v, p.value_stride, t.end - t.begin, d_head, state, o,
-                        p.output_stride);
-    if (t.multi_chunk && t.last_chunk) std::memcpy(span_state, state, rec * sizeof(float));
+    const Rows r = rows(t);
+    const int64_t heads = t.head_end - t.head_begin;
+    float* span_state = p.spans[t.span].state + t.head_begin * rec;
+    float* state = t.multi_chunk ? seeds.data() + seed_offset[ti] : span_state;
+    AarenScanHeads(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin, heads, d_head,
+                   state, r.o, p.output_stride);
+    if (t.multi_chunk && t.last_chunk) std::copy(state, state + heads * rec, span_state);
   }
 }
 

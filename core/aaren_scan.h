@@ -4,12 +4,13 @@
 // span's state; writes o_i = w_i / u_i for every token and the final state back.
 //
 // This is the "scan stage" of the CPU backend, exposed on its own so that it can be tested and
-// benchmarked in isolation. Work is split into tasks over (span, head, chunk): a (span, head)
-// that is long compared with the batch's work per thread is cut into chunks and processed with a
-// work-efficient three-phase scan (1: reduce each chunk to its aggregate state, in parallel;
-// 2: carry the prefix across the chunks, sequentially, one combine per chunk; 3: rescan each
-// chunk seeded with its carried prefix, writing outputs, in parallel). Otherwise the (span, head)
-// is one task and a single sequential pass.
+// benchmarked in isolation. Work is split into tasks over (span, head group, chunk) of about
+// 1/(2 x threads) of the batch's work each. A span with more work than that is first split into
+// groups of consecutive heads (independent recurrences), then into chunks of tokens processed
+// with a work-efficient three-phase scan (1: reduce each chunk to its aggregate state, in
+// parallel; 2: carry the prefix across the chunks, sequentially, one combine per chunk; 3: rescan
+// each chunk seeded with its carried prefix, writing outputs, in parallel). Otherwise the span is
+// one task: a single sequential pass over whole rows.
 #ifndef AAREN_CORE_AAREN_SCAN_H_
 #define AAREN_CORE_AAREN_SCAN_H_
 
@@ -46,6 +47,12 @@ struct ScanParams {
 // Runs the scan. Inputs must be finite (scores, values, states with m finite or -inf).
 // Thread-safe for calls on disjoint buffers; uses up to num_threads OpenMP threads.
 void AarenPrefixAttention(const ScanParams& params);
+
+// The sequential recurrence over `length` tokens for `heads` consecutive heads at once (rows are
+// read whole, in order). `state` holds the heads' (m, u, w[d_head]) records back to back, in/out.
+void AarenScanHeads(const float* scores, int64_t score_stride, const float* values,
+                    int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
+                    float* state, float* out, int64_t out_stride);
 
 // The plain sequential recurrence for one span and head (one thread): the baseline the
 // benchmarks compare the scan with, and the building block of the scan's phase 3.
