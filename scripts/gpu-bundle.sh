@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Builds the test and benchmark binaries for a machine with a GPU (sm_90, static CUDA runtime,
+# portable x86-64-v3 CPU code) into $BUILD_DIR (default build-gpu/), then copies them with every
+# non-system shared library they load into gpu-bundle/ (git-ignored), small enough to travel to
+# the device machine. There:  LD_LIBRARY_PATH=gpu-bundle/lib gpu-bundle/bin/<test>
+# (cuBLAS, when used, comes from that machine's CUDA install; libcuda from its driver).
+# Usage: bash scripts/gpu-bundle.sh [TARGET ...]   (default: every test and benchmark binary)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BUILD_DIR="${BUILD_DIR:-build-gpu}"
+export CMAKE_ARGS="-DAAREN_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DAAREN_MARCH=x86-64-v3 ${CMAKE_ARGS:-}"
+bash scripts/build.sh "$@"
+bundle=gpu-bundle
+rm -rf "$bundle"
+mkdir -p "$bundle/bin" "$bundle/lib"
+find "$BUILD_DIR/tests" "$BUILD_DIR/bench" "$BUILD_DIR/tools" -maxdepth 1 -type f -perm -u+x \
+  -exec cp {} "$bundle/bin/" \;
+# Everything ldd resolves except the C library family and the driver, which the target has.
+for bin in "$bundle"/bin/*; do
+  ldd "$bin" | awk '/=> \//{print $3}'
+done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda)\.so' \
+  | xargs -r -I{} cp -L {} "$bundle/lib/"
+du -sh "$bundle"
