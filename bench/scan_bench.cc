@@ -32,9 +32,7 @@ struct ScanData {
   std::vector<float> values = RandomFloats(kTokens * kDModel, 2);
   std::vector<float> outputs = std::vector<float>(kTokens * kDModel);
   std::vector<float> state = std::vector<float>(kHeads * (2 + kDHead));
-  void Reset() {
-    ResetState(state.data(), StateLayout{1, kHeads, kDHead});
-  }
+  void Reset() { ResetState(state.data(), StateLayout{1, kHeads, kDHead}); }
   int64_t bytes_read() const { return (kTokens * (kHeads + kDModel)) * 4; }
   int64_t bytes_written() const { return kTokens * kDModel * 4; }
 };
@@ -122,7 +120,12 @@ void BM_ModelForward(benchmark::State& st) {
   }
   st.SetItemsProcessed(st.iterations() * kTokens);
 }
-BENCHMARK(BM_ModelForward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_ModelForward)
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
 
 }  // namespace
 }  // namespace aaren::bench

@@ -22,8 +22,9 @@ void Row(const std::string& name, const aaren::ModelConfig& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::printf("| model | D/H/L | Aaren state per session (any length) | KV cache per token | "
-              "KV cache at 1k tokens (vs state) | KV cache at 100k tokens (vs state) |\n");
+  std::printf(
+      "| model | D/H/L | Aaren state per session (any length) | KV cache per token | "
+      "KV cache at 1k tokens (vs state) | KV cache at 100k tokens (vs state) |\n");
   std::printf("|---|---|---|---|---|---|\n");
   aaren::ModelConfig bench;
   bench.d_model = 256;

@@ -63,7 +63,12 @@ void BM_AarenStep(benchmark::State& st) {
   st.counters["state_bytes"] = static_cast<double>(c.state_bytes());
   st.counters["history"] = static_cast<double>(history);
 }
-BENCHMARK(BM_AarenStep)->Arg(1)->Arg(1000)->Arg(100000)->Arg(1000000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AarenStep)
+    ->Arg(1)
+    ->Arg(1000)
+    ->Arg(100000)
+    ->Arg(1000000)
+    ->Unit(benchmark::kMicrosecond);
 
 void LayerNormInPlace(Eigen::Ref<Eigen::RowVectorXf> x, const Tensor& g, const Tensor& b) {
   const float mean = x.mean();

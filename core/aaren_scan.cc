@@ -28,8 +28,7 @@ struct GroupScratch {
 // Reduces rows [0, length) of heads [0, heads) to their aggregate states (no outputs). `agg` holds
 // `heads` records of (m, u, w[d_head]), back to back.
 void ReduceChunk(const float* scores, int64_t score_stride, const float* values,
-                 int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
-                 float* agg) {
+                 int64_t value_stride, int64_t length, int64_t heads, int64_t d_head, float* agg) {
   const int64_t rec = 2 + d_head;
   for (int64_t g = 0; g < heads; ++g) {
     float m = kNegInf;
@@ -164,9 +163,8 @@ void AarenPrefixAttention(const ScanParams& p) {
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t c = 0; c < chunks; ++c) {
         // Boundaries spread remainders evenly; chunks of one group are consecutive in `tasks`.
-        tasks.push_back(Task{si, n_heads * g / groups, n_heads * (g + 1) / groups,
-                             len * c / chunks, len * (c + 1) / chunks, chunks > 1,
-                             c == chunks - 1});
+        tasks.push_back(Task{si, n_heads * g / groups, n_heads * (g + 1) / groups, len * c / chunks,
+                             len * (c + 1) / chunks, chunks > 1, c == chunks - 1});
       }
     }
   }
@@ -232,8 +230,8 @@ void AarenPrefixAttention(const ScanParams& p) {
     const int64_t heads = t.head_end - t.head_begin;
     float* span_state = p.spans[t.span].state + t.head_begin * rec;
     float* state = t.multi_chunk ? seeds.data() + seed_offset[ti] : span_state;
-    AarenScanHeads(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin, heads, d_head,
-                   state, r.o, p.output_stride);
+    AarenScanHeads(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin, heads, d_head, state,
+                   r.o, p.output_stride);
     if (t.multi_chunk && t.last_chunk) std::copy(state, state + heads * rec, span_state);
   }
 }

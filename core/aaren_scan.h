@@ -21,8 +21,8 @@
 namespace aaren {
 
 struct ScanSpan {
-  int64_t first_row = 0;  // row of the span's first token in scores/values/outputs
-  int64_t length = 0;     // tokens; 0 is allowed (no outputs, state unchanged)
+  int64_t first_row = 0;   // row of the span's first token in scores/values/outputs
+  int64_t length = 0;      // tokens; 0 is allowed (no outputs, state unchanged)
   float* state = nullptr;  // n_heads x (m, u, w[d_head]) of this layer, read then overwritten
 };
 
@@ -31,7 +31,7 @@ struct ScanParams {
   int64_t score_stride = 0;
   const float* values = nullptr;  // [rows, value_stride]; head h at r*value_stride + h*d_head
   int64_t value_stride = 0;
-  float* outputs = nullptr;       // [rows, output_stride]; same layout as values, no aliasing
+  float* outputs = nullptr;  // [rows, output_stride]; same layout as values, no aliasing
   int64_t output_stride = 0;
   int64_t n_heads = 0;
   int64_t d_head = 0;

@@ -38,9 +38,8 @@ absl::Status ValidateSpans(const ModelConfig& config, absl::Span<const Span> spa
       }
       const int64_t n = static_cast<int64_t>(span.features.size());
       if (n % n_features != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ".features: ", n,
-                                                       " values is not a multiple of n_features ",
-                                                       n_features));
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ".features: ", n, " values is not a multiple of n_features ", n_features));
       }
       for (int64_t j = 0; j < n; ++j) {
         if (!std::isfinite(span.features[j])) {
@@ -52,13 +51,14 @@ absl::Status ValidateSpans(const ModelConfig& config, absl::Span<const Span> spa
       length = n / n_features;
     }
     if (length == 0) continue;
-    if (span.state == nullptr) return absl::InvalidArgumentError(absl::StrCat(where, ".state: null"));
+    if (span.state == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat(where, ".state: null"));
     if (span.position == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(where, ".position: null"));
     }
     if (*span.position < 0 || *span.position > std::numeric_limits<int64_t>::max() - length) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".position: ", *span.position,
-                                                     " + ", length, " tokens is out of range"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ".position: ", *span.position, " + ",
+                                                     length, " tokens is out of range"));
     }
     if (span.output != OutputSelect::kNone && span.outputs == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(where, ".outputs: null"));

@@ -15,7 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -61,7 +61,7 @@ class Backend {
   // The model this backend serves (immutable, shared).
   virtual const Model& model() const = 0;
   // Short name for logs and metrics: "cpu", "cuda".
-  virtual std::string_view name() const = 0;
+  virtual absl::string_view name() const = 0;
 
   // Runs the batch. All spans are validated before any state is touched: on error nothing
   // (states, positions, outputs) has been modified. Errors: INVALID_ARGUMENT naming the span and

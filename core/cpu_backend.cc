@@ -29,7 +29,9 @@ constexpr int64_t kMaxBlockRows = 256;
 constexpr int64_t kMinBlockRows = 16;
 
 ConstMatrixMap Matrix(const Tensor& t) { return ConstMatrixMap(t.ptr(), t.shape[0], t.shape[1]); }
-ConstRowVectorMap RowVector(const Tensor& t) { return ConstRowVectorMap(t.ptr(), t.num_elements()); }
+ConstRowVectorMap RowVector(const Tensor& t) {
+  return ConstRowVectorMap(t.ptr(), t.num_elements());
+}
 
 // y = LayerNorm(x) * gamma + beta, row by row (two-pass mean / variance, as PyTorch).
 template <typename In, typename Out>
@@ -84,7 +86,8 @@ std::vector<RowRange> SplitRows(int64_t rows, int threads) {
   const int64_t per_block =
       std::clamp<int64_t>((rows + 4 * threads - 1) / (4 * threads), kMinBlockRows, kMaxBlockRows);
   std::vector<RowRange> blocks;
-  for (int64_t b = 0; b < rows; b += per_block) blocks.push_back({b, std::min(rows, b + per_block)});
+  for (int64_t b = 0; b < rows; b += per_block)
+    blocks.push_back({b, std::min(rows, b + per_block)});
   return blocks;
 }
 
@@ -103,8 +106,8 @@ void ForEachBlock(const std::vector<RowRange>& blocks, int threads, int64_t d_mo
 }  // namespace
 
 struct CpuBackend::LayerScoreWeights {
-  RowMatrix query_key;        // [n_heads, d_model]: row h = q_h^T W_k[h] / sqrt(d_head)
-  Eigen::RowVectorXf bias;    // [n_heads]: q_h . b_k[h] / sqrt(d_head)
+  RowMatrix query_key;      // [n_heads, d_model]: row h = q_h^T W_k[h] / sqrt(d_head)
+  Eigen::RowVectorXf bias;  // [n_heads]: q_h . b_k[h] / sqrt(d_head)
 };
 
 CpuBackend::CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions options)
@@ -126,7 +129,8 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions opt
     for (int64_t h = 0; h < c.n_heads; ++h) {
       for (int64_t i = 0; i < c.d_model; ++i) {
         double acc = 0.0;
-        for (int64_t j = 0; j < dh; ++j) acc += double(q[h * dh + j]) * wk[(h * dh + j) * c.d_model + i];
+        for (int64_t j = 0; j < dh; ++j)
+          acc += double(q[h * dh + j]) * wk[(h * dh + j) * c.d_model + i];
         sw.query_key(h, i) = static_cast<float>(acc * scale);
       }
       double b = 0.0;
@@ -150,7 +154,8 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
 
   // Row r of every activation matrix is one token; spans are laid out back to back.
   std::vector<int64_t> first_row(n_spans + 1, 0);
-  for (int64_t i = 0; i < n_spans; ++i) first_row[i + 1] = first_row[i] + spans[i].length(c.n_features);
+  for (int64_t i = 0; i < n_spans; ++i)
+    first_row[i + 1] = first_row[i] + spans[i].length(c.n_features);
   const int64_t rows = first_row[n_spans];
   if (rows == 0) return absl::OkStatus();
   const std::vector<RowRange> blocks = SplitRows(rows, num_threads_);
@@ -181,7 +186,8 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   if (c.position == PositionKind::kSinusoidal) {
     for (int64_t i = 0; i < n_spans; ++i) {
       const int64_t len = first_row[i + 1] - first_row[i];
-      if (len > 0) AddSinusoidalPositions(x.row(first_row[i]).data(), len, d, d, *spans[i].position);
+      if (len > 0)
+        AddSinusoidalPositions(x.row(first_row[i]).data(), len, d, d, *spans[i].position);
     }
   }
 

@@ -14,8 +14,8 @@
 #define AAREN_CORE_CPU_BACKEND_H_
 
 #include <memory>
-#include <string_view>
 #include <vector>
+#include "absl/strings/string_view.h"
 
 #include "core/backend.h"
 #include "core/model.h"
@@ -23,7 +23,7 @@
 namespace aaren {
 
 struct CpuBackendOptions {
-  int num_threads = 0;      // 0: std::thread::hardware_concurrency()
+  int num_threads = 0;            // 0: std::thread::hardware_concurrency()
   int64_t min_scan_chunk = 1024;  // see ScanParams::min_chunk
 };
 
@@ -33,7 +33,7 @@ class CpuBackend final : public Backend {
   ~CpuBackend() override;
 
   const Model& model() const override { return *model_; }
-  std::string_view name() const override { return "cpu"; }
+  absl::string_view name() const override { return "cpu"; }
   absl::Status Forward(absl::Span<const Span> spans) override;
 
   int num_threads() const { return num_threads_; }

@@ -44,6 +44,7 @@ struct LayerWeights {
 };
 
 // Name and shape of every tensor a model with `config` must have, in a canonical order.
+// `config` should satisfy ValidateModelConfig (the shapes are meaningless otherwise).
 std::vector<std::pair<std::string, std::vector<int64_t>>> ExpectedTensors(
     const ModelConfig& config);
 
@@ -62,7 +63,8 @@ class Model {
   const std::string& name() const { return name_; }
   const ModelConfig& config() const { return config_; }
 
-  // Tensor by DESIGN.md name; the name must be one of ExpectedTensors(config()).
+  // Tensor by DESIGN.md name; the name must be one of ExpectedTensors(config()). An unknown name
+  // is a programming error: it prints the name to stderr and aborts the process.
   const Tensor& tensor(const std::string& name) const;
   const std::map<std::string, Tensor>& tensors() const { return tensors_; }
 

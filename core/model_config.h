@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -19,14 +19,14 @@ namespace aaren {
 enum class InputKind { kTokens, kFeatures };
 enum class PositionKind { kNone, kSinusoidal };
 
-std::string_view InputKindName(InputKind kind);        // "tokens" | "features"
-std::string_view PositionKindName(PositionKind kind);  // "none" | "sinusoidal"
+absl::string_view InputKindName(InputKind kind);        // "tokens" | "features"
+absl::string_view PositionKindName(PositionKind kind);  // "none" | "sinusoidal"
 
 // Upper bounds that keep every size computation far from int64 overflow and reject
 // nonsense configs before any allocation.
-inline constexpr int64_t kMaxDim = 1 << 16;         // d_model, d_ff, output_dim, n_features
-inline constexpr int64_t kMaxVocab = 1 << 24;       // vocab_size
-inline constexpr int64_t kMaxLayers = 1024;         // n_layers
+inline constexpr int64_t kMaxDim = 1 << 16;    // d_model, d_ff, output_dim, n_features
+inline constexpr int64_t kMaxVocab = 1 << 24;  // vocab_size
+inline constexpr int64_t kMaxLayers = 1024;    // n_layers
 
 // Invariants after validation: d_model, n_heads, n_layers, d_ff, output_dim >= 1;
 // d_model % n_heads == 0; exactly one of vocab_size (tokens) / n_features (features) is >= 1;
@@ -57,7 +57,7 @@ absl::Status ValidateModelConfig(const ModelConfig& config);
 // Parses and validates config.json text. Unknown keys are ignored (forward compatibility);
 // missing required keys, wrong JSON types and invalid values are INVALID_ARGUMENT naming the key,
 // e.g. "config.json: input.vocab_size must be >= 1, got 0".
-absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text);
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text);
 
 // Reads and parses a config.json file. NOT_FOUND if it does not exist.
 absl::StatusOr<ModelConfig> ReadModelConfig(const std::filesystem::path& path);

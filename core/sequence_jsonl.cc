@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/json_diagnostics.h"
 
 namespace aaren {
 namespace {
@@ -36,8 +37,8 @@ absl::Status ParseTokens(const json& tokens, int64_t line, const ModelConfig& co
   for (size_t i = 0; i < tokens.size(); ++i) {
     const json& t = tokens[i];
     if (!t.is_number_integer()) {
-      return LineError(line, absl::StrCat("field 'tokens[", i, "]': expected an integer, got ",
-                                          Describe(t)));
+      return LineError(
+          line, absl::StrCat("field 'tokens[", i, "]': expected an integer, got ", Describe(t)));
     }
     // Unsigned JSON integers may exceed int64; compare them as uint64.
     const bool in_range = t.is_number_unsigned()
@@ -56,18 +57,18 @@ absl::Status ParseTokens(const json& tokens, int64_t line, const ModelConfig& co
 absl::Status ParseFeatures(const json& rows, int64_t line, const ModelConfig& config,
                            SequenceRecord& rec) {
   if (!rows.is_array()) {
-    return LineError(line, absl::StrCat("field 'features': expected an array of rows, got ",
-                                        Describe(rows)));
+    return LineError(
+        line, absl::StrCat("field 'features': expected an array of rows, got ", Describe(rows)));
   }
   const int64_t width = config.n_features;
   rec.features.reserve(rows.size() * width);
   for (size_t r = 0; r < rows.size(); ++r) {
     const json& row = rows[r];
     if (!row.is_array() || static_cast<int64_t>(row.size()) != width) {
-      return LineError(line, absl::StrCat("field 'features[", r, "]': expected an array of ",
-                                          width, " numbers (n_features), got ",
-                                          row.is_array() ? absl::StrCat(row.size(), " values")
-                                                         : Describe(row)));
+      return LineError(
+          line, absl::StrCat("field 'features[", r, "]': expected an array of ", width,
+                             " numbers (n_features), got ",
+                             row.is_array() ? absl::StrCat(row.size(), " values") : Describe(row)));
     }
     for (size_t c = 0; c < row.size(); ++c) {
       if (!row[c].is_number()) {
@@ -98,7 +99,9 @@ void AppendFloat(std::string& out, float v) {
 absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view text, int64_t line,
                                                  const ModelConfig& config) {
   const json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return LineError(line, "invalid JSON");
+  if (doc.is_discarded()) {
+    return LineError(line, absl::StrCat("invalid JSON: ", DescribeJsonSyntaxError(text)));
+  }
   if (!doc.is_object()) return LineError(line, "expected a JSON object");
   SequenceRecord rec;
   rec.line = line;
@@ -109,9 +112,9 @@ absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view text, int64_t
   const char* field = tokens_input ? "tokens" : "features";
   const char* other = tokens_input ? "features" : "tokens";
   if (doc.contains(other)) {
-    return LineError(line, absl::StrCat("field '", other, "': the model's input kind is ",
-                                        std::string(InputKindName(config.input_kind)), "; send '", field,
-                                        "'"));
+    return LineError(
+        line, absl::StrCat("field '", other, "': the model's input kind is ",
+                           std::string(InputKindName(config.input_kind)), "; send '", field, "'"));
   }
   auto value = doc.find(field);
   if (value == doc.end()) return LineError(line, absl::StrCat("missing field '", field, "'"));
@@ -143,8 +146,7 @@ absl::StatusOr<std::vector<SequenceRecord>> ReadSequenceFile(const std::filesyst
   if (n_errors > 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path.string(), ": ", n_errors, " bad input line(s):\n  ",
-                     absl::StrJoin(errors, "\n  "),
-                     n_errors > max_errors ? "\n  ..." : ""));
+                     absl::StrJoin(errors, "\n  "), n_errors > max_errors ? "\n  ..." : ""));
   }
   return records;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace aaren::cuda {
@@ -23,6 +24,11 @@ struct DeviceInfo {
 // no driver is installed; other CUDA failures are UNAVAILABLE with the CUDA error string.
 // Thread-safe.
 absl::StatusOr<std::vector<DeviceInfo>> ListDevices();
+
+// Runs a kernel on device `ordinal` and checks what it wrote: proves that the driver, the
+// runtime and this build's device code (sm_80 / sm_90) work together. UNAVAILABLE with the CUDA
+// error on failure. Not for concurrent use with other work on the same device.
+absl::Status RunSelfTest(int ordinal);
 
 }  // namespace aaren::cuda
 

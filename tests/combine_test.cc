@@ -33,9 +33,15 @@ Record RandomState(std::mt19937_64& rng, int kind) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   Record r(2 + kDHead);
   switch (kind % 3) {
-    case 0: r[0] = 5.0f * normal(rng); break;                 // ordinary scores
-    case 1: r[0] = (unit(rng) < 0.5f ? -1e4f : 1e4f) + normal(rng); break;  // huge scores
-    default: r[0] = 1e-30f * normal(rng); break;             // tiny scores
+    case 0:
+      r[0] = 5.0f * normal(rng);
+      break;  // ordinary scores
+    case 1:
+      r[0] = (unit(rng) < 0.5f ? -1e4f : 1e4f) + normal(rng);
+      break;  // huge scores
+    default:
+      r[0] = 1e-30f * normal(rng);
+      break;  // tiny scores
   }
   const float count = std::pow(10.0f, 6.0f * unit(rng));  // 1 .. 1e6 tokens
   r[1] = 1.0f + (count - 1.0f) * unit(rng);
@@ -103,8 +109,12 @@ TEST(CombineTest, LeavesCombineToTheSoftmaxWeightedMean) {
   // Leaves (s, 1, v): with equal scores the output is the plain mean; with scores 1e4 apart the
   // low one vanishes without overflow or NaN, in either order.
   Record a(2 + kDHead, 0.0f), b(2 + kDHead, 0.0f);
-  a[0] = 3.0f; a[1] = 1.0f; a[2] = 10.0f;
-  b[0] = 3.0f; b[1] = 1.0f; b[2] = 20.0f;
+  a[0] = 3.0f;
+  a[1] = 1.0f;
+  a[2] = 10.0f;
+  b[0] = 3.0f;
+  b[1] = 1.0f;
+  b[2] = 20.0f;
   const Record ab = Combine(a, b);
   EXPECT_EQ(ab[0], 3.0f);
   EXPECT_EQ(ab[1], 2.0f);

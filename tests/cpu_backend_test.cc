@@ -56,7 +56,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Variant>& info) {
       return std::string(InputKindName(std::get<0>(info.param))) + "_" +
              std::string(PositionKindName(std::get<1>(info.param))) + "_H" +
-             std::to_string(std::get<2>(info.param)) + "_L" + std::to_string(std::get<3>(info.param));
+             std::to_string(std::get<2>(info.param)) + "_L" +
+             std::to_string(std::get<3>(info.param));
     });
 
 // Long sequences: N = 4096 through the chunked scan on two threads.
@@ -74,11 +75,11 @@ TEST_P(CpuVsOracleLongTest, MatchesFloat64OracleAt4096Tokens) {
   EXPECT_LT(MaxRelativeError(out, ReferenceForward(*model, seq)), kOracleTolerance);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Long, CpuVsOracleLongTest,
-    ::testing::Values(Variant{InputKind::kTokens, PositionKind::kSinusoidal, 1, 1},
-                      Variant{InputKind::kFeatures, PositionKind::kNone, 4, 3},
-                      Variant{InputKind::kTokens, PositionKind::kNone, 8, 1}));
+INSTANTIATE_TEST_SUITE_P(Long, CpuVsOracleLongTest,
+                         ::testing::Values(Variant{InputKind::kTokens, PositionKind::kSinusoidal, 1,
+                                                   1},
+                                           Variant{InputKind::kFeatures, PositionKind::kNone, 4, 3},
+                                           Variant{InputKind::kTokens, PositionKind::kNone, 8, 1}));
 
 TEST(CpuBackendTest, RaggedBatchMatchesOracleSpanBySpan) {
   const ModelConfig config = MakeConfig(InputKind::kTokens, PositionKind::kSinusoidal, 4, 2);
@@ -208,8 +209,12 @@ TEST(CpuBackendTest, InvalidInputLeavesEveryStateUntouched) {
   const SessionState s0_before = s0, s1_before = s1;
   std::vector<float> out0(10 * config.output_dim, 7.0f), out1 = out0;
   Span a = good.Slice(0, 10, 0), b = bad.Slice(0, 10, 0);
-  a.state = s0.state.data(); a.position = &s0.position; a.outputs = out0.data();
-  b.state = s1.state.data(); b.position = &s1.position; b.outputs = out1.data();
+  a.state = s0.state.data();
+  a.position = &s0.position;
+  a.outputs = out0.data();
+  b.state = s1.state.data();
+  b.position = &s1.position;
+  b.outputs = out1.data();
   const absl::Status st = backend.Forward({a, b});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), HasSubstr("spans[1].tokens[5]: token id 37 out of range [0, 37)"));
@@ -221,8 +226,11 @@ TEST(CpuBackendTest, InvalidInputLeavesEveryStateUntouched) {
 
   // Two spans on one state.
   b = good.Slice(0, 10, 0);
-  b.state = s0.state.data(); b.position = &s1.position; b.outputs = out1.data();
-  EXPECT_THAT(backend.Forward({a, b}).message(), HasSubstr("spans[1].state: same buffer as spans[0]"));
+  b.state = s0.state.data();
+  b.position = &s1.position;
+  b.outputs = out1.data();
+  EXPECT_THAT(backend.Forward({a, b}).message(),
+              HasSubstr("spans[1].state: same buffer as spans[0]"));
   EXPECT_EQ(s0.state, s0_before.state);
 }
 
@@ -235,7 +243,9 @@ TEST(CpuBackendTest, InvalidFeaturesAreNamed) {
   std::vector<float> out(4 * config.output_dim);
   seq.features[9] = NAN;
   Span s = seq.Slice(0, 4, config.n_features);
-  s.state = session.state.data(); s.position = &session.position; s.outputs = out.data();
+  s.state = session.state.data();
+  s.position = &session.position;
+  s.outputs = out.data();
   EXPECT_THAT(backend.Forward({s}).message(),
               HasSubstr("spans[0].features[9]: non-finite value (row 1, column 2)"));
   s.features = s.features.subspan(0, 10);
@@ -244,8 +254,11 @@ TEST(CpuBackendTest, InvalidFeaturesAreNamed) {
   Span t;
   const int32_t tok = 1;
   t.tokens = absl::MakeConstSpan(&tok, 1);
-  t.state = session.state.data(); t.position = &session.position; t.outputs = out.data();
-  EXPECT_THAT(backend.Forward({t}).message(), HasSubstr("spans[0].tokens: model input kind is features"));
+  t.state = session.state.data();
+  t.position = &session.position;
+  t.outputs = out.data();
+  EXPECT_THAT(backend.Forward({t}).message(),
+              HasSubstr("spans[0].tokens: model input kind is features"));
   EXPECT_EQ(session.position, 0);
 }
 

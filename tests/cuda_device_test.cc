@@ -21,5 +21,15 @@ TEST(CudaDeviceTest, ListDevicesNeverFailsHard) {
   }
 }
 
+TEST(CudaDeviceTest, SelfTestKernelRunsOnEveryDevice) {
+  auto devices = ListDevices();
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  if (devices->empty()) GTEST_SKIP() << "no CUDA GPU on this machine: kernel not run";
+  for (const DeviceInfo& d : *devices) {
+    absl::Status st = RunSelfTest(d.ordinal);
+    EXPECT_TRUE(st.ok()) << d.name << ": " << st;
+  }
+}
+
 }  // namespace
 }  // namespace aaren::cuda

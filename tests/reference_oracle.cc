@@ -75,7 +75,8 @@ std::vector<double> ReferenceForward(const Model& model, const Sequence& seq,
     for (int64_t head = 0; head < H; ++head) {
       for (int64_t t = 0; t < n; ++t) {
         double dot = 0;
-        for (int64_t j = 0; j < dh; ++j) dot += double(w.query->data[head * dh + j]) * k[t][head * dh + j];
+        for (int64_t j = 0; j < dh; ++j)
+          dot += double(w.query->data[head * dh + j]) * k[t][head * dh + j];
         s[t] = dot / std::sqrt(double(dh));
       }
       // Output k: softmax over the prefix 0..k, computed from scratch for every k.

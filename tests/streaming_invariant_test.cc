@@ -55,12 +55,11 @@ TEST_P(StreamingInvariantTest, TokenByTokenEqualsOneSpanEqualsRandomChunks) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, StreamingInvariantTest,
-                         ::testing::Combine(::testing::Values(InputKind::kTokens,
-                                                              InputKind::kFeatures),
-                                            ::testing::Values(PositionKind::kNone,
-                                                              PositionKind::kSinusoidal),
-                                            ::testing::Values(1, 4)));
+INSTANTIATE_TEST_SUITE_P(
+    Variants, StreamingInvariantTest,
+    ::testing::Combine(::testing::Values(InputKind::kTokens, InputKind::kFeatures),
+                       ::testing::Values(PositionKind::kNone, PositionKind::kSinusoidal),
+                       ::testing::Values(1, 4)));
 
 // Continuous batching: length-1 spans of many sessions in one Forward (one matrix product per
 // projection) equal each session stepped alone; sessions are at different positions.

@@ -72,8 +72,8 @@ Span Sequence::Slice(int64_t begin, int64_t end, int64_t n_features) const {
   if (!tokens.empty()) {
     s.tokens = absl::MakeConstSpan(tokens).subspan(begin, end - begin);
   } else {
-    s.features = absl::MakeConstSpan(features).subspan(begin * n_features,
-                                                       (end - begin) * n_features);
+    s.features =
+        absl::MakeConstSpan(features).subspan(begin * n_features, (end - begin) * n_features);
   }
   return s;
 }

@@ -51,9 +51,9 @@ struct Piece {  // rows [begin, end) of one record, run as one span
 
 // Scores records[first, last) (whose outputs fit in memory together) and appends their output
 // lines to `out`.
-absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& records,
-                        size_t first, size_t last, bool last_only, bool stream,
-                        int64_t max_batch_tokens, std::string& out) {
+absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& records, size_t first,
+                        size_t last, bool last_only, bool stream, int64_t max_batch_tokens,
+                        std::string& out) {
   const ModelConfig& c = backend.model().config();
   const StateLayout layout = StateLayout::For(c);
   const size_t n = last - first;

@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "core/json_diagnostics.h"
+
+#include <nlohmann/json.hpp>
+
+namespace aaren {
+namespace {
+
+using Json = nlohmann::json;
+
+// Accepts every event and records the first parse error.
+struct SyntaxErrorRecorder : nlohmann::json_sax<Json> {
+  std::string error;
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    error = ex.what();
+    return false;
+  }
+};
+
+}  // namespace
+
+std::string DescribeJsonSyntaxError(absl::string_view text) {
+  SyntaxErrorRecorder recorder;
+  Json::sax_parse(text.begin(), text.end(), &recorder);
+  return recorder.error.empty() ? std::string("syntax error") : recorder.error;
+}
+
+}  // namespace aaren
