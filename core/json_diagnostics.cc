@@ -25,7 +25,12 @@ struct SyntaxErrorRecorder : nlohmann::json_sax<Json> {
   bool end_array() override { return true; }
   bool parse_error(std::size_t, const std::string&,
                    const nlohmann::detail::exception& ex) override {
+    // Drop nlohmann's "[json.exception.parse_error.101] " tag; keep "parse error at ...".
     error = ex.what();
+    if (const size_t tag_end = error.find("] ");
+        error.rfind("[json.exception", 0) == 0 && tag_end != std::string::npos) {
+      error.erase(0, tag_end + 2);
+    }
     return false;
   }
 };

@@ -10,8 +10,9 @@
 
 namespace aaren {
 
-// The first syntax error in `text`, e.g. "[json.exception.parse_error.101] parse error at line 1,
-// column 2: ...", or "syntax error" if nlohmann reports none. Never throws. Thread-safe.
+// The first syntax error in `text`, e.g. "parse error at line 1, column 2: syntax error while
+// parsing object key - ...", or "syntax error" if nlohmann reports none. Never throws.
+// Thread-safe.
 std::string DescribeJsonSyntaxError(absl::string_view text);
 
 }  // namespace aaren

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "core/json_diagnostics.h"
 
 namespace aaren {
@@ -100,7 +101,10 @@ absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view text, int64_t
                                                  const ModelConfig& config) {
   const json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) {
-    return LineError(line, absl::StrCat("invalid JSON: ", DescribeJsonSyntaxError(text)));
+    // The text is a single line: "at line 1, column 9" says no more than "at column 9".
+    return LineError(line, absl::StrCat("invalid JSON: ",
+                                        absl::StrReplaceAll(DescribeJsonSyntaxError(text),
+                                                            {{"at line 1, column", "at column"}})));
   }
   if (!doc.is_object()) return LineError(line, "expected a JSON object");
   SequenceRecord rec;

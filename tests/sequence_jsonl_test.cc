@@ -46,7 +46,8 @@ TEST(SequenceJsonlTest, ParsesTokensAndFeatures) {
 
 TEST(SequenceJsonlTest, EachBadLineNamesLineAndField) {
   EXPECT_THAT(Error("{not json", kTokens), HasSubstr("line 3: invalid JSON: "));
-  EXPECT_THAT(Error("{not json", kTokens), HasSubstr("line 1, column 2"));
+  EXPECT_THAT(Error("{not json", kTokens),
+              HasSubstr("line 3: invalid JSON: parse error at column 3: syntax error"));
   EXPECT_EQ(Error("[1, 2]", kTokens), "line 3: expected a JSON object");
   EXPECT_EQ(Error(R"({"id": 1})", kTokens), "line 3: missing field 'tokens'");
   EXPECT_EQ(Error(R"({"tokens": []})", kTokens), "line 3: field 'tokens': empty sequence");
