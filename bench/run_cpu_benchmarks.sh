@@ -16,7 +16,8 @@ mkdir -p "$out"
   --benchmark_out_format=json --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   > /dev/null
 for t in 1 2; do
-  /usr/bin/python3 bench/pytorch_forward.py --threads "$t" | tail -n 1 > "$out/pytorch_t$t.json"
+  OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t /usr/bin/python3 bench/pytorch_forward.py --threads "$t" \
+    | tail -n 1 > "$out/pytorch_t$t.json"
 done
 "$build/bench/state_bytes_table" models/demo-lm models/demo-ts > "$out/state_bytes.md"
 /usr/bin/python3 bench/summarize_cpu.py "$out"

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The scan path at N = 65536 tokens, D = 256, H = 8 (d_head = 32).
 //
+// Scores, values and outputs are head-major ([heads, tokens, d_head]), as in the CPU backend.
 // BM_ScanParallel/T      the attention stage (core/aaren_scan.h) on T threads.
-// BM_ScanSequential      baseline: the plain sequential recurrence (all heads of a row
-//                        together, rows in order) on one thread, without the task machinery.
+// BM_ScanSequential      baseline: the plain sequential recurrence (every head, rows in
+//                        order) on one thread, without the task machinery.
 // BM_Memcpy/T            baseline: memcpy of the bytes the scan reads (scores + values), which
 //                        writes as many bytes as the scan writes (outputs), split over T threads.
 // BM_ModelForward/T      the whole model (L = 4, d_ff = 1024, vocab 256, sinusoidal positions)
@@ -26,6 +27,9 @@ constexpr int64_t kTokens = 65536;
 constexpr int64_t kDModel = 256;
 constexpr int64_t kHeads = 8;
 constexpr int64_t kDHead = kDModel / kHeads;
+// Head-major activations, as the CPU backend lays them out for the scan.
+constexpr HeadLayout kScoreLayout{1, kTokens};
+constexpr HeadLayout kValueLayout{kDHead, kTokens* kDHead};
 
 struct ScanData {
   std::vector<float> scores = RandomFloats(kTokens * kHeads, 1, 3.0f);
@@ -52,11 +56,11 @@ void BM_ScanParallel(benchmark::State& st) {
   const ScanSpan span{0, kTokens, d.state.data()};
   ScanParams p;
   p.scores = d.scores.data();
-  p.score_stride = kHeads;
+  p.score_layout = kScoreLayout;
   p.values = d.values.data();
-  p.value_stride = kDModel;
+  p.value_layout = kValueLayout;
   p.outputs = d.outputs.data();
-  p.output_stride = kDModel;
+  p.output_layout = kValueLayout;
   p.n_heads = kHeads;
   p.d_head = kDHead;
   p.spans = absl::MakeConstSpan(&span, 1);
@@ -74,8 +78,8 @@ void BM_ScanSequential(benchmark::State& st) {
   ScanData& d = Data();
   for (auto _ : st) {
     d.Reset();
-    AarenScanHeads(d.scores.data(), kHeads, d.values.data(), kDModel, kTokens, kHeads, kDHead,
-                   d.state.data(), d.outputs.data(), kDModel);
+    AarenScanHeads(d.scores.data(), kScoreLayout, d.values.data(), kValueLayout, kTokens, kHeads,
+                   kDHead, d.state.data(), d.outputs.data(), kValueLayout);
     benchmark::DoNotOptimize(d.outputs.data());
   }
   SetBytes(st, d);

@@ -144,7 +144,7 @@ BENCHMARK(BM_KvCacheStep)
     ->Arg(100000)
     ->Arg(1000000)
     ->Unit(benchmark::kMicrosecond)
-    ->Iterations(200);
+    ->Iterations(50);
 
 }  // namespace
 }  // namespace aaren::bench

@@ -27,12 +27,12 @@ struct GroupScratch {
 
 // Reduces rows [0, length) of heads [0, heads) to their aggregate states (no outputs). `agg` holds
 // `heads` records of (m, u, w[d_head]), back to back.
-void ReduceChunk(const float* scores, int64_t score_stride, const float* values,
-                 int64_t value_stride, int64_t length, int64_t heads, int64_t d_head, float* agg) {
+void ReduceChunk(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
+                 int64_t length, int64_t heads, int64_t d_head, float* agg) {
   const int64_t rec = 2 + d_head;
   for (int64_t g = 0; g < heads; ++g) {
     float m = kNegInf;
-    for (int64_t i = 0; i < length; ++i) m = std::max(m, scores[i * score_stride + g]);
+    for (int64_t i = 0; i < length; ++i) m = std::max(m, scores[sl.at(i, g)]);
     agg[g * rec] = m;
     agg[g * rec + 1] = 0.0f;
     std::fill(agg + g * rec + 2, agg + (g + 1) * rec, 0.0f);
@@ -42,16 +42,15 @@ void ReduceChunk(const float* scores, int64_t score_stride, const float* values,
     const int64_t nb = std::min(kExpBlock, length - b0);
     for (int64_t i = 0; i < nb; ++i) {
       for (int64_t g = 0; g < heads; ++g) {
-        e[i * heads + g] = scores[(b0 + i) * score_stride + g] - agg[g * rec];
+        e[i * heads + g] = scores[sl.at(b0 + i, g)] - agg[g * rec];
       }
     }
     ArrayMap(e.data(), nb * heads) = ArrayMap(e.data(), nb * heads).exp();
     for (int64_t i = 0; i < nb; ++i) {
-      const float* v_row = values + (b0 + i) * value_stride;
       for (int64_t g = 0; g < heads; ++g) {
         const float ei = e[i * heads + g];
         float* __restrict w = agg + g * rec + 2;
-        const float* __restrict v = v_row + g * d_head;
+        const float* __restrict v = values + vl.at(b0 + i, g);
         agg[g * rec + 1] += ei;
         for (int64_t j = 0; j < d_head; ++j) w[j] += ei * v[j];
       }
@@ -71,9 +70,9 @@ struct Task {
 
 }  // namespace
 
-void AarenScanHeads(const float* scores, int64_t score_stride, const float* values,
-                    int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
-                    float* state, float* out, int64_t out_stride) {
+void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
+                    int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
+                    HeadLayout ol) {
   const int64_t rec = 2 + d_head;
   GroupScratch g_state(heads);
   float* m = g_state.m.data();
@@ -89,11 +88,11 @@ void AarenScanHeads(const float* scores, int64_t score_stride, const float* valu
     const int64_t nb = std::min(kExpBlock, length - b0);
     for (int64_t g = 0; g < heads; ++g) g_state.from_identity[g] = (m[g] == kNegInf);
     for (int64_t i = 0; i < nb; ++i) {
-      const float* s_row = scores + (b0 + i) * score_stride;
       for (int64_t g = 0; g < heads; ++g) {
-        const float m_new = std::max(m[g], s_row[g]);
+        const float s = scores[sl.at(b0 + i, g)];
+        const float m_new = std::max(m[g], s);
         a[i * heads + g] = m[g] == kNegInf ? 0.0f : m[g] - m_new;
-        e[i * heads + g] = s_row[g] - m_new;
+        e[i * heads + g] = s - m_new;
         m[g] = m_new;
       }
     }
@@ -104,16 +103,14 @@ void AarenScanHeads(const float* scores, int64_t score_stride, const float* valu
       if (g_state.from_identity[g]) a[g] = 0.0f;
     }
     for (int64_t i = 0; i < nb; ++i) {
-      const float* v_row = values + (b0 + i) * value_stride;
-      float* o_row = out + (b0 + i) * out_stride;
       for (int64_t g = 0; g < heads; ++g) {
         const float ai = a[i * heads + g];
         const float ei = e[i * heads + g];
         u[g] = u[g] * ai + ei;
         const float inv_u = 1.0f / u[g];
         float* __restrict w = state + g * rec + 2;
-        const float* __restrict v = v_row + g * d_head;
-        float* __restrict o = o_row + g * d_head;
+        const float* __restrict v = values + vl.at(b0 + i, g);
+        float* __restrict o = out + ol.at(b0 + i, g);
         for (int64_t j = 0; j < d_head; ++j) {
           const float wj = w[j] * ai + ei * v[j];
           w[j] = wj;
@@ -131,8 +128,8 @@ void AarenScanHeads(const float* scores, int64_t score_stride, const float* valu
 void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
                          int64_t value_stride, int64_t length, int64_t d_head, float* state,
                          float* out, int64_t out_stride) {
-  AarenScanHeads(scores, score_stride, values, value_stride, length, 1, d_head, state, out,
-                 out_stride);
+  AarenScanHeads(scores, {score_stride, 0}, values, {value_stride, 0}, length, 1, d_head, state,
+                 out, {out_stride, 0});
 }
 
 void AarenPrefixAttention(const ScanParams& p) {
@@ -147,7 +144,8 @@ void AarenPrefixAttention(const ScanParams& p) {
   // Task sizing: about two tasks per thread. A span with more work than that is split first by
   // head groups (free: each group is an independent recurrence reading its own columns), then by
   // chunks of tokens (costs phase 1's extra read of the chunk), never below min_chunk tokens.
-  // Whole rows per task keep the reads sequential, which the hardware prefetchers need.
+  // With head-major activations every head's rows are contiguous, so a task reads one sequential
+  // stream per head, which the hardware prefetchers follow.
   const int64_t target = std::max<int64_t>(1, total_work / (2 * threads));
   std::vector<Task> tasks;
   for (int64_t si = 0; si < static_cast<int64_t>(p.spans.size()); ++si) {
@@ -188,9 +186,9 @@ void AarenPrefixAttention(const ScanParams& p) {
   };
   auto rows = [&](const Task& t) {
     const int64_t r0 = p.spans[t.span].first_row + t.begin;
-    return Rows{p.scores + r0 * p.score_stride + t.head_begin,
-                p.values + r0 * p.value_stride + t.head_begin * d_head,
-                p.outputs + r0 * p.output_stride + t.head_begin * d_head};
+    return Rows{p.scores + p.score_layout.at(r0, t.head_begin),
+                p.values + p.value_layout.at(r0, t.head_begin),
+                p.outputs + p.output_layout.at(r0, t.head_begin)};
   };
 
   if (!seeds.empty()) {
@@ -200,7 +198,7 @@ void AarenPrefixAttention(const ScanParams& p) {
       const Task& t = tasks[ti];
       if (!t.multi_chunk || t.last_chunk) continue;
       const Rows r = rows(t);
-      ReduceChunk(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin,
+      ReduceChunk(r.s, p.score_layout, r.v, p.value_layout, t.end - t.begin,
                   t.head_end - t.head_begin, d_head, seeds.data() + seed_offset[ti]);
     }
     // Phase 2: exclusive prefix over the chunks, seeded with the span's state.
@@ -230,8 +228,8 @@ void AarenPrefixAttention(const ScanParams& p) {
     const int64_t heads = t.head_end - t.head_begin;
     float* span_state = p.spans[t.span].state + t.head_begin * rec;
     float* state = t.multi_chunk ? seeds.data() + seed_offset[ti] : span_state;
-    AarenScanHeads(r.s, p.score_stride, r.v, p.value_stride, t.end - t.begin, heads, d_head, state,
-                   r.o, p.output_stride);
+    AarenScanHeads(r.s, p.score_layout, r.v, p.value_layout, t.end - t.begin, heads, d_head, state,
+                   r.o, p.output_layout);
     if (t.multi_chunk && t.last_chunk) std::copy(state, state + heads * rec, span_state);
   }
 }

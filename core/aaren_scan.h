@@ -26,13 +26,24 @@ struct ScanSpan {
   float* state = nullptr;  // n_heads x (m, u, w[d_head]) of this layer, read then overwritten
 };
 
+// Where head h of row r of an activation lives: base + r * row_stride + h * head_stride.
+// Row-major [rows, heads * width]: {heads * width, width}. Head-major [heads, rows, width]:
+// {width, rows * width}, which keeps each head's rows contiguous (what the CPU backend uses).
+struct HeadLayout {
+  int64_t row_stride = 0;
+  int64_t head_stride = 0;
+  constexpr int64_t at(int64_t row, int64_t head) const {
+    return row * row_stride + head * head_stride;
+  }
+};
+
 struct ScanParams {
-  const float* scores = nullptr;  // [rows, score_stride]; head h of row r at r*score_stride + h
-  int64_t score_stride = 0;
-  const float* values = nullptr;  // [rows, value_stride]; head h at r*value_stride + h*d_head
-  int64_t value_stride = 0;
-  float* outputs = nullptr;  // [rows, output_stride]; same layout as values, no aliasing
-  int64_t output_stride = 0;
+  const float* scores = nullptr;  // one float per (row, head)
+  HeadLayout score_layout;
+  const float* values = nullptr;  // d_head floats per (row, head), contiguous
+  HeadLayout value_layout;
+  float* outputs = nullptr;  // like values; must not alias scores or values
+  HeadLayout output_layout;
   int64_t n_heads = 0;
   int64_t d_head = 0;
   // Spans must not overlap in rows nor share a state buffer.
@@ -48,15 +59,16 @@ struct ScanParams {
 // Thread-safe for calls on disjoint buffers; uses up to num_threads OpenMP threads.
 void AarenPrefixAttention(const ScanParams& params);
 
-// The sequential recurrence over `length` tokens for `heads` consecutive heads at once (rows are
-// read whole, in order). `state` holds the heads' (m, u, w[d_head]) records back to back, in/out.
-void AarenScanHeads(const float* scores, int64_t score_stride, const float* values,
-                    int64_t value_stride, int64_t length, int64_t heads, int64_t d_head,
-                    float* state, float* out, int64_t out_stride);
+// The sequential recurrence over `length` tokens for `heads` consecutive heads at once (each head's
+// rows read in order). `state` holds the heads' (m, u, w[d_head]) records back to back, in/out.
+void AarenScanHeads(const float* scores, HeadLayout score_layout, const float* values,
+                    HeadLayout value_layout, int64_t length, int64_t heads, int64_t d_head,
+                    float* state, float* out, HeadLayout out_layout);
 
 // The plain sequential recurrence for one span and head (one thread): the baseline the
 // benchmarks compare the scan with, and the building block of the scan's phase 3.
-// state: (m, u, w[d_head]) in/out; out rows at out_stride.
+// state: (m, u, w[d_head]) in/out; row i's score at scores[i * score_stride], its value at
+// values + i * value_stride, its output at out + i * out_stride.
 void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
                          int64_t value_stride, int64_t length, int64_t d_head, float* state,
                          float* out, int64_t out_stride);

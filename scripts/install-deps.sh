@@ -7,7 +7,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake git pkg-config clang-format
-  libabsl-dev nlohmann-json3-dev libeigen3-dev
+  libabsl-dev nlohmann-json3-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch python3-pytest
 )
