@@ -10,13 +10,16 @@ cd "$(dirname "$0")/.."
 build="${1:-build}"
 out="$build/bench-results"
 mkdir -p "$out"
-"$build/bench/step_bench" --benchmark_format=json --benchmark_out="$out/step.json" \
-  --benchmark_out_format=json --benchmark_min_time=0.5 > /dev/null
-"$build/bench/scan_bench" --benchmark_format=json --benchmark_out="$out/scan.json" \
-  --benchmark_out_format=json --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+# Repetitions, reported by their minimum: shared machines add noise, never remove time.
+"$build/bench/step_bench" --benchmark_filter=AarenStep --benchmark_repetitions=10 \
+  --benchmark_min_time=0.2 --benchmark_out="$out/step_aaren.json" --benchmark_out_format=json \
   > /dev/null
+"$build/bench/step_bench" --benchmark_filter=KvCacheStep --benchmark_repetitions=3 \
+  --benchmark_out="$out/step_kv.json" --benchmark_out_format=json > /dev/null
+"$build/bench/scan_bench" --benchmark_repetitions=5 --benchmark_out="$out/scan.json" \
+  --benchmark_out_format=json > /dev/null
 for t in 1 2; do
-  OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t /usr/bin/python3 bench/pytorch_forward.py --threads "$t" \
+  OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t /usr/bin/python3 bench/pytorch_forward.py --threads "$t" --chunk_sizes 128,256 \
     | tail -n 1 > "$out/pytorch_t$t.json"
 done
 "$build/bench/state_bytes_table" models/demo-lm models/demo-ts > "$out/state_bytes.md"

@@ -131,6 +131,24 @@ BENCHMARK(BM_ModelForward)
     ->UseRealTime()
     ->Iterations(3);
 
+// Machine probe, not Aaren code: every thread runs the same dependent floating-point chain, so
+// with T truly parallel cores the time equals the 1-thread time; on a host that time-slices its
+// vCPUs it grows with T. Read the 2-thread figures above in its light.
+void BM_ParallelismProbe(benchmark::State& st) {
+  const int threads = static_cast<int>(st.range(0));
+  for (auto _ : st) {
+    double sink = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    {
+      double x = 1.0;
+      for (int64_t k = 0; k < 50'000'000; ++k) x = x * 1.0000001 + 1e-9;
+      sink += x;
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+}
+BENCHMARK(BM_ParallelismProbe)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 }  // namespace
 }  // namespace aaren::bench
 
