@@ -430,6 +430,10 @@ def test_demo_model_metrics_reproduce(name):
     expected = json.loads((d / "metrics.json").read_text())
     got = evaluate(d)
     assert got["metric"] == expected["metric"]
-    assert got["value"] == pytest.approx(expected["value"], abs=1e-6)
+    if got["metric"] == "accuracy":
+        # Same build: identical. Another CPU/torch build may flip a near-tie argmax or two.
+        assert got["value"] == pytest.approx(expected["value"], abs=5e-4)
+    else:
+        assert got["value"] == pytest.approx(expected["value"], rel=1e-4)
     assert (d / "model.safetensors").stat().st_size <= 2 * 1024 * 1024
     assert (d / "heldout.jsonl").stat().st_size <= 1536 * 1024
