@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include <omp.h>
 #include <Eigen/Core>
 
 #include "core/aaren_state.h"
@@ -17,18 +18,26 @@ constexpr int64_t kExpBlock = 64;
 
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 
-// Per-head running values of a group of consecutive heads, kept out of the state records so the
-// hot loops work on small local arrays.
-struct GroupScratch {
-  std::vector<float> m, u;
-  std::vector<uint8_t> from_identity;
-  explicit GroupScratch(int64_t heads) : m(heads), u(heads), from_identity(heads) {}
+// Carves a task's workspace (ScanWorkspaceFloats(heads) floats): per-head running values, kept
+// out of the state records so the hot loops work on small local arrays, and the exponent blocks.
+struct Workspace {
+  float* m;
+  float* u;
+  float* from_identity;  // 1.0f where the head's state was the identity at the block's start
+  float* a;              // [kExpBlock, heads]
+  float* e;              // [kExpBlock, heads]
+  Workspace(float* base, int64_t heads)
+      : m(base),
+        u(base + heads),
+        from_identity(base + 2 * heads),
+        a(base + 3 * heads),
+        e(base + 3 * heads + kExpBlock * heads) {}
 };
 
 // Reduces rows [0, length) of heads [0, heads) to their aggregate states (no outputs). `agg` holds
 // `heads` records of (m, u, w[d_head]), back to back.
 void ReduceChunk(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
-                 int64_t length, int64_t heads, int64_t d_head, float* agg) {
+                 int64_t length, int64_t heads, int64_t d_head, float* agg, float* workspace) {
   const int64_t rec = 2 + d_head;
   for (int64_t g = 0; g < heads; ++g) {
     float m = kNegInf;
@@ -37,7 +46,7 @@ void ReduceChunk(const float* scores, HeadLayout sl, const float* values, HeadLa
     agg[g * rec + 1] = 0.0f;
     std::fill(agg + g * rec + 2, agg + (g + 1) * rec, 0.0f);
   }
-  std::vector<float> e(static_cast<size_t>(kExpBlock * heads));
+  float* e = Workspace(workspace, heads).e;
   for (int64_t b0 = 0; b0 < length; b0 += kExpBlock) {
     const int64_t nb = std::min(kExpBlock, length - b0);
     for (int64_t i = 0; i < nb; ++i) {
@@ -45,7 +54,7 @@ void ReduceChunk(const float* scores, HeadLayout sl, const float* values, HeadLa
         e[i * heads + g] = scores[sl.at(b0 + i, g)] - agg[g * rec];
       }
     }
-    ArrayMap(e.data(), nb * heads) = ArrayMap(e.data(), nb * heads).exp();
+    ArrayMap(e, nb * heads) = ArrayMap(e, nb * heads).exp();
     for (int64_t i = 0; i < nb; ++i) {
       for (int64_t g = 0; g < heads; ++g) {
         const float ei = e[i * heads + g];
@@ -70,23 +79,31 @@ struct Task {
 
 }  // namespace
 
+int64_t ScanWorkspaceFloats(int64_t heads) { return heads * (3 + 2 * kExpBlock); }
+
 void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
                     int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
-                    HeadLayout ol) {
+                    HeadLayout ol, float* workspace) {
+  std::vector<float> owned;
+  if (workspace == nullptr) {
+    owned.resize(static_cast<size_t>(ScanWorkspaceFloats(heads)));
+    workspace = owned.data();
+  }
+  const Workspace ws(workspace, heads);
   const int64_t rec = 2 + d_head;
-  GroupScratch g_state(heads);
-  float* m = g_state.m.data();
-  float* u = g_state.u.data();
+  float* m = ws.m;
+  float* u = ws.u;
+  float* a = ws.a;
+  float* e = ws.e;
   for (int64_t g = 0; g < heads; ++g) {
     m[g] = state[g * rec];
     u[g] = state[g * rec + 1];
   }
   // Per token and head: a = exp(m_prev - m_new) rescales the carried (u, w); e = exp(s - m_new)
   // weighs the new leaf. Evaluated a block of tokens at a time so the exps vectorise.
-  std::vector<float> a(static_cast<size_t>(kExpBlock * heads)), e(a.size());
   for (int64_t b0 = 0; b0 < length; b0 += kExpBlock) {
     const int64_t nb = std::min(kExpBlock, length - b0);
-    for (int64_t g = 0; g < heads; ++g) g_state.from_identity[g] = (m[g] == kNegInf);
+    for (int64_t g = 0; g < heads; ++g) ws.from_identity[g] = (m[g] == kNegInf) ? 1.0f : 0.0f;
     for (int64_t i = 0; i < nb; ++i) {
       for (int64_t g = 0; g < heads; ++g) {
         const float s = scores[sl.at(b0 + i, g)];
@@ -96,11 +113,11 @@ void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, Hea
         m[g] = m_new;
       }
     }
-    ArrayMap(a.data(), nb * heads) = ArrayMap(a.data(), nb * heads).exp();
-    ArrayMap(e.data(), nb * heads) = ArrayMap(e.data(), nb * heads).exp();
+    ArrayMap(a, nb * heads) = ArrayMap(a, nb * heads).exp();
+    ArrayMap(e, nb * heads) = ArrayMap(e, nb * heads).exp();
     // Seeded from the identity: exp(-inf - s) is exactly 0 (only a head's first token can be).
     for (int64_t g = 0; g < heads; ++g) {
-      if (g_state.from_identity[g]) a[g] = 0.0f;
+      if (ws.from_identity[g] != 0.0f) a[g] = 0.0f;
     }
     for (int64_t i = 0; i < nb; ++i) {
       for (int64_t g = 0; g < heads; ++g) {
@@ -123,13 +140,6 @@ void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, Hea
     state[g * rec] = m[g];
     state[g * rec + 1] = u[g];
   }
-}
-
-void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
-                         int64_t value_stride, int64_t length, int64_t d_head, float* state,
-                         float* out, int64_t out_stride) {
-  AarenScanHeads(scores, {score_stride, 0}, values, {value_stride, 0}, length, 1, d_head, state,
-                 out, {out_stride, 0});
 }
 
 void AarenPrefixAttention(const ScanParams& p) {
@@ -178,6 +188,12 @@ void AarenPrefixAttention(const ScanParams& p) {
     seed_offset[ti + 1] = seed_offset[ti] + (t.multi_chunk ? (t.head_end - t.head_begin) * rec : 0);
   }
   std::vector<float> seeds(static_cast<size_t>(seed_offset[n_tasks]));
+  // Per-thread workspaces, allocated here so nothing allocates inside the parallel regions.
+  int64_t max_heads = 1;
+  for (const Task& t : tasks) max_heads = std::max(max_heads, t.head_end - t.head_begin);
+  const int64_t ws_floats = ScanWorkspaceFloats(max_heads);
+  std::vector<float> workspaces(static_cast<size_t>(threads * ws_floats));
+  auto workspace = [&] { return workspaces.data() + omp_get_thread_num() * ws_floats; };
 
   struct Rows {
     const float* s;
@@ -199,7 +215,7 @@ void AarenPrefixAttention(const ScanParams& p) {
       if (!t.multi_chunk || t.last_chunk) continue;
       const Rows r = rows(t);
       ReduceChunk(r.s, p.score_layout, r.v, p.value_layout, t.end - t.begin,
-                  t.head_end - t.head_begin, d_head, seeds.data() + seed_offset[ti]);
+                  t.head_end - t.head_begin, d_head, seeds.data() + seed_offset[ti], workspace());
     }
     // Phase 2: exclusive prefix over the chunks, seeded with the span's state.
     std::vector<float> carry, agg;

@@ -61,17 +61,14 @@ void AarenPrefixAttention(const ScanParams& params);
 
 // The sequential recurrence over `length` tokens for `heads` consecutive heads at once (each head's
 // rows read in order). `state` holds the heads' (m, u, w[d_head]) records back to back, in/out.
+// `workspace`: ScanWorkspaceFloats(heads) floats of scratch, or null to allocate them. This is
+// the plain sequential recurrence, the benchmarks' single-thread baseline, and the scan's phase 3.
 void AarenScanHeads(const float* scores, HeadLayout score_layout, const float* values,
                     HeadLayout value_layout, int64_t length, int64_t heads, int64_t d_head,
-                    float* state, float* out, HeadLayout out_layout);
+                    float* state, float* out, HeadLayout out_layout, float* workspace = nullptr);
 
-// The plain sequential recurrence for one span and head (one thread): the baseline the
-// benchmarks compare the scan with, and the building block of the scan's phase 3.
-// state: (m, u, w[d_head]) in/out; row i's score at scores[i * score_stride], its value at
-// values + i * value_stride, its output at out + i * out_stride.
-void AarenScanSequential(const float* scores, int64_t score_stride, const float* values,
-                         int64_t value_stride, int64_t length, int64_t d_head, float* state,
-                         float* out, int64_t out_stride);
+// Scratch floats AarenScanHeads needs for `heads` heads.
+int64_t ScanWorkspaceFloats(int64_t heads);
 
 }  // namespace aaren
 

@@ -34,8 +34,8 @@ struct StateLayout {
   }
 };
 
-// Writes the identity (empty prefix) state (-inf, 0, 0) into `n` floats of a state buffer made
-// of back-to-back (m, u, w[d_head]) records.
+// Writes the identity (empty prefix) state (-inf, 0, 0) into every (m, u, w[d_head]) record of
+// a session's state buffer (layout.total_floats() floats).
 inline void ResetState(float* state, const StateLayout& layout) {
   for (int64_t r = 0; r < layout.n_layers * layout.n_heads; ++r) {
     float* p = state + r * layout.head_floats();
@@ -45,17 +45,18 @@ inline void ResetState(float* state, const StateLayout& layout) {
   }
 }
 
-// exp(x - m) for a rescale factor, with exp(-inf - -inf) := 0 so that combining with the identity
-// contributes exactly nothing.
-inline float RescaleFactor(float x, float m) { return x == kNegInf ? 0.0f : std::exp(x - m); }
-
 // a := a (+) b, with a on the left (the operator is associative, not commutative). Each side is
 // a (m, u, w[d_head]) record. Exact when either side is the identity: (-inf, 0, 0) (+) B == B and
 // A (+) (-inf, 0, 0) == A bit for bit.
 inline void CombineInto(float* a, const float* b, int64_t d_head) {
+  if (b[0] == kNegInf) return;  // A (+) identity: A, untouched
+  if (a[0] == kNegInf) {        // identity (+) B: B, copied
+    for (int64_t j = 0; j < 2 + d_head; ++j) a[j] = b[j];
+    return;
+  }
   const float m = std::fmax(a[0], b[0]);
-  const float sa = RescaleFactor(a[0], m);
-  const float sb = RescaleFactor(b[0], m);
+  const float sa = std::exp(a[0] - m);
+  const float sb = std::exp(b[0] - m);
   a[0] = m;
   a[1] = a[1] * sa + b[1] * sb;
   for (int64_t j = 0; j < d_head; ++j) a[2 + j] = a[2 + j] * sa + b[2 + j] * sb;

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "core/backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -12,7 +15,7 @@ namespace aaren {
 absl::Status ValidateSpans(const ModelConfig& config, absl::Span<const Span> spans) {
   const bool tokens_input = config.input_kind == InputKind::kTokens;
   const int64_t n_features = config.n_features;
-  absl::flat_hash_map<const float*, size_t> state_owner;
+  std::vector<std::pair<const float*, size_t>> claimed;  // (state, span) of non-empty spans
   for (size_t i = 0; i < spans.size(); ++i) {
     const Span& span = spans[i];
     const std::string where = absl::StrCat("spans[", i, "]");
@@ -63,10 +66,28 @@ absl::Status ValidateSpans(const ModelConfig& config, absl::Span<const Span> spa
     if (span.output != OutputSelect::kNone && span.outputs == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(where, ".outputs: null"));
     }
-    auto [it, inserted] = state_owner.emplace(span.state, i);
-    if (!inserted) {
+    claimed.push_back({span.state, i});
+  }
+  // No two spans may touch the same state floats or position counter: their updates would race.
+  const int64_t state_floats = config.state_floats();
+  std::sort(claimed.begin(), claimed.end());
+  for (size_t k = 1; k < claimed.size(); ++k) {
+    const auto [prev, prev_span] = claimed[k - 1];
+    const auto [cur, cur_span] = claimed[k];
+    if (cur < prev + state_floats) {
+      const size_t hi = std::max(prev_span, cur_span), lo = std::min(prev_span, cur_span);
       return absl::InvalidArgumentError(
-          absl::StrCat(where, ".state: same buffer as spans[", it->second, "].state"));
+          absl::StrCat("spans[", hi, "].state: ", cur == prev ? "same buffer as" : "overlaps",
+                       " spans[", lo, "].state"));
+    }
+  }
+  absl::flat_hash_map<const int64_t*, size_t> position_owner;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (spans[i].length(n_features) == 0) continue;
+    auto [it, inserted] = position_owner.emplace(spans[i].position, i);
+    if (!inserted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spans[", i, "].position: same counter as spans[", it->second, "].position"));
     }
   }
   return absl::OkStatus();

@@ -40,7 +40,7 @@ struct Span {
   absl::Span<const float> features;
   // Recurrent state, read then overwritten: n_layers x n_heads x (m, u, w[d_head]) floats in the
   // layout of core/aaren_state.h (StateLayout). A fresh sequence starts from ResetState().
-  // No two spans of one Forward may share a state buffer.
+  // No two spans of one Forward may share (or overlap in) a state buffer or a position counter.
   float* state = nullptr;
   // Position (token index in the sequence) of the span's first token; advanced by length.
   int64_t* position = nullptr;
@@ -63,12 +63,16 @@ class Backend {
   // Short name for logs and metrics: "cpu", "cuda".
   virtual absl::string_view name() const = 0;
 
-  // Runs the batch. All spans are validated before any state is touched: on error nothing
-  // (states, positions, outputs) has been modified. Errors: INVALID_ARGUMENT naming the span and
-  // field ("spans[2].tokens[5]: token id 99 out of range [0, 65)"), e.g. for an out-of-range
-  // token, a non-finite feature, a feature count that is not a multiple of n_features, both or
-  // neither input field set for a non-empty span, a null state/position/outputs, two spans
-  // sharing a state, or a position overflow. Empty spans are no-ops.
+  // Runs the batch, all or nothing: on any error no state, position or output has been modified.
+  // Errors:
+  //  - INVALID_ARGUMENT naming the span and field ("spans[2].tokens[5]: token id 99 out of range
+  //    [0, 65)"), found before any work: an out-of-range token, a non-finite feature, a feature
+  //    count that is not a multiple of n_features, the input field the model does not take, a
+  //    null state/position/outputs, two spans sharing a state or position, a position overflow;
+  //  - INVALID_ARGUMENT naming the span when its activations overflow float32 (finite but huge
+  //    features), found after the work and undone: the state never becomes NaN or Inf;
+  //  - RESOURCE_EXHAUSTED when the batch's working memory cannot be allocated (undone likewise).
+  // Empty spans are no-ops.
   //
   // Thread-safety: Forward may be called concurrently from several threads on disjoint spans;
   // each call uses its own scratch memory and the backend's thread budget.

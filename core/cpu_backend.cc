@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "core/cpu_backend.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <thread>
@@ -8,6 +10,7 @@
 #include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
+#include "absl/strings/str_cat.h"
 #include "core/aaren_scan.h"
 #include "core/aaren_state.h"
 #include "core/linear.h"
@@ -45,21 +48,19 @@ void GeluInPlace(float* z, int64_t n) {
   a = 0.5f * a * (1.0f + (a * float(M_SQRT1_2)).erf());
 }
 
-// Per-thread scratch reused across blocks and calls (OpenMP threads persist). Sized for
-// kMaxBlockRows rows.
+// One thread's scratch for blocks of up to `rows` rows. Allocated before any parallel region, so
+// that running out of memory is reported (and undone) rather than terminating the process.
 struct Scratch {
   std::vector<float> normed;  // [rows, d_model]
-  std::vector<float> wide;    // [rows, max(d_model, d_ff)]: values, attention rows, FFN hidden
+  std::vector<float> wide;    // [rows, max(d_model, d_ff)]: values, FFN hidden
   std::vector<float> scores;  // [rows, n_heads]
   std::vector<float> attn;    // [rows, d_model]: attention outputs gathered row-major
-  void Reserve(const ModelConfig& c) {
-    normed.resize(kMaxBlockRows * c.d_model);
-    attn.resize(kMaxBlockRows * c.d_model);
-    wide.resize(kMaxBlockRows * std::max(c.d_model, c.d_ff));
-    scores.resize(kMaxBlockRows * c.n_heads);
-  }
+  Scratch(const ModelConfig& c, int64_t rows)
+      : normed(rows * c.d_model),
+        wide(rows * std::max(c.d_model, c.d_ff)),
+        scores(rows * c.n_heads),
+        attn(rows * c.d_model) {}
 };
-thread_local Scratch tls_scratch;
 
 struct RowRange {
   int64_t begin;
@@ -76,15 +77,14 @@ std::vector<RowRange> SplitRows(int64_t rows, int threads) {
   return blocks;
 }
 
-// Runs fn(block, scratch) over blocks on up to `threads` OpenMP threads.
+// Runs fn(block, scratch) over blocks on up to scratch.size() OpenMP threads, each thread with
+// its own scratch. fn must not throw (it runs inside a parallel region).
 template <typename Fn>
-void ForEachBlock(const std::vector<RowRange>& blocks, int threads, const ModelConfig& c, Fn&& fn) {
+void ForEachBlock(const std::vector<RowRange>& blocks, std::vector<Scratch>& scratch, Fn&& fn) {
   const int64_t n = static_cast<int64_t>(blocks.size());
+  const int threads = static_cast<int>(scratch.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1 && threads > 1)
-  for (int64_t i = 0; i < n; ++i) {
-    tls_scratch.Reserve(c);
-    fn(blocks[i], tls_scratch);
-  }
+  for (int64_t i = 0; i < n; ++i) fn(blocks[i], scratch[omp_get_thread_num()]);
 }
 
 // Attention activations in head-major layout [n_heads, rows, width]: each head's rows are
@@ -177,24 +177,107 @@ CpuBackend::~CpuBackend() = default;
 absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   const ModelConfig& c = model_->config();
   RETURN_IF_ERROR(ValidateSpans(c, spans));
-
-  const int64_t d = c.d_model, n_heads = c.n_heads, dh = c.d_head();
   const int64_t n_spans = static_cast<int64_t>(spans.size());
-  const float eps = static_cast<float>(c.norm_eps);
-  const StateLayout layout = StateLayout::For(c);
-  const int threads = num_threads_;
+  const int64_t state_floats = c.state_floats();
 
   // Row r of every activation is one token; spans are laid out back to back.
   std::vector<int64_t> first_row(n_spans + 1, 0);
   for (int64_t i = 0; i < n_spans; ++i) {
     first_row[i + 1] = first_row[i] + spans[i].length(c.n_features);
   }
+  if (first_row[n_spans] == 0) return absl::OkStatus();
+  auto span_rows = [&](int64_t i) { return first_row[i + 1] - first_row[i]; };
+
+  // All or nothing: keep the states to put back if the batch fails after touching them.
+  std::vector<float> saved;
+  auto restore = [&] {
+    for (int64_t i = 0, k = 0; i < n_spans && !saved.empty(); ++i) {
+      if (span_rows(i) == 0) continue;
+      std::copy_n(&saved[k++ * state_floats], state_floats, spans[i].state);
+    }
+  };
+  std::vector<float> outputs;  // rows of every wanted output, in span order
+  try {
+    int64_t live = 0;
+    for (int64_t i = 0; i < n_spans; ++i) live += span_rows(i) > 0;
+    saved.resize(static_cast<size_t>(live * state_floats));
+    for (int64_t i = 0, k = 0; i < n_spans; ++i) {
+      if (span_rows(i) > 0) std::copy_n(spans[i].state, state_floats, &saved[k++ * state_floats]);
+    }
+    RunLayers(spans, first_row, outputs);
+  } catch (const std::bad_alloc&) {
+    restore();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "not enough memory for a batch of ", first_row[n_spans], " tokens in ", n_spans, " spans"));
+  }
+
+  // A finite but huge input can overflow an activation; never let it poison a state.
+  for (int64_t i = 0, o = 0; i < n_spans; ++i) {
+    if (span_rows(i) == 0) continue;
+    const int64_t n_out = spans[i].output == OutputSelect::kAll    ? span_rows(i)
+                          : spans[i].output == OutputSelect::kLast ? 1
+                                                                   : 0;
+    const auto finite = [](float v) { return std::isfinite(v); };
+    const bool ok =
+        std::all_of(spans[i].state, spans[i].state + state_floats, finite) &&
+        std::all_of(&outputs[o * c.output_dim], &outputs[(o + n_out) * c.output_dim], finite);
+    if (!ok) {
+      restore();
+      return absl::InvalidArgumentError(
+          absl::StrCat("spans[", i,
+                       "]: activations overflow float32 (input values too large?); no state was "
+                       "changed"));
+    }
+    o += n_out;
+  }
+  for (int64_t i = 0, o = 0; i < n_spans; ++i) {
+    if (span_rows(i) == 0) continue;
+    const int64_t n_out = spans[i].output == OutputSelect::kAll    ? span_rows(i)
+                          : spans[i].output == OutputSelect::kLast ? 1
+                                                                   : 0;
+    std::copy_n(&outputs[o * c.output_dim], n_out * c.output_dim, spans[i].outputs);
+    o += n_out;
+    *spans[i].position += span_rows(i);
+  }
+  return absl::OkStatus();
+}
+
+void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64_t>& first_row,
+                           std::vector<float>& outputs) {
+  const ModelConfig& c = model_->config();
+  const int64_t d = c.d_model, n_heads = c.n_heads, dh = c.d_head();
+  const int64_t n_spans = static_cast<int64_t>(spans.size());
+  const float eps = static_cast<float>(c.norm_eps);
+  const StateLayout layout = StateLayout::For(c);
   const int64_t rows = first_row[n_spans];
-  if (rows == 0) return absl::OkStatus();
-  const std::vector<RowRange> blocks = SplitRows(rows, threads);
+  const std::vector<RowRange> blocks = SplitRows(rows, num_threads_);
+
+  // Rows whose outputs are wanted, in span order.
+  std::vector<int64_t> out_rows;
+  for (int64_t i = 0; i < n_spans; ++i) {
+    const int64_t len = first_row[i + 1] - first_row[i];
+    if (len == 0 || spans[i].output == OutputSelect::kNone) continue;
+    for (int64_t j = spans[i].output == OutputSelect::kAll ? 0 : len - 1; j < len; ++j) {
+      out_rows.push_back(first_row[i] + j);
+    }
+  }
+  const int64_t n_out = static_cast<int64_t>(out_rows.size());
+  const std::vector<RowRange> out_blocks = SplitRows(n_out, num_threads_);
+
+  // Every buffer is allocated before the first state is written (see Forward's catch).
+  int64_t block_rows = 0;
+  for (const RowRange& b : blocks) block_rows = std::max(block_rows, b.size());
+  for (const RowRange& b : out_blocks) block_rows = std::max(block_rows, b.size());
+  std::vector<Scratch> scratch(static_cast<size_t>(num_threads_), Scratch(c, block_rows));
+  std::vector<float> x(static_cast<size_t>(rows * d));
+  HeadMajor scores(n_heads, rows, 1), values(n_heads, rows, dh), attn(n_heads, rows, dh);
+  std::vector<float> xs(static_cast<size_t>(n_out * d));
+  outputs.assign(static_cast<size_t>(n_out * c.output_dim), 0.0f);
+  std::vector<float> features;
+  if (c.input_kind == InputKind::kFeatures) features.resize(rows * c.n_features);
+  std::vector<ScanSpan> scan_spans(n_spans);
 
   // ---- Input rows (+ position encoding), row-major [rows, d]. ----
-  std::vector<float> x(static_cast<size_t>(rows * d));
   if (c.input_kind == InputKind::kTokens) {
     const float* embed = model_->embed_weight()->ptr();
     for (int64_t i = 0; i < n_spans; ++i) {
@@ -203,12 +286,11 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
       }
     }
   } else {
-    std::vector<float> features(static_cast<size_t>(rows * c.n_features));
     for (int64_t i = 0; i < n_spans; ++i) {
       std::copy(spans[i].features.begin(), spans[i].features.end(),
                 &features[first_row[i] * c.n_features]);
     }
-    ForEachBlock(blocks, threads, c, [&](RowRange b, Scratch&) {
+    ForEachBlock(blocks, scratch, [&](RowRange b, Scratch&) {
       LinearRows(&features[b.begin * c.n_features], b.size(), c.n_features, *model_->input_weight(),
                  model_->input_bias()->ptr(), &x[b.begin * d], d);
     });
@@ -220,36 +302,19 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     }
   }
 
-  // Rows whose outputs are wanted, and where they go.
-  std::vector<int64_t> out_rows;
-  std::vector<float*> out_ptrs;
-  for (int64_t i = 0; i < n_spans; ++i) {
-    const int64_t len = first_row[i + 1] - first_row[i];
-    if (len == 0 || spans[i].output == OutputSelect::kNone) continue;
-    const int64_t from = spans[i].output == OutputSelect::kAll ? 0 : len - 1;
-    for (int64_t j = from; j < len; ++j) {
-      out_rows.push_back(first_row[i] + j);
-      out_ptrs.push_back(spans[i].outputs + (j - from) * c.output_dim);
-    }
-  }
-
   // ---- Blocks. ----
-  HeadMajor scores(n_heads, rows, 1), values(n_heads, rows, dh), attn(n_heads, rows, dh);
-  std::vector<ScanSpan> scan_spans(n_spans);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
     const LayerScoreWeights& sw = score_weights_[l];
     // Scores and values of every row, into head-major buffers.
-    ForEachBlock(blocks, threads, c, [&](RowRange b, Scratch& scratch) {
+    ForEachBlock(blocks, scratch, [&](RowRange b, Scratch& s) {
       const int64_t n = b.size();
-      LayerNormRows(&x[b.begin * d], n, d, *w.norm1_weight, *w.norm1_bias, eps,
-                    scratch.normed.data());
-      LinearRows(scratch.normed.data(), n, d, d, sw.query_key.data(), n_heads, sw.bias.data(),
-                 scratch.scores.data(), n_heads);
-      LinearRows(scratch.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(),
-                 scratch.wide.data(), d);
-      ScatterToHeads(scratch.scores.data(), n, n_heads, scores, b.begin);
-      ScatterToHeads(scratch.wide.data(), n, n_heads, values, b.begin);
+      LayerNormRows(&x[b.begin * d], n, d, *w.norm1_weight, *w.norm1_bias, eps, s.normed.data());
+      LinearRows(s.normed.data(), n, d, d, sw.query_key.data(), n_heads, sw.bias.data(),
+                 s.scores.data(), n_heads);
+      LinearRows(s.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(), s.wide.data(), d);
+      ScatterToHeads(s.scores.data(), n, n_heads, scores, b.begin);
+      ScatterToHeads(s.wide.data(), n, n_heads, values, b.begin);
     });
     // Attention: the prefix scan, reading and advancing this layer's slice of each state.
     for (int64_t i = 0; i < n_spans; ++i) {
@@ -266,44 +331,32 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     sp.n_heads = n_heads;
     sp.d_head = dh;
     sp.spans = scan_spans;
-    sp.num_threads = threads;
+    sp.num_threads = num_threads_;
     sp.min_chunk = min_scan_chunk_;
     AarenPrefixAttention(sp);
 
     if (l + 1 < c.n_layers) {
-      ForEachBlock(blocks, threads, c, [&](RowRange b, Scratch& scratch) {
+      ForEachBlock(blocks, scratch, [&](RowRange b, Scratch& s) {
         GatherFromHeads(
-            attn, b.size(), n_heads, [&](int64_t r) { return b.begin + r; }, scratch.attn.data());
-        ResidualRows(w, c, scratch.attn.data(), &x[b.begin * d], b.size(), scratch);
+            attn, b.size(), n_heads, [&](int64_t r) { return b.begin + r; }, s.attn.data());
+        ResidualRows(w, c, s.attn.data(), &x[b.begin * d], b.size(), s);
       });
     } else {
       // Last layer: only rows whose outputs are wanted go on (the states are already final).
-      const int64_t n_out = static_cast<int64_t>(out_rows.size());
-      if (n_out == 0) break;
-      std::vector<float> xs(n_out * d), ys(n_out * c.output_dim);
       for (int64_t k = 0; k < n_out; ++k) std::copy_n(&x[out_rows[k] * d], d, &xs[k * d]);
-      ForEachBlock(SplitRows(n_out, threads), threads, c, [&](RowRange b, Scratch& scratch) {
+      ForEachBlock(out_blocks, scratch, [&](RowRange b, Scratch& s) {
         const int64_t n = b.size();
         GatherFromHeads(
-            attn, n, n_heads, [&](int64_t r) { return out_rows[b.begin + r]; },
-            scratch.attn.data());
+            attn, n, n_heads, [&](int64_t r) { return out_rows[b.begin + r]; }, s.attn.data());
         float* xb = &xs[b.begin * d];
-        ResidualRows(w, c, scratch.attn.data(), xb, n, scratch);
+        ResidualRows(w, c, s.attn.data(), xb, n, s);
         LayerNormRows(xb, n, d, model_->norm_f_weight(), model_->norm_f_bias(), eps,
-                      scratch.normed.data());
-        LinearRows(scratch.normed.data(), n, d, model_->head_weight(), model_->head_bias().ptr(),
-                   &ys[b.begin * c.output_dim], c.output_dim);
+                      s.normed.data());
+        LinearRows(s.normed.data(), n, d, model_->head_weight(), model_->head_bias().ptr(),
+                   &outputs[b.begin * c.output_dim], c.output_dim);
       });
-      for (int64_t k = 0; k < n_out; ++k) {
-        std::copy_n(&ys[k * c.output_dim], c.output_dim, out_ptrs[k]);
-      }
     }
   }
-
-  for (int64_t i = 0; i < n_spans; ++i) {
-    if (first_row[i + 1] > first_row[i]) *spans[i].position += first_row[i + 1] - first_row[i];
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace aaren

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // CpuBackend: the Backend interface on the host CPU.
 //
-// Dense work (embedding / input projection, LayerNorms, value projection, output projection,
-// FFN, head) runs as Eigen matrix products over all rows of a Forward at once, so length-1 spans
-// from many sessions share one matrix product; rows are processed in blocks on OpenMP threads.
-// The attention stage is the chunked parallel prefix scan of core/aaren_scan.h.
+// Dense work (input projection, value projection, output projection, FFN, head) runs as OpenBLAS
+// sgemm over all rows of a Forward at once (core/linear.h), so length-1 spans from many sessions
+// share one matrix product; rows are processed in blocks on OpenMP threads, with LayerNorm and
+// GELU fused per block (Eigen array code). Attention activations are kept head-major for the
+// chunked parallel prefix scan of core/aaren_scan.h.
 //
 // Because the query is a learned constant per head, the score s = q . k / sqrt(d_head) is folded
 // at construction into one [n_heads, d_model] matrix per layer, (q_h^T W_k,h) / sqrt(d_head), plus
@@ -13,6 +14,7 @@
 #ifndef AAREN_CORE_CPU_BACKEND_H_
 #define AAREN_CORE_CPU_BACKEND_H_
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 #include "absl/strings/string_view.h"
@@ -40,6 +42,12 @@ class CpuBackend final : public Backend {
 
  private:
   struct LayerScoreWeights;  // the folded query-key matrix and bias of one layer
+
+  // The model over a validated batch: advances the states and fills `outputs` with the wanted
+  // rows in span order. May throw std::bad_alloc, before any state is written or after (Forward
+  // restores them); nothing inside its parallel regions allocates.
+  void RunLayers(absl::Span<const Span> spans, const std::vector<int64_t>& first_row,
+                 std::vector<float>& outputs);
 
   std::shared_ptr<const Model> model_;
   int num_threads_;

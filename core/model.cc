@@ -143,9 +143,16 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Load(const std::filesystem::
 
   const std::filesystem::path weights_path = dir / "model.safetensors";
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
+  // Only tensors with an expected name and shape are read; the others enter as shape-only
+  // placeholders, enough for FromTensors to report them, so an unexpected multi-GB tensor costs
+  // nothing.
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (auto& [tensor_name, shape] : ExpectedTensors(config)) expected.emplace(tensor_name, shape);
   std::map<std::string, Tensor> tensors;
   for (const TensorInfo& info : file.tensors()) {
-    tensors.emplace(info.name, file.ReadFloat32(info));
+    auto it = expected.find(info.name);
+    const bool wanted = it != expected.end() && it->second == info.shape;
+    tensors.emplace(info.name, wanted ? file.ReadFloat32(info) : Tensor{info.shape, {}});
   }
   absl::StatusOr<std::shared_ptr<const Model>> model =
       FromTensors(ModelNameFromDir(dir), std::move(config), std::move(tensors));

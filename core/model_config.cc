@@ -128,9 +128,12 @@ absl::Status ValidateModelConfig(const ModelConfig& config) {
   if (config.position != PositionKind::kNone && config.position != PositionKind::kSinusoidal) {
     return absl::InvalidArgumentError("position is invalid");
   }
-  if (!std::isfinite(config.norm_eps) || !(config.norm_eps > 0)) {
+  // Backends compute in float32: an eps that rounds to 0 (or a subnormal) there is no eps at all.
+  if (!std::isfinite(config.norm_eps) || !(config.norm_eps >= std::numeric_limits<float>::min()) ||
+      config.norm_eps > std::numeric_limits<float>::max()) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("norm_eps must be finite and > 0, got %g", config.norm_eps));
+        absl::StrFormat("norm_eps must be a positive normal float32 (>= %g), got %g",
+                        std::numeric_limits<float>::min(), config.norm_eps));
   }
   return absl::OkStatus();
 }

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "core/sequence_jsonl.h"
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 
@@ -132,8 +134,18 @@ absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view text, int64_t
 absl::StatusOr<std::vector<SequenceRecord>> ReadSequenceFile(const std::filesystem::path& path,
                                                              const ModelConfig& config,
                                                              int max_errors) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat(path.string(), ": input file does not exist"));
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": is a directory, not a file"));
+  }
   std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open input file"));
+  if (!in) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path.string(), ": cannot open input file: ", std::strerror(errno)));
+  }
   std::vector<SequenceRecord> records;
   std::vector<std::string> errors;
   int64_t n_errors = 0;

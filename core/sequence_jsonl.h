@@ -39,7 +39,8 @@ absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view line, int64_t
                                                  const ModelConfig& config);
 
 // Reads a whole input file. On any bad line returns INVALID_ARGUMENT listing up to `max_errors`
-// of them (one per line of the message) and how many there were in all. NOT_FOUND if missing.
+// of them (one per line of the message) and how many there were in all. NOT_FOUND if missing,
+// INVALID_ARGUMENT for a directory, PERMISSION_DENIED if it cannot be opened.
 absl::StatusOr<std::vector<SequenceRecord>> ReadSequenceFile(const std::filesystem::path& path,
                                                              const ModelConfig& config,
                                                              int max_errors = 20);

@@ -7,6 +7,11 @@
 namespace aaren {
 
 int64_t NumElements(const std::vector<int64_t>& shape) {
+  // A zero dimension makes the product 0 whatever the others are (which may be large enough to
+  // overflow if multiplied first).
+  for (int64_t d : shape) {
+    if (d == 0) return 0;
+  }
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;

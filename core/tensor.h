@@ -18,7 +18,8 @@ struct Tensor {
   const float* ptr() const { return data.data(); }
 };
 
-// Product of `shape` (1 for a scalar). Caller guarantees no overflow (the loader checks).
+// Product of `shape` (1 for a scalar; 0 if any dimension is 0). For a shape with no zero
+// dimension the caller guarantees no overflow (the safetensors reader checks).
 int64_t NumElements(const std::vector<int64_t>& shape);
 
 // "[2, 3]" for diagnostics.

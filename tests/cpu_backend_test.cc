@@ -234,6 +234,70 @@ TEST(CpuBackendTest, InvalidInputLeavesEveryStateUntouched) {
   EXPECT_EQ(s0.state, s0_before.state);
 }
 
+// Finite features so large that activations overflow: the whole batch is undone and the state
+// never holds NaN or Inf.
+TEST(CpuBackendTest, OverflowingActivationsAreRejectedAndUndone) {
+  const ModelConfig config = MakeConfig(InputKind::kFeatures, PositionKind::kNone, 2, 2);
+  auto model = RandomModel(config, 1);
+  CpuBackend backend(model);
+  Sequence good = RandomSequence(config, 6, 2);
+  Sequence huge = good;
+  std::fill(huge.features.begin() + 14, huge.features.begin() + 21, 3e38f);  // row 2
+  SessionState s0(config), s1(config);
+  RunSpan(backend, good, 0, 2, s0);
+  RunSpan(backend, good, 0, 3, s1);
+  const SessionState s0_before = s0, s1_before = s1;
+  std::vector<float> out0(6 * config.output_dim, 7.0f), out1 = out0;
+  Span a = good.Slice(0, 6, config.n_features), b = huge.Slice(0, 6, config.n_features);
+  a.state = s0.state.data();
+  a.position = &s0.position;
+  a.outputs = out0.data();
+  b.state = s1.state.data();
+  b.position = &s1.position;
+  b.outputs = out1.data();
+  const absl::Status st = backend.Forward({a, b});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("spans[1]: activations overflow float32"));
+  EXPECT_EQ(s0.state, s0_before.state);
+  EXPECT_EQ(s1.state, s1_before.state);
+  EXPECT_EQ(s0.position, 2);
+  EXPECT_EQ(s1.position, 3);
+  for (float v : out0) EXPECT_EQ(v, 7.0f);
+  for (float v : out1) EXPECT_EQ(v, 7.0f);
+  // The session goes on normally afterwards.
+  EXPECT_TRUE(backend.Forward({a}).ok());
+  for (float v : s0.state) EXPECT_TRUE(std::isfinite(v));
+}
+
+TEST(CpuBackendTest, OverlappingStatesAndSharedPositionsAreRejected) {
+  const ModelConfig config = MakeConfig(InputKind::kTokens, PositionKind::kNone, 2, 2);
+  auto model = RandomModel(config, 1);
+  CpuBackend backend(model);
+  const Sequence seq = RandomSequence(config, 2, 2);
+  std::vector<float> pool(3 * config.state_floats());
+  ResetState(pool.data(), StateLayout::For(config));
+  ResetState(pool.data() + config.state_floats(), StateLayout::For(config));
+  int64_t p0 = 0, p1 = 0;
+  std::vector<float> out(2 * config.output_dim);
+  Span a = seq.Slice(0, 1, 0), b = seq.Slice(1, 2, 0);
+  a.state = pool.data();
+  a.position = &p0;
+  a.outputs = out.data();
+  b.state = pool.data() + config.state_floats() - 1;  // off by one float: overlaps a's last
+  b.position = &p1;
+  b.outputs = out.data() + config.output_dim;
+  EXPECT_THAT(backend.Forward({a, b}).message(),
+              HasSubstr("spans[1].state: overlaps spans[0].state"));
+  b.state = pool.data() + config.state_floats();
+  b.position = &p0;
+  EXPECT_THAT(backend.Forward({a, b}).message(),
+              HasSubstr("spans[1].position: same counter as spans[0].position"));
+  b.position = &p1;
+  EXPECT_TRUE(backend.Forward({a, b}).ok());  // adjacent, disjoint buffers are fine
+  EXPECT_EQ(p0, 1);
+  EXPECT_EQ(p1, 1);
+}
+
 TEST(CpuBackendTest, InvalidFeaturesAreNamed) {
   const ModelConfig config = MakeConfig(InputKind::kFeatures, PositionKind::kNone, 2, 1);
   auto model = RandomModel(config, 1);

@@ -111,7 +111,9 @@ TEST(ModelConfigTest, WrongTypeForOptionalKeys) {
       {R"("position": 1,)", "position must be a string, got number 1"},
       {R"("position": "rotary",)", "position must be \"none\" or \"sinusoidal\", got \"rotary\""},
       {R"("norm_eps": "1e-5",)", "norm_eps must be a number, got string"},
-      {R"("norm_eps": 0,)", "norm_eps must be finite and > 0"},
+      {R"("norm_eps": 0,)", "norm_eps must be a positive normal float32"},
+      {R"("norm_eps": 1e-50,)",
+       "norm_eps must be a positive normal float32 (>= 1.17549e-38), got 1e-50"},
   };
   for (const auto& [inserted, expected] : cases) {
     std::string text = kValidConfig;

@@ -206,6 +206,18 @@ TEST_F(ModelLoadTest, ErrorsNameTheFile) {
                                      ": missing tensor 'norm_f.bias' (expected shape [8])")));
 }
 
+TEST_F(ModelLoadTest, ExtraAndMisshapedTensorsInTheFileAreNamed) {
+  const ModelConfig config = SmallConfig();
+  auto tensors = RandomTensors(config);
+  tensors["optimizer.step"] = Tensor{{3}, {1.0f, 2.0f, 3.0f}};
+  tensors["head.bias"] = Tensor{{2}, {0.0f, 0.0f}};
+  WriteModel(dir_ / "m", config, tensors);
+  absl::StatusOr<std::shared_ptr<const Model>> model = Model::Load(dir_ / "m");
+  EXPECT_THAT(model.status(),
+              IsInvalid(HasSubstr("tensor 'head.bias' has shape [2], expected [5]")));
+  EXPECT_THAT(model.status(), IsInvalid(HasSubstr("unexpected tensor 'optimizer.step'")));
+}
+
 TEST_F(ModelLoadTest, MalformedWeightsFileNamesTheFile) {
   const ModelConfig config = SmallConfig();
   WriteModel(dir_ / "m", config, RandomTensors(config));

@@ -86,6 +86,8 @@ TEST(SequenceJsonlTest, FileErrorsListEveryBadLine) {
   EXPECT_THAT(recs.status().message(), HasSubstr("line 4: invalid JSON"));
   EXPECT_EQ(ReadSequenceFile("/nonexistent/x.jsonl", kTokens).status().code(),
             absl::StatusCode::kNotFound);
+  EXPECT_THAT(ReadSequenceFile(::testing::TempDir(), kTokens).status().message(),
+              HasSubstr("is a directory, not a file"));
 }
 
 TEST(SequenceJsonlTest, FloatsRoundTripExactly) {

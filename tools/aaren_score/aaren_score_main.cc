@@ -38,7 +38,8 @@ ABSL_FLAG(bool, stream, false,
           "Feed tokens one at a time through the streaming (length-1) path instead of the scan.");
 ABSL_FLAG(int, threads, 0, "CPU threads (0: all hardware threads).");
 ABSL_FLAG(int64_t, max_batch_tokens, 65536,
-          "Tokens per backend Forward (scan) or sequences stepped together (--stream).");
+          "Most tokens per backend Forward: the scan's batch, or with --stream the number of "
+          "sequences stepped together (one token each per Forward).");
 
 namespace aaren {
 namespace {
@@ -172,7 +173,12 @@ int Run() {
   for (size_t first = 0; first < records->size();) {
     size_t last = first;
     int64_t group_tokens = 0;
-    while (last < records->size() && (last == first || group_tokens < max_batch_tokens)) {
+    // A group bounds the tokens per Forward: with the scan, the group's tokens; with --stream,
+    // its sequences (each contributes one token per step).
+    const bool stream = absl::GetFlag(FLAGS_stream);
+    while (last < records->size() &&
+           (last == first ||
+            (stream ? static_cast<int64_t>(last - first) : group_tokens) < max_batch_tokens)) {
       group_tokens += (*records)[last++].length;
     }
     std::string text;
@@ -207,7 +213,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Scores a JSON Lines file of sequences with an Aaren model.\n"
       "  aaren-score --model_dir DIR --input IN.jsonl --output OUT.jsonl "
-      "[--output_mode all|last] [--stream] [--threads N]");
+      "[--output_mode all|last] [--stream] [--threads N] [--max_batch_tokens N]");
   absl::ParseCommandLine(argc, argv);
   return aaren::Run();
 }
