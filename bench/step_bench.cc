@@ -70,6 +70,39 @@ BENCHMARK(BM_AarenStep)
     ->Arg(1000000)
     ->Unit(benchmark::kMicrosecond);
 
+// Continuous batching: S sessions each append one token in one Forward (length-1 spans). The
+// weights are read once per Forward instead of once per session; items/s = tokens/s.
+void BM_AarenStepBatch(benchmark::State& st) {
+  const int64_t sessions = st.range(0);
+  const auto& model = BenchModel();
+  const ModelConfig& c = model->config();
+  CpuBackend backend(model, {.num_threads = static_cast<int>(st.range(1))});
+  std::vector<std::vector<float>> states(sessions, std::vector<float>(c.state_floats()));
+  std::vector<int64_t> positions(sessions);
+  for (int64_t i = 0; i < sessions; ++i) {
+    ResetState(states[i].data(), StateLayout::For(c));
+    positions[i] = 1000 + i;
+  }
+  const std::vector<int32_t> tokens = RandomTokens(sessions, c.vocab_size, 9);
+  std::vector<float> out(sessions * c.output_dim);
+  std::vector<Span> spans(sessions);
+  for (int64_t i = 0; i < sessions; ++i) {
+    spans[i].tokens = absl::MakeConstSpan(&tokens[i], 1);
+    spans[i].state = states[i].data();
+    spans[i].position = &positions[i];
+    spans[i].outputs = &out[i * c.output_dim];
+  }
+  for (auto _ : st) {
+    if (!backend.Forward(spans).ok()) st.SkipWithError("step failed");
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetItemsProcessed(st.iterations() * sessions);
+}
+BENCHMARK(BM_AarenStepBatch)
+    ->ArgsProduct({{1, 16, 256}, {1, 2}})
+    ->ArgNames({"sessions", "threads"})
+    ->Unit(benchmark::kMicrosecond);
+
 void LayerNormInPlace(Eigen::Ref<Eigen::RowVectorXf> x, const Tensor& g, const Tensor& b) {
   const float mean = x.mean();
   const float var = (x.array() - mean).square().mean();

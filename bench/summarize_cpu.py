@@ -63,6 +63,17 @@ def main() -> None:
     print(f"\nAaren step max/min over histories: **{flat:.3f}** (goal <= 1.1). "
           f"KV-cache step / Aaren step at 100k tokens: **{kv[100000] / aaren[100000]:.1f}x**.\n")
 
+    print("### Continuous batching: one Forward steps S sessions by one token each\n")
+    print("| sessions per Forward | 1 thread | 2 threads | tokens/s (2 threads) | vs one session per Forward |")
+    print("|---|---|---|---|---|")
+    single = per_iter_seconds(step["BM_AarenStepBatch/sessions:1/threads:2"])
+    for n in (1, 16, 256):
+        t1 = per_iter_seconds(step[f"BM_AarenStepBatch/sessions:{n}/threads:1"])
+        t2 = per_iter_seconds(step[f"BM_AarenStepBatch/sessions:{n}/threads:2"])
+        print(f"| {n} | {t1 * 1e6:,.0f} us | {t2 * 1e6:,.0f} us | {n / t2:,.0f} | "
+              f"{single * n / t2:.1f}x |")
+    print()
+
     probe1 = per_iter_seconds(scan["BM_ParallelismProbe/1"])
     probe2 = per_iter_seconds(scan["BM_ParallelismProbe/2"])
     print(f"Parallelism probe (the same dependent FP chain on each thread): 1 thread "
