@@ -81,14 +81,12 @@ struct Task {
 
 int64_t ScanWorkspaceFloats(int64_t heads) { return heads * (3 + 2 * kExpBlock); }
 
-void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
-                    int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
-                    HeadLayout ol, float* workspace) {
-  std::vector<float> owned;
-  if (workspace == nullptr) {
-    owned.resize(static_cast<size_t>(ScanWorkspaceFloats(heads)));
-    workspace = owned.data();
-  }
+namespace {
+
+// One pass of the recurrence over `heads` heads together (see AarenScanHeads).
+void ScanPass(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
+              int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
+              HeadLayout ol, float* workspace) {
   const Workspace ws(workspace, heads);
   const int64_t rec = 2 + d_head;
   float* m = ws.m;
@@ -142,6 +140,29 @@ void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, Hea
   }
 }
 
+}  // namespace
+
+void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
+                    int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
+                    HeadLayout ol, float* workspace) {
+  std::vector<float> owned;
+  if (workspace == nullptr) {
+    owned.resize(static_cast<size_t>(ScanWorkspaceFloats(heads)));
+    workspace = owned.data();
+  }
+  // Head-major activations: one head per pass, i.e. three sequential streams (scores, values,
+  // outputs), which the prefetchers follow best. Row-major: every head of a row in one pass, so
+  // each row is read whole.
+  const bool head_major = vl.head_stride > vl.row_stride;
+  const int64_t per_pass = head_major ? 1 : heads;
+  const int64_t rec = 2 + d_head;
+  for (int64_t g = 0; g < heads; g += per_pass) {
+    const int64_t n = std::min(per_pass, heads - g);
+    ScanPass(scores + sl.at(0, g), sl, values + vl.at(0, g), vl, length, n, d_head, state + g * rec,
+             out + ol.at(0, g), ol, workspace);
+  }
+}
+
 void AarenPrefixAttention(const ScanParams& p) {
   const int64_t n_heads = p.n_heads;
   const int64_t d_head = p.d_head;
@@ -191,7 +212,11 @@ void AarenPrefixAttention(const ScanParams& p) {
   // Per-thread workspaces, allocated here so nothing allocates inside the parallel regions.
   int64_t max_heads = 1;
   for (const Task& t : tasks) max_heads = std::max(max_heads, t.head_end - t.head_begin);
-  const int64_t ws_floats = ScanWorkspaceFloats(max_heads);
+  // Rounded up to whole cache lines, plus one: the running (m, u) are written every token, and
+  // sharing a line with a neighbour's workspace would bounce it between cores.
+  constexpr int64_t kLineFloats = 64 / sizeof(float);
+  const int64_t ws_floats =
+      (ScanWorkspaceFloats(max_heads) + kLineFloats - 1) / kLineFloats * kLineFloats + kLineFloats;
   std::vector<float> workspaces(static_cast<size_t>(threads * ws_floats));
   auto workspace = [&] { return workspaces.data() + omp_get_thread_num() * ws_floats; };
 
