@@ -10,13 +10,15 @@ cd "$(dirname "$0")/.."
 build="${1:-build}"
 out="$build/bench-results"
 mkdir -p "$out"
-# Repetitions, reported by their minimum: shared machines add noise, never remove time.
-"$build/bench/step_bench" --benchmark_filter=AarenStep --benchmark_repetitions=10 \
+# Repetitions, reported by their minimum (shared machines add noise, never remove time), and
+# randomly interleaved across benchmarks so that a slow spell of the host hits all of them alike.
+interleave=--benchmark_enable_random_interleaving=true
+"$build/bench/step_bench" --benchmark_filter=AarenStep --benchmark_repetitions=10 $interleave \
   --benchmark_min_time=0.2 --benchmark_out="$out/step_aaren.json" --benchmark_out_format=json \
   > /dev/null
 "$build/bench/step_bench" --benchmark_filter=KvCacheStep --benchmark_repetitions=3 \
   --benchmark_out="$out/step_kv.json" --benchmark_out_format=json > /dev/null
-"$build/bench/scan_bench" --benchmark_repetitions=5 --benchmark_out="$out/scan.json" \
+"$build/bench/scan_bench" --benchmark_repetitions=5 $interleave --benchmark_out="$out/scan.json" \
   --benchmark_out_format=json > /dev/null
 for t in 1 2; do
   OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t /usr/bin/python3 bench/pytorch_forward.py --threads "$t" --chunk_sizes 128,256 \

@@ -47,7 +47,8 @@ def main() -> None:
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print(f"Machine: {cpu_model()}, {nproc} cores; one run of bench/run_cpu_benchmarks.sh; each "
           "figure is the fastest of its repetitions (10 for the Aaren step, 3 for the KV-cache "
-          "step, 5 for the scan and model benchmarks, 3 for PyTorch).\n")
+          "step, 5 for the scan and model benchmarks, 3 for PyTorch), repetitions randomly "
+          "interleaved across benchmarks.\n")
 
     print("### Streaming step vs KV-cache step (one session, 1 thread, D=256 H=8 L=4)\n")
     print("| history (tokens) | Aaren step | KV-cache step | KV / Aaren |")
