@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include <immintrin.h>
 #include <omp.h>
 #include <Eigen/Core>
 
@@ -15,6 +16,9 @@ namespace {
 
 // Tokens whose exponentials are evaluated together with Eigen's vectorised exp.
 constexpr int64_t kExpBlock = 64;
+// A call of AarenScanHeads whose outputs exceed this writes them with streaming stores.
+constexpr int64_t kStreamOutputBytes = 4 << 20;
+constexpr int64_t kMaxStreamedDHead = 256;
 
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 
@@ -84,9 +88,10 @@ int64_t ScanWorkspaceFloats(int64_t heads) { return heads * (3 + 2 * kExpBlock);
 namespace {
 
 // One pass of the recurrence over `heads` heads together (see AarenScanHeads).
+// stream: write outputs with streaming stores (rows 16-byte aligned, d_head % 4 == 0).
 void ScanPass(const float* scores, HeadLayout sl, const float* values, HeadLayout vl,
               int64_t length, int64_t heads, int64_t d_head, float* state, float* out,
-              HeadLayout ol, float* workspace) {
+              HeadLayout ol, float* workspace, bool stream) {
   const Workspace ws(workspace, heads);
   const int64_t rec = 2 + d_head;
   float* m = ws.m;
@@ -126,14 +131,27 @@ void ScanPass(const float* scores, HeadLayout sl, const float* values, HeadLayou
         float* __restrict w = state + g * rec + 2;
         const float* __restrict v = values + vl.at(b0 + i, g);
         float* __restrict o = out + ol.at(b0 + i, g);
-        for (int64_t j = 0; j < d_head; ++j) {
-          const float wj = w[j] * ai + ei * v[j];
-          w[j] = wj;
-          o[j] = wj * inv_u;
+        if (stream) {
+          // Computed in L1, then written around the cache: no read-for-ownership of the output
+          // lines, a third less memory traffic on long spans.
+          alignas(64) float row[kMaxStreamedDHead];
+          for (int64_t j = 0; j < d_head; ++j) {
+            const float wj = w[j] * ai + ei * v[j];
+            w[j] = wj;
+            row[j] = wj * inv_u;
+          }
+          for (int64_t j = 0; j < d_head; j += 4) _mm_stream_ps(o + j, _mm_load_ps(row + j));
+        } else {
+          for (int64_t j = 0; j < d_head; ++j) {
+            const float wj = w[j] * ai + ei * v[j];
+            w[j] = wj;
+            o[j] = wj * inv_u;
+          }
         }
       }
     }
   }
+  if (stream) _mm_sfence();  // order the streaming stores before anyone reads the outputs
   for (int64_t g = 0; g < heads; ++g) {
     state[g * rec] = m[g];
     state[g * rec + 1] = u[g];
@@ -156,10 +174,16 @@ void AarenScanHeads(const float* scores, HeadLayout sl, const float* values, Hea
   const bool head_major = vl.head_stride > vl.row_stride;
   const int64_t per_pass = head_major ? 1 : heads;
   const int64_t rec = 2 + d_head;
+  // Outputs much larger than the caches are written with streaming (non-temporal) stores when
+  // every output row is 16-byte aligned.
+  const bool stream = length * heads * d_head * int64_t{sizeof(float)} >= kStreamOutputBytes &&
+                      d_head % 4 == 0 && d_head <= kMaxStreamedDHead &&
+                      reinterpret_cast<uintptr_t>(out) % 16 == 0 && ol.row_stride % 4 == 0 &&
+                      ol.head_stride % 4 == 0;
   for (int64_t g = 0; g < heads; g += per_pass) {
     const int64_t n = std::min(per_pass, heads - g);
     ScanPass(scores + sl.at(0, g), sl, values + vl.at(0, g), vl, length, n, d_head, state + g * rec,
-             out + ol.at(0, g), ol, workspace);
+             out + ol.at(0, g), ol, workspace, stream);
   }
 }
 

@@ -189,6 +189,37 @@ TEST(AarenScanTest, ExtremeScoresStayFiniteAndExact) {
   }
 }
 
+// A span long enough (8 MB of outputs) for the scan to write with streaming stores, against the
+// float64 recurrence (exact arithmetic of the same prefix softmax, O(N)).
+TEST(AarenScanTest, LongSpanMatchesFloat64Recurrence) {
+  const int64_t n = 65536;
+  const Case c = MakeCase({n}, 9, 3.0f);
+  std::vector<double> expected;
+  expected.reserve(n * kHeads * kDHead);
+  std::vector<double> m(kHeads, -INFINITY), u(kHeads, 0.0), w(kHeads * kDHead, 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < kHeads; ++h) {
+      const double s = c.scores[t * kHeads + h];
+      const double m_new = std::max(m[h], s);
+      const double a = std::exp(m[h] - m_new), e = std::exp(s - m_new);
+      u[h] = u[h] * a + e;
+      for (int64_t j = 0; j < kDHead; ++j) {
+        double& wj = w[h * kDHead + j];
+        wj = wj * a + e * c.values[(t * kHeads + h) * kDHead + j];
+        expected.push_back(wj / u[h]);
+      }
+      m[h] = m_new;
+    }
+  }
+  for (int layout_kind : {0, 1}) {
+    for (int threads : {1, 2}) {
+      std::vector<std::vector<float>> states;
+      EXPECT_LT(MaxRelError(RunScan(c, layout_kind, threads, 1024, states), expected), 1e-5)
+          << "layout " << layout_kind << " threads " << threads;
+    }
+  }
+}
+
 TEST(AarenScanTest, EmptyBatchAndEmptySpansChangeNothing) {
   const Case c = MakeCase({0, 0}, 1, 1.0f);
   std::vector<std::vector<float>> states;
