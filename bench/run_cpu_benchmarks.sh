@@ -18,8 +18,12 @@ interleave=--benchmark_enable_random_interleaving=true
   > /dev/null
 "$build/bench/step_bench" --benchmark_filter=KvCacheStep --benchmark_repetitions=3 \
   --benchmark_out="$out/step_kv.json" --benchmark_out_format=json > /dev/null
-"$build/bench/scan_bench" --benchmark_repetitions=5 $interleave --benchmark_out="$out/scan.json" \
-  --benchmark_out_format=json > /dev/null
+# The memory-bound scan/memcpy figures run in their own process, apart from the whole-model runs
+# (gigabytes of activations), which otherwise perturb them.
+"$build/bench/scan_bench" --benchmark_filter='Scan|Memcpy|Probe' --benchmark_repetitions=5 \
+  $interleave --benchmark_out="$out/scan.json" --benchmark_out_format=json > /dev/null
+"$build/bench/scan_bench" --benchmark_filter='ModelForward' --benchmark_repetitions=5 \
+  $interleave --benchmark_out="$out/model.json" --benchmark_out_format=json > /dev/null
 for t in 1 2; do
   OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t /usr/bin/python3 bench/pytorch_forward.py --threads "$t" --chunk_sizes 128,256 \
     | tail -n 1 > "$out/pytorch_t$t.json"

@@ -43,7 +43,7 @@ def cpu_model() -> str:
 def main() -> None:
     out = Path(sys.argv[1])
     step = load_gbench(out / "step_aaren.json", out / "step_kv.json")
-    scan = load_gbench(out / "scan.json")
+    scan = load_gbench(out / "scan.json", out / "model.json")
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print(f"Machine: {cpu_model()}, {nproc} cores; one run of bench/run_cpu_benchmarks.sh; each "
           "figure is the fastest of its repetitions (10 for the Aaren step, 3 for the KV-cache "
