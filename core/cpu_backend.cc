@@ -187,6 +187,18 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   }
   if (first_row[n_spans] == 0) return absl::OkStatus();
   auto span_rows = [&](int64_t i) { return first_row[i + 1] - first_row[i]; };
+  // Output rows span i writes (in `outputs`, spans' rows follow each other).
+  auto wanted_rows = [&](int64_t i) -> int64_t {
+    switch (spans[i].output) {
+      case OutputSelect::kAll:
+        return span_rows(i);
+      case OutputSelect::kLast:
+        return 1;
+      case OutputSelect::kNone:
+        break;
+    }
+    return 0;
+  };
 
   // All or nothing: keep the states to put back if the batch fails after touching them.
   std::vector<float> saved;
@@ -214,9 +226,7 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   // A finite but huge input can overflow an activation; never let it poison a state.
   for (int64_t i = 0, o = 0; i < n_spans; ++i) {
     if (span_rows(i) == 0) continue;
-    const int64_t n_out = spans[i].output == OutputSelect::kAll    ? span_rows(i)
-                          : spans[i].output == OutputSelect::kLast ? 1
-                                                                   : 0;
+    const int64_t n_out = wanted_rows(i);
     const auto finite = [](float v) { return std::isfinite(v); };
     const bool ok =
         std::all_of(spans[i].state, spans[i].state + state_floats, finite) &&
@@ -232,9 +242,7 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   }
   for (int64_t i = 0, o = 0; i < n_spans; ++i) {
     if (span_rows(i) == 0) continue;
-    const int64_t n_out = spans[i].output == OutputSelect::kAll    ? span_rows(i)
-                          : spans[i].output == OutputSelect::kLast ? 1
-                                                                   : 0;
+    const int64_t n_out = wanted_rows(i);
     std::copy_n(&outputs[o * c.output_dim], n_out * c.output_dim, spans[i].outputs);
     o += n_out;
     *spans[i].position += span_rows(i);
