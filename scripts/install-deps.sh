@@ -9,6 +9,8 @@ PACKAGES=(
   build-essential cmake git pkg-config clang-format
   libabsl-dev nlohmann-json3-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libspdlog-dev
+  python3-grpcio python3-protobuf
   python3 python3-numpy python3-torch python3-pytest
 )
 
