@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: sessions, their state tiers and the step scheduler (continuous batching) over the
+// backends of a ModelRegistry. Transports (server/) call it; it knows nothing of gRPC.
+//
+// Scheduling policy. Every operation on a session is queued on that session and applied in
+// arrival order, exactly once. One scheduler thread runs ticks; a tick takes the head operation
+// of every session that has one and runs all of them as one Backend::Forward per model:
+//   1. interactive work first: appends with at most EngineOptions::interactive_tokens tokens
+//      left (streaming steps), whole, in arrival order, up to max_batch_tokens - reserve;
+//   2. then bulk work (long appends, prefixes, Score sequences), in arrival order, cut into
+//      chunks that fill the rest of max_batch_tokens. `reserve` is a quarter of
+//      max_batch_tokens when bulk work is waiting (so it always progresses) and 0 otherwise.
+// A long prefill therefore runs over several ticks and streaming appends of other sessions are
+// never queued behind it for more than one tick. With batch_delay_us > 0 a tick waits that long
+// for more work to arrive unless max_batch_tokens tokens are already waiting; 0 runs at once
+// (work that arrives during a Forward is batched into the next tick anyway).
+//
+// Completion callbacks run either inline, before the request method returns (errors found at
+// once: validation, unknown session), or later on the scheduler thread. They must not block
+// and must not call back into the Engine synchronously with a lock of their own held.
+//
+// Thread-safety: every public method may be called from any thread.
+#ifndef AAREN_ENGINE_ENGINE_H_
+#define AAREN_ENGINE_ENGINE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/served_model.h"
+#include "engine/session.h"
+#include "engine/session_store.h"
+
+namespace aaren {
+
+struct EngineOptions {
+  StoreLimits store;
+  int64_t max_batch_tokens = 8192;  // tokens per Forward (per tick and model)
+  int64_t batch_delay_us = 0;
+  int64_t max_sequence_tokens = 1 << 20;  // per sequence, prefix or append
+  int64_t interactive_tokens = 16;
+};
+
+struct SessionInfo {
+  std::string session_id;
+  std::string model;
+  int64_t position = 0;
+  uint64_t state_bytes = 0;
+  uint32_t idle_ttl_s = 0;
+  Tier tier = Tier::kPool;
+  int64_t created_ms = 0;
+  int64_t last_used_ms = 0;
+};
+
+struct SequenceOutput {
+  std::vector<float> outputs;  // as AppendResult::outputs
+  int64_t output_dim = 0;
+  std::string session_id;  // prefill only
+  int64_t position = 0;
+};
+
+// A session's state, portable between engines serving the same model.
+struct SessionSnapshot {
+  static constexpr uint32_t kFormatVersion = 1;
+  uint32_t format_version = kFormatVersion;
+  std::string model;
+  std::string config_hash;
+  int64_t position = 0;
+  StateLayout layout;
+  std::vector<float> state;        // layout.total_floats()
+  int64_t output_dim = 0;
+  std::vector<float> last_output;  // output_dim values, or empty at position 0
+};
+
+struct EngineStats {
+  uint64_t ticks = 0;
+  uint64_t forward_calls = 0;
+  uint64_t tokens_run = 0;
+  StoreCounts store;
+};
+
+class Engine {
+ public:
+  // `models` must outlive the engine. Starts the scheduler thread.
+  Engine(const ModelRegistry* models, EngineOptions options);
+  ~Engine();  // Shutdown()
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const ModelRegistry& models() const { return *models_; }
+  const EngineOptions& options() const { return options_; }
+
+  struct ScoreParams {
+    std::string model;
+    std::vector<SequenceInput> sequences;
+    OutputMode mode = OutputMode::kAll;
+    bool prefill = false;
+    uint32_t idle_ttl_s = 0;
+    std::shared_ptr<CancelFlag> cancel;
+  };
+  // Scores every sequence from the empty state; with prefill each becomes a new session. All
+  // or nothing: on error no session is created.
+  void Score(ScoreParams params,
+             absl::AnyInvocable<void(absl::StatusOr<std::vector<SequenceOutput>>)> done);
+
+  struct CreateParams {
+    std::string model;
+    std::string session_id;  // empty: random
+    SequenceInput prefix;    // may be empty
+    uint32_t idle_ttl_s = 0;
+    std::shared_ptr<CancelFlag> cancel;
+  };
+  // Creates a session and runs its prefix; on a prefix error the session is removed.
+  void CreateSession(CreateParams params,
+                     absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done);
+
+  // Stream open: attaches to `session_id` or creates a session (no prefix). `model`, when set,
+  // must match an attached session's model.
+  absl::StatusOr<SessionInfo> OpenSession(const std::string& session_id, const std::string& model,
+                                          bool create_if_missing, uint32_t idle_ttl_s);
+
+  struct AppendParams {
+    std::string session_id;
+    SequenceInput input;
+    std::optional<int64_t> expected_position;
+    OutputMode mode = OutputMode::kAll;
+    std::shared_ptr<CancelFlag> cancel;
+  };
+  void Append(AppendParams params, AppendCallback done);
+
+  struct GenerateParams {
+    std::string session_id;
+    uint32_t max_tokens = 0;
+    SampleOptions sampling;
+    uint64_t seed = 0;
+    SequenceInput prompt;
+    std::vector<int32_t> stop_tokens;
+    std::shared_ptr<CancelFlag> cancel;
+  };
+  // on_token runs once per generated token (scheduler thread), then on_done once.
+  void Generate(GenerateParams params, absl::AnyInvocable<void(const GeneratedToken&)> on_token,
+                absl::AnyInvocable<void(absl::Status)> on_done);
+
+  absl::StatusOr<SessionInfo> GetSession(const std::string& session_id);
+  // Queued behind the session's pending work; fails that work's successors with NOT_FOUND.
+  void DeleteSession(const std::string& session_id, absl::AnyInvocable<void(absl::Status)> done);
+  void ForkSession(const std::string& session_id, const std::string& new_session_id,
+                   uint32_t idle_ttl_s, absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done);
+  void ExportSession(const std::string& session_id,
+                     absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done);
+  // INVALID_ARGUMENT naming the snapshot field for any mismatch (model, config_hash, layout,
+  // sizes, non-finite values).
+  absl::StatusOr<SessionInfo> ImportSession(const SessionSnapshot& snapshot,
+                                            const std::string& session_id, uint32_t idle_ttl_s);
+
+  // Stops accepting work (UNAVAILABLE), finishes what is queued, stops the scheduler.
+  void Shutdown();
+  EngineStats stats();
+
+ private:
+  struct Picked {
+    Session* session;
+    Work* work;
+    int64_t take;  // tokens run this tick
+    float* state;  // the session's state buffer (taken under the lock)
+    absl::Status status;
+  };
+  using Completion = absl::AnyInvocable<void()>;
+
+  // Request side (engine.cc).
+  absl::Status CheckAcceptingLocked() const;
+  void EnqueueLocked(Session* s, std::unique_ptr<Work> w);
+  SessionInfo InfoLocked(const Session* s) const;
+  absl::StatusOr<const ServedModel*> ModelOfSession(const std::string& session_id);
+  void Control(const std::string& session_id, absl::string_view field,
+               absl::AnyInvocable<Completion(Session*)> op,
+               absl::AnyInvocable<void(absl::Status)> on_error);
+  std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode,
+                                      std::shared_ptr<CancelFlag> cancel, int64_t output_dim);
+
+  // Scheduler side (engine_scheduler.cc).
+  void SchedulerLoop();
+  // Applies the session's ready head operations that need no Forward; returns false when the
+  // session was removed. Leaves a runnable append/generate at the head, if any.
+  bool AdvanceLocked(Session* s, std::vector<Completion>& completions);
+  void SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& completions);
+  void RunForward(std::vector<Picked>& picked);
+  void CommitLocked(std::vector<Picked>& picked, std::vector<Completion>& completions);
+  void FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& completions);
+  void FailHeadLocked(Session* s, absl::Status status, std::vector<Completion>& completions);
+  // Turns a work item's callback into a completion reporting `status`.
+  static void FailWorkLocked(Work& w, absl::Status status, std::vector<Completion>& completions);
+  void ReadyLocked(Session* s);
+  float* DataLocked(Session* s);
+
+  const ModelRegistry* models_;
+  EngineOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  SessionStore store_;
+  std::deque<Session*> ready_;  // idle sessions with pending work, in arrival order
+  int64_t pending_tokens_ = 0;
+  bool stopping_ = false;
+  int64_t next_expiry_ms_ = 0;
+  EngineStats stats_;
+  std::thread scheduler_;
+};
+
+// Milliseconds since the Unix epoch (session timestamps and TTLs).
+int64_t NowUnixMs();
+
+}  // namespace aaren
+
+#endif  // AAREN_ENGINE_ENGINE_H_

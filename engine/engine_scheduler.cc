@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: the step scheduler (continuous batching). One thread; see the policy in engine.h.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "engine/engine.h"
+
+namespace aaren {
+namespace {
+
+constexpr int64_t kExpirySweepMs = 1000;
+
+// Backend errors name "spans[k]"; the caller knows the span as its request's input.
+absl::Status AsInputError(const absl::Status& st) {
+  absl::string_view msg = st.message();
+  if (absl::ConsumePrefix(&msg, "spans[")) {
+    const size_t close = msg.find(']');
+    if (close != absl::string_view::npos) msg.remove_prefix(close + 1);
+    return absl::Status(st.code(), absl::StrCat("input", msg));
+  }
+  return st;
+}
+
+}  // namespace
+
+void Engine::SchedulerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  std::vector<Picked> picked;
+  std::vector<Completion> completions;
+  auto run_completions = [&] {
+    lock.unlock();
+    for (Completion& c : completions) c();
+    completions.clear();
+    lock.lock();
+  };
+  while (true) {
+    cv_.wait_for(lock, std::chrono::milliseconds(kExpirySweepMs),
+                 [&] { return !ready_.empty() || stopping_; });
+    const int64_t now = NowUnixMs();
+    if (now >= next_expiry_ms_) {
+      store_.ExpireIdle(now);
+      store_.FreeRemoved();
+      next_expiry_ms_ = now + kExpirySweepMs;
+    }
+    if (ready_.empty()) {
+      if (stopping_) break;
+      continue;
+    }
+    if (options_.batch_delay_us > 0 && !stopping_ &&
+        pending_tokens_ < options_.max_batch_tokens) {
+      cv_.wait_for(lock, std::chrono::microseconds(options_.batch_delay_us), [&] {
+        return pending_tokens_ >= options_.max_batch_tokens || stopping_;
+      });
+    }
+    picked.clear();
+    SelectLocked(picked, completions);
+    const bool progressed = !picked.empty() || !completions.empty();
+    run_completions();
+    if (!picked.empty()) {
+      lock.unlock();
+      RunForward(picked);
+      lock.lock();
+      CommitLocked(picked, completions);
+      ++stats_.ticks;
+      run_completions();
+    }
+    store_.FreeRemoved();
+    if (!progressed) {
+      // Every ready session waits for a pool slot held by work in flight elsewhere: back off.
+      cv_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+  }
+}
+
+void Engine::FailWorkLocked(Work& w, absl::Status status, std::vector<Completion>& completions) {
+  if (w.kind == Work::Kind::kGenerate) {
+    completions.push_back([cb = std::move(w.generate->on_done), status]() mutable { cb(status); });
+  } else {
+    completions.push_back([cb = std::move(w.on_done), status]() mutable { cb(status); });
+  }
+}
+
+void Engine::FailHeadLocked(Session* s, absl::Status status,
+                            std::vector<Completion>& completions) {
+  std::unique_ptr<Work> w = s->Pop();
+  if (w->done > 0 && !w->snapshot.empty()) {
+    // A chunked append stopped half-way: put the state back as it was before it.
+    std::memcpy(DataLocked(s), w->snapshot.data(), w->snapshot.size() * sizeof(float));
+  }
+  pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+  FailWorkLocked(*w, std::move(status), completions);
+}
+
+bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
+  while (s->has_work()) {
+    Work* w = s->head;
+    if (w->cancelled()) {
+      FailHeadLocked(s, absl::CancelledError("the request was cancelled"), completions);
+      continue;
+    }
+    if (w->kind == Work::Kind::kControl) {
+      std::unique_ptr<Work> owned = s->Pop();
+      completions.push_back(owned->control(s));
+      if (s->state == SessionState::kClosed) return false;
+      continue;
+    }
+    const ServedModel& m = *s->model;
+    if (w->kind == Work::Kind::kGenerate && w->length == 0) {
+      if (s->position == 0) {
+        FailHeadLocked(s,
+                       absl::FailedPreconditionError(
+                           "prompt: the session has no tokens yet; give a prompt to start from"),
+                       completions);
+        continue;
+      }
+      const float* last = DataLocked(s) + m.state_floats;
+      GenerateProgress& g = *w->generate;
+      g.pending = SampleToken(absl::MakeConstSpan(last, static_cast<size_t>(m.output_dim)),
+                              g.sampling, g.rng);
+      w->input.tokens.assign(1, g.pending.token);
+      w->length = 1;
+      w->done = 0;
+      w->position_checked = false;
+    }
+    if (!w->position_checked) {
+      if (w->expected_position && *w->expected_position != s->position) {
+        const AppendRecord& rec = s->last_append;
+        if (rec.position_before == *w->expected_position && rec.length == w->length &&
+            rec.fingerprint == w->fingerprint && rec.mode == w->mode &&
+            s->position == rec.position_before + rec.length) {
+          AppendResult r;
+          r.output_dim = m.output_dim;
+          r.position = s->position;
+          r.replayed = true;
+          if (w->mode == OutputMode::kAll && w->length > 1) {
+            r.outputs = rec.outputs;
+          } else if (w->mode != OutputMode::kNone) {
+            const float* last = DataLocked(s) + m.state_floats;
+            r.outputs.assign(last, last + m.output_dim);
+          }
+          std::unique_ptr<Work> owned = s->Pop();
+          pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - owned->length);
+          completions.push_back([cb = std::move(owned->on_done), r = std::move(r)]() mutable {
+            cb(std::move(r));
+          });
+          continue;
+        }
+        FailHeadLocked(s,
+                       absl::AbortedError(absl::StrCat(
+                           "expected_position: ", *w->expected_position,
+                           " does not match the session's current position ", s->position)),
+                       completions);
+        continue;
+      }
+      w->position_checked = true;
+      w->cursor = s->position;
+    }
+    return true;
+  }
+  return true;
+}
+
+void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& completions) {
+  std::vector<Session*> runnable;
+  runnable.reserve(ready_.size());
+  for (Session* s : ready_) {
+    s->in_ready = false;
+    if (AdvanceLocked(s, completions) && s->has_work()) runnable.push_back(s);
+  }
+  ready_.clear();
+
+  const int64_t max_tokens = options_.max_batch_tokens;
+  auto remaining = [](const Session* s) { return s->head->length - s->head->done; };
+  const bool bulk_waiting = std::any_of(runnable.begin(), runnable.end(), [&](const Session* s) {
+    return remaining(s) > options_.interactive_tokens;
+  });
+  const int64_t interactive_cap = bulk_waiting ? max_tokens - max_tokens / 4 : max_tokens;
+  int64_t used = 0;
+  std::vector<char> taken(runnable.size(), 0);
+  auto pick = [&](size_t i, int64_t take) {
+    Session* s = runnable[i];
+    if (!store_.MakeResident(s)) return;
+    store_.LruRemove(s);
+    Work* w = s->head;
+    const ServedModel& m = *s->model;
+    if (w->done == 0) {
+      w->outputs.resize(static_cast<size_t>(
+          (w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
+      if (take < w->length) {  // chunked: keep the state to undo a failure half-way
+        const float* data = DataLocked(s);
+        w->snapshot.assign(data, data + m.state_floats);
+      }
+    }
+    s->SetState(SessionState::kRunning);
+    picked.push_back(Picked{s, w, take, DataLocked(s), absl::OkStatus()});
+    used += take;
+    taken[i] = 1;
+  };
+  for (size_t i = 0; i < runnable.size(); ++i) {
+    const int64_t r = remaining(runnable[i]);
+    if (r <= options_.interactive_tokens && used + r <= interactive_cap) pick(i, r);
+  }
+  for (size_t i = 0; i < runnable.size() && used < max_tokens; ++i) {
+    const int64_t r = remaining(runnable[i]);
+    if (!taken[i] && r > options_.interactive_tokens) pick(i, std::min(r, max_tokens - used));
+  }
+  for (size_t i = 0; i < runnable.size(); ++i) {
+    if (!taken[i]) {
+      runnable[i]->in_ready = true;
+      ready_.push_back(runnable[i]);
+    }
+  }
+}
+
+void Engine::RunForward(std::vector<Picked>& picked) {
+  // One Forward per model, spans in pick order.
+  std::vector<const ServedModel*> order;
+  absl::flat_hash_map<const ServedModel*, std::vector<size_t>> groups;
+  for (size_t i = 0; i < picked.size(); ++i) {
+    auto& g = groups[picked[i].session->model];
+    if (g.empty()) order.push_back(picked[i].session->model);
+    g.push_back(i);
+  }
+  std::vector<Span> spans;
+  for (const ServedModel* m : order) {
+    const std::vector<size_t>& idx = groups[m];
+    const int64_t n_features = m->config().n_features;
+    const int64_t od = m->output_dim;
+    spans.assign(idx.size(), Span{});
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const Picked& p = picked[idx[k]];
+      Work* w = p.work;
+      Span& sp = spans[k];
+      if (!w->input.tokens.empty()) {
+        sp.tokens = absl::MakeConstSpan(w->input.tokens)
+                        .subspan(static_cast<size_t>(w->done), static_cast<size_t>(p.take));
+      } else {
+        sp.features = absl::MakeConstSpan(w->input.features)
+                          .subspan(static_cast<size_t>(w->done * n_features),
+                                   static_cast<size_t>(p.take * n_features));
+      }
+      sp.state = p.state;
+      sp.position = &w->cursor;
+      const bool final_chunk = w->done + p.take == w->length;
+      if (w->mode == OutputMode::kAll) {
+        sp.output = OutputSelect::kAll;
+        sp.outputs = w->outputs.data() + w->done * od;
+      } else if (final_chunk) {
+        sp.output = OutputSelect::kLast;
+        sp.outputs = w->outputs.data();
+      } else {
+        sp.output = OutputSelect::kNone;
+      }
+    }
+    absl::Status st = m->backend->Forward(spans);
+    if (!st.ok() && spans.size() > 1) {
+      // The batch was undone as a whole: run each span alone so only the bad one fails.
+      for (size_t k = 0; k < idx.size(); ++k) {
+        picked[idx[k]].status = m->backend->Forward(absl::MakeConstSpan(&spans[k], 1));
+      }
+    } else {
+      for (size_t k : idx) picked[k].status = st;
+    }
+  }
+}
+
+void Engine::CommitLocked(std::vector<Picked>& picked, std::vector<Completion>& completions) {
+  ++stats_.forward_calls;
+  for (Picked& p : picked) {
+    Session* s = p.session;
+    s->SetState(SessionState::kIdle);
+    if (!p.status.ok()) {
+      FailHeadLocked(s, AsInputError(p.status), completions);
+    } else {
+      Work* w = p.work;
+      w->done += p.take;
+      stats_.tokens_run += static_cast<uint64_t>(p.take);
+      pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - p.take);
+      if (w->done == w->length) FinishAppendLocked(s, w, completions);
+    }
+    if (s->state == SessionState::kClosed) continue;
+    ReadyLocked(s);
+    if (!s->pinned()) store_.LruPushFront(s);
+  }
+}
+
+void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& completions) {
+  const ServedModel& m = *s->model;
+  const int64_t od = m.output_dim;
+  const int64_t before = s->position;
+  s->position = w->cursor;
+  if (s->tier != Tier::kScratch) s->last_used_ms = NowUnixMs();
+  const float* row =
+      w->mode == OutputMode::kAll ? w->outputs.data() + (w->length - 1) * od : w->outputs.data();
+  std::copy(row, row + od, DataLocked(s) + m.state_floats);
+
+  if (w->kind == Work::Kind::kGenerate) {
+    s->last_append.position_before = -1;
+    GenerateProgress& g = *w->generate;
+    bool finished = false;
+    if (g.prompt_pending) {
+      g.prompt_pending = false;
+    } else {
+      ++g.generated;
+      const GeneratedToken t{g.pending.token, s->position, g.pending.logprob};
+      completions.push_back([cb = g.on_token, t] { (*cb)(t); });
+      finished = g.generated >= g.max_tokens || g.stop_tokens.contains(t.token);
+    }
+    if (!finished) {
+      // Next token: sampled when the session reaches the scheduler again.
+      w->input.tokens.clear();
+      w->length = 0;
+      w->done = 0;
+      w->position_checked = false;
+      w->snapshot.clear();
+      return;
+    }
+    std::unique_ptr<Work> owned = s->Pop();
+    completions.push_back(
+        [cb = std::move(owned->generate->on_done)]() mutable { cb(absl::OkStatus()); });
+    return;
+  }
+
+  AppendRecord& rec = s->last_append;
+  if (w->expected_position) {
+    rec.position_before = before;
+    rec.length = w->length;
+    rec.fingerprint = w->fingerprint;
+    rec.mode = w->mode;
+    rec.outputs.clear();
+    if (w->mode == OutputMode::kAll && w->length > 1) rec.outputs = w->outputs;
+  } else {
+    rec.position_before = -1;
+    rec.outputs.clear();
+  }
+  std::unique_ptr<Work> owned = s->Pop();
+  AppendResult r;
+  r.output_dim = od;
+  r.position = s->position;
+  if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
+  completions.push_back(
+      [cb = std::move(owned->on_done), r = std::move(r)]() mutable { cb(std::move(r)); });
+}
+
+}  // namespace aaren

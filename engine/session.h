@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+// Session and Work: the engine's records of a live session and of one queued operation on it.
+// Both are owned by the engine and touched only under its lock, except the state buffer of a
+// session whose work is in the scheduler's current Forward (SessionState::kRunning), which only
+// the scheduler thread touches until it commits.
+#ifndef AAREN_ENGINE_SESSION_H_
+#define AAREN_ENGINE_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "engine/input_validation.h"
+#include "engine/token_sampler.h"
+
+namespace aaren {
+
+struct ServedModel;
+struct Session;
+
+enum class OutputMode : uint8_t { kAll = 0, kLast = 1, kNone = 2 };
+
+// Where a session's buffer (state, then last output row) lives.
+enum class Tier : uint8_t {
+  kPool,     // a StatePool slot: ready to run
+  kHost,     // evicted to a heap block; moved back into the pool before it runs
+  kScratch,  // a Score sequence without prefill: a heap block, never in the store
+};
+
+// Life cycle: kIdle <-> kRunning (a tick's Forward is writing its state), kIdle -> kClosed
+// (deleted or expired; pending work fails). Transitions are checked (SetState aborts on an
+// illegal one: it is a bug, not an input error).
+enum class SessionState : uint8_t { kIdle, kRunning, kClosed };
+
+// Shared between an RPC and the work it queued: set when the client cancels or the deadline
+// passes; queued work is then dropped and an append in progress is undone.
+using CancelFlag = std::atomic<bool>;
+
+struct AppendResult {
+  std::vector<float> outputs;  // [n, output_dim] (ALL), [output_dim] (LAST) or empty (NONE)
+  int64_t output_dim = 0;
+  int64_t position = 0;  // the session's position after the append
+  bool replayed = false;
+};
+using AppendCallback = absl::AnyInvocable<void(absl::StatusOr<AppendResult>)>;
+
+// What Generate reports per token.
+struct GeneratedToken {
+  int32_t token = 0;
+  int64_t position = 0;
+  float logprob = 0.0f;
+};
+
+// The state of a Generate call between its tokens.
+struct GenerateProgress {
+  uint32_t max_tokens = 0;
+  uint32_t generated = 0;
+  SampleOptions sampling;
+  std::mt19937_64 rng;
+  absl::flat_hash_set<int32_t> stop_tokens;
+  bool prompt_pending = false;  // the prompt is the first span; sampling starts after it
+  SampledToken pending;         // the token being appended (valid while length == 1)
+  // Shared: a token's completion may run after the Work is gone.
+  std::shared_ptr<absl::AnyInvocable<void(const GeneratedToken&)>> on_token;
+  absl::AnyInvocable<void(absl::Status)> on_done;
+};
+
+struct Work {
+  enum class Kind : uint8_t {
+    kAppend,    // append input (chunked over ticks when long)
+    kGenerate,  // sample a token from the last output, append it, repeat
+    kControl,   // export/fork/delete...: runs under the lock when it reaches the queue's head
+  };
+  Kind kind = Kind::kAppend;
+  SequenceInput input;
+  int64_t length = 0;  // tokens in input
+  int64_t done = 0;    // tokens already run (chunked appends)
+  OutputMode mode = OutputMode::kAll;
+  std::optional<int64_t> expected_position;
+  uint64_t fingerprint = 0;     // InputFingerprint(input), for retries
+  bool position_checked = false;
+  int64_t cursor = 0;           // position of the next token to run
+  std::vector<float> outputs;   // ALL: [length, output_dim]; otherwise [output_dim]
+  std::vector<float> snapshot;  // the state before the first chunk, when chunked
+  std::shared_ptr<CancelFlag> cancel;
+  AppendCallback on_done;
+  std::unique_ptr<GenerateProgress> generate;
+  // kControl: runs under the engine lock; returns what to run after the lock is released.
+  absl::AnyInvocable<absl::AnyInvocable<void()>(Session*)> control;
+  Work* next = nullptr;
+
+  bool cancelled() const { return cancel && cancel->load(std::memory_order_relaxed); }
+};
+
+// The last applied append, kept so that a retry returns the same response.
+struct AppendRecord {
+  int64_t position_before = -1;  // -1: none
+  int64_t length = 0;
+  uint64_t fingerprint = 0;
+  OutputMode mode = OutputMode::kAll;
+  std::vector<float> outputs;  // ALL with several rows only; one row is the session's last output
+};
+
+struct Session {
+  std::string id;
+  const ServedModel* model = nullptr;
+  int64_t position = 0;
+  Tier tier = Tier::kPool;
+  SessionState state = SessionState::kIdle;
+  bool in_ready = false;       // queued in the scheduler's ready list
+  int32_t slot = -1;           // kPool: StatePool slot
+  uint32_t idle_ttl_s = 0;
+  std::unique_ptr<float[]> host;  // kHost / kScratch: state then last output
+  int64_t created_ms = 0;
+  int64_t last_used_ms = 0;
+  Session* lru_prev = nullptr;  // pool-resident idle sessions, most recent first
+  Session* lru_next = nullptr;
+  bool in_lru = false;
+  Work* head = nullptr;  // pending work, in arrival order
+  Work* tail = nullptr;
+  AppendRecord last_append;
+
+  bool has_work() const { return head != nullptr; }
+  // The head append has run some chunks: its state must stay where it is until it finishes.
+  bool pinned() const { return head != nullptr && head->done > 0; }
+
+  void Push(Work* w) {
+    w->next = nullptr;
+    (tail ? tail->next : head) = w;
+    tail = w;
+  }
+  std::unique_ptr<Work> Pop() {
+    Work* w = head;
+    head = w->next;
+    if (head == nullptr) tail = nullptr;
+    return std::unique_ptr<Work>(w);
+  }
+  void SetState(SessionState next);
+};
+
+}  // namespace aaren
+
+#endif  // AAREN_ENGINE_SESSION_H_

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+// SessionStore: the live sessions of one engine, by id, and the two tiers their buffers live in:
+// a fixed pool of slots (one StatePool per model, --max_sessions slots in all) and a host tier
+// of heap blocks (--host_tier_sessions). When the pool is full, the least recently used idle
+// session moves to the host tier; a host-tier session moves back before it runs. Idle sessions
+// expire after their TTL; the ids of recently expired sessions are remembered so that a lookup
+// can say the session expired rather than that it never existed.
+//
+// Not thread-safe: the engine calls every method under its lock.
+#ifndef AAREN_ENGINE_SESSION_STORE_H_
+#define AAREN_ENGINE_SESSION_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/served_model.h"
+#include "engine/session.h"
+#include "engine/state_pool.h"
+
+namespace aaren {
+
+struct StoreLimits {
+  int64_t pool_sessions = 4096;      // --max_sessions
+  int64_t host_sessions = 1000000;   // --host_tier_sessions
+  uint32_t default_idle_ttl_s = 3600;
+  size_t expired_ids_remembered = 100000;
+};
+
+struct StoreCounts {
+  int64_t pool = 0;
+  int64_t host = 0;
+  int64_t pool_capacity = 0;
+  int64_t host_capacity = 0;
+  uint64_t created = 0;
+  uint64_t evicted = 0;
+  uint64_t expired = 0;
+  uint64_t deleted = 0;
+};
+
+class SessionStore {
+ public:
+  SessionStore(const ModelRegistry& models, StoreLimits limits);
+  ~SessionStore();
+
+  // A new idle session at position 0 with the identity state and no last output. `id` empty:
+  // a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`), ALREADY_EXISTS,
+  // RESOURCE_EXHAUSTED when both tiers are full.
+  absl::StatusOr<Session*> Create(const ServedModel* model, absl::string_view id,
+                                  uint32_t idle_ttl_s, int64_t now_ms,
+                                  absl::string_view id_field);
+  // NOT_FOUND naming `field`; says so when the session expired.
+  absl::StatusOr<Session*> Find(absl::string_view id, absl::string_view field) const;
+  // Erases an idle session with no pending work and frees its buffer. The Session object stays
+  // valid (state kClosed) until FreeRemoved(), so a caller iterating sessions may still test it.
+  void Remove(Session* s, bool expired);
+  void FreeRemoved() { removed_.clear(); }
+
+  // The session's buffer: state_floats state values, then output_dim last-output values.
+  float* Data(Session* s);
+  // Moves a host-tier session into the pool, evicting the least recently used idle session if
+  // the pool is full. False (nothing changed) when no slot can be had this moment.
+  bool MakeResident(Session* s);
+
+  // The pool LRU: idle, unpinned, pool-resident sessions. Touch marks a use.
+  void LruRemove(Session* s);
+  void LruPushFront(Session* s);
+
+  // Removes idle sessions (no work, not running) unused for longer than their TTL.
+  int64_t ExpireIdle(int64_t now_ms);
+
+  StoreCounts counts() const;
+  uint32_t default_idle_ttl_s() const { return limits_.default_idle_ttl_s; }
+
+ private:
+  StatePool& PoolOf(const ServedModel* m);
+  bool EvictOne();  // the LRU tail to the host tier; false when none can move
+  bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
+
+  StoreLimits limits_;
+  absl::flat_hash_map<absl::string_view, std::unique_ptr<Session>> sessions_;  // key: s->id
+  absl::flat_hash_map<const ServedModel*, std::unique_ptr<StatePool>> pools_;
+  int64_t pool_used_ = 0;
+  int64_t host_used_ = 0;
+  Session* lru_head_ = nullptr;
+  Session* lru_tail_ = nullptr;
+  std::vector<std::unique_ptr<Session>> removed_;
+  absl::flat_hash_set<std::string> expired_ids_;
+  std::deque<std::string> expired_order_;
+  uint64_t created_ = 0, evicted_ = 0, expired_ = 0, deleted_ = 0;
+};
+
+// Slot floats of a model's session buffer: state then the last output row.
+inline int64_t SessionBufferFloats(const ServedModel& m) { return m.state_floats + m.output_dim; }
+
+}  // namespace aaren
+
+#endif  // AAREN_ENGINE_SESSION_STORE_H_

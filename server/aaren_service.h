@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: Apache-2.0
+// AarenService: the aaren.v1.Aaren gRPC service (callback API) over an Engine. Handlers check
+// what only the wire can get wrong (enum values, MCA), convert to engine types and hand the
+// work to the engine; replies are sent from the engine's completion callbacks. No handler
+// blocks on model work.
+#ifndef AAREN_SERVER_AAREN_SERVICE_H_
+#define AAREN_SERVER_AAREN_SERVICE_H_
+
+#include "aaren/v1/aaren.grpc.pb.h"
+#include "engine/engine.h"
+
+namespace aaren {
+
+class AarenService final : public v1::Aaren::CallbackService {
+ public:
+  // `engine` must outlive the service.
+  explicit AarenService(Engine* engine) : engine_(engine) {}
+
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateSessionRequest* request,
+                                          v1::Session* response) override;
+  grpc::ServerUnaryReactor* Append(grpc::CallbackServerContext* ctx,
+                                   const v1::AppendRequest* request,
+                                   v1::AppendResponse* response) override;
+  grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* Stream(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* ctx,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* ctx,
+                                          const v1::DeleteSessionRequest* request,
+                                          v1::DeleteSessionResponse* response) override;
+  grpc::ServerUnaryReactor* ForkSession(grpc::CallbackServerContext* ctx,
+                                        const v1::ForkSessionRequest* request,
+                                        v1::Session* response) override;
+  grpc::ServerUnaryReactor* ExportSession(grpc::CallbackServerContext* ctx,
+                                          const v1::ExportSessionRequest* request,
+                                          v1::ExportSessionResponse* response) override;
+  grpc::ServerUnaryReactor* ImportSession(grpc::CallbackServerContext* ctx,
+                                          const v1::ImportSessionRequest* request,
+                                          v1::Session* response) override;
+
+ private:
+  Engine* engine_;
+};
+
+// Builds the engine's append parameters from a request (also used by Stream).
+absl::StatusOr<Engine::AppendParams> AppendParamsFromProto(const v1::AppendRequest& request,
+                                                           absl::string_view field_prefix);
+// Fills an AppendResponse from the engine's result.
+void AppendResponseToProto(const std::string& session_id, AppendResult result,
+                           v1::AppendResponse* out);
+
+}  // namespace aaren
+
+#endif  // AAREN_SERVER_AAREN_SERVICE_H_

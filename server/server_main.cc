@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: Apache-2.0
+// aaren-server: serves Aaren models over gRPC (aaren.v1.Aaren, grpc.health.v1, reflection).
+// With no flags it serves the bundled demo models on port 50051. SIGTERM/SIGINT: health goes
+// NOT_SERVING, no new calls are accepted, in-flight calls get --drain_timeout to finish, then
+// the process exits 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "core/cpu_backend.h"
+#include "engine/engine.h"
+#include "engine/served_model.h"
+#include "server/aaren_service.h"
+#include "server/echo_service.h"
+#include "server/logging.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (127.0.0.1: this machine only)");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port; 0 picks a free one (see --port_file)");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the chosen port is written to this file once the server accepts calls");
+ABSL_FLAG(std::vector<std::string>, model_dir,
+          std::vector<std::string>(absl::StrSplit(AAREN_DEFAULT_MODEL_DIRS, ',')),
+          "Model directory to serve (config.json + model.safetensors); repeat the flag or give "
+          "a comma-separated list. A model's name is its directory's name. Default: the "
+          "bundled demo models");
+ABSL_FLAG(std::string, device, "auto",
+          "Backend: auto (CUDA when built with it and a GPU is present, else CPU), cpu, cuda");
+ABSL_FLAG(int64_t, max_sessions, 16384,
+          "State-pool slots: sessions ready to run at once (over all models); the least "
+          "recently used idle session moves to the host tier when the pool is full");
+ABSL_FLAG(int64_t, host_tier_sessions, 1000000,
+          "Sessions that may wait in the host tier; with a full pool and host tier, new "
+          "sessions get RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, session_idle_ttl, absl::Hours(1),
+          "Default idle time after which a session expires (a request may set its own)");
+ABSL_FLAG(int64_t, max_batch_tokens, 8192,
+          "Most tokens per scheduler tick and model (one backend Forward); long prefills are "
+          "cut into chunks");
+ABSL_FLAG(int64_t, batch_delay_us, 0,
+          "How long a tick waits for more work before running (0: run at once; work that "
+          "arrives during a Forward joins the next tick anyway)");
+ABSL_FLAG(int64_t, max_sequence_tokens, 1 << 20,
+          "Most tokens in one sequence, prefix, append or prompt");
+ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message received or sent");
+ABSL_FLAG(int32_t, threads, 0, "Backend threads (0: one per core)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(15),
+          "On SIGTERM/SIGINT, how long in-flight calls may take before they are cancelled");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
+          "Interval of HTTP/2 keepalive pings to idle clients");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "A keepalive ping not answered within this closes the connection");
+ABSL_FLAG(bool, enable_echo, false,
+          "Also serve aaren.v1.BenchEcho (for `aaren-cli bench --mode echo`)");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+ABSL_FLAG(std::string, log_format, "text", "text (logfmt) or json");
+
+namespace aaren {
+namespace {
+
+// absl list flags keep only their last occurrence: fold every --model_dir into one list first.
+std::vector<char*> MergeRepeatedModelDirs(int argc, char** argv, std::string& merged) {
+  std::vector<std::string> dirs;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    for (const char* prefix : {"--model_dir=", "-model_dir="}) {
+      if (arg.rfind(prefix, 0) == 0) {
+        dirs.push_back(arg.substr(std::string(prefix).size()));
+        arg.clear();
+      }
+    }
+    if ((arg == "--model_dir" || arg == "-model_dir") && i + 1 < argc) {
+      dirs.push_back(argv[++i]);
+      continue;
+    }
+    if (!arg.empty() || i == 0) rest.push_back(argv[i]);
+  }
+  if (!dirs.empty()) {
+    merged = "--model_dir=" + absl::StrJoin(dirs, ",");
+    rest.push_back(merged.data());
+  }
+  return rest;
+}
+
+int Fail(const absl::Status& status) {
+  Log(LogLevel::kError, "startup failed", {{"error", std::string(status.message())}});
+  return 2;
+}
+
+int Run() {
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--device: '", device, "' is not one of auto, cpu, cuda")));
+  }
+  if (device == "cuda") {
+    return Fail(absl::UnimplementedError(
+        "--device=cuda: this build has no CUDA backend yet; use --device=cpu or auto"));
+  }
+  Log(LogLevel::kInfo, "backend chosen",
+      {{"device", "cpu"},
+       {"reason", device == "auto" ? "this build has no CUDA backend" : "--device=cpu"}});
+
+  CpuBackendOptions cpu_options;
+  cpu_options.num_threads = absl::GetFlag(FLAGS_threads);
+  std::vector<std::filesystem::path> dirs;
+  for (const std::string& d : absl::GetFlag(FLAGS_model_dir)) {
+    if (!d.empty()) dirs.emplace_back(d);
+  }
+  if (dirs.empty()) return Fail(absl::InvalidArgumentError("--model_dir: no model to serve"));
+  auto registry = ModelRegistry::Load(
+      dirs, [&](std::shared_ptr<const Model> model) -> absl::StatusOr<std::unique_ptr<Backend>> {
+        return std::make_unique<CpuBackend>(std::move(model), cpu_options);
+      });
+  if (!registry.ok()) return Fail(registry.status());
+  for (const ServedModel* m : (*registry)->models()) {
+    Log(LogLevel::kInfo, "model loaded",
+        {{"model", m->name},
+         {"input", std::string(InputKindName(m->config().input_kind))},
+         {"d_model", absl::StrCat(m->config().d_model)},
+         {"n_layers", absl::StrCat(m->config().n_layers)},
+         {"state_bytes", absl::StrCat(m->config().state_bytes())},
+         {"config_hash", m->config_hash}});
+  }
+
+  EngineOptions options;
+  options.store.pool_sessions = absl::GetFlag(FLAGS_max_sessions);
+  options.store.host_sessions = absl::GetFlag(FLAGS_host_tier_sessions);
+  options.store.default_idle_ttl_s = static_cast<uint32_t>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_idle_ttl))));
+  options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.batch_delay_us = absl::GetFlag(FLAGS_batch_delay_us);
+  options.max_sequence_tokens = absl::GetFlag(FLAGS_max_sequence_tokens);
+  if (options.store.pool_sessions < 1 || options.store.host_sessions < 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--max_sessions must be >= 1 and --host_tier_sessions >= 0"));
+  }
+  if (options.max_batch_tokens < 64) {
+    return Fail(absl::InvalidArgumentError("--max_batch_tokens: must be at least 64"));
+  }
+  if (options.max_sequence_tokens < 1) {
+    return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
+  }
+  Engine engine(registry->get(), options);
+
+  AarenService service(&engine);
+  EchoService echo;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address =
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  if (absl::GetFlag(FLAGS_enable_echo)) builder.RegisterService(&echo);
+  const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  const int keepalive_ms =
+      static_cast<int>(absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_keepalive_time)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_keepalive_timeout))));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Clients may ping as often as every 10 s without being told off (GOAWAY too_many_pings).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", address)));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus("aaren.v1.Aaren", true);
+  Log(LogLevel::kInfo, "serving",
+      {{"address", absl::StrCat(absl::GetFlag(FLAGS_host), ":", port)},
+       {"models", absl::StrCat((*registry)->models().size())},
+       {"max_sessions", absl::StrCat(options.store.pool_sessions)},
+       {"max_batch_tokens", absl::StrCat(options.max_batch_tokens)}});
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    // Written whole under a temporary name, then renamed: a reader never sees a partial file.
+    const std::string tmp = path + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::filesystem::rename(tmp, path);
+  }
+
+  // SIGTERM/SIGINT are blocked in every thread (see main) and taken here.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
+  Log(LogLevel::kInfo, "draining",
+      {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
+       {"timeout", absl::FormatDuration(drain)}});
+  health->SetServingStatus(false);
+  health->SetServingStatus("aaren.v1.Aaren", false);
+  server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(drain));
+  engine.Shutdown();
+  Log(LogLevel::kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace aaren
+
+int main(int argc, char** argv) {
+  // Block the stop signals before any thread starts, so that only sigwait() in Run sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage(
+      "Serves Aaren models over gRPC.\n"
+      "  aaren-server [--model_dir DIR ...] [--port 50051] [flags]\n"
+      "With no flags: the bundled demo models on 0.0.0.0:50051.");
+  std::string merged;
+  std::vector<char*> args = aaren::MergeRepeatedModelDirs(argc, argv, merged);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (absl::Status st =
+          aaren::InitLogging(absl::GetFlag(FLAGS_log_level), absl::GetFlag(FLAGS_log_format));
+      !st.ok()) {
+    std::fprintf(stderr, "aaren-server: %s\n", std::string(st.message()).c_str());
+    return 2;
+  }
+  return aaren::Run();
+}

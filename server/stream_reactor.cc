@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "server/stream_reactor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/aaren_service.h"
+#include "server/proto_convert.h"
+#include "server/status_convert.h"
+
+namespace aaren {
+
+StreamReactor::StreamReactor(Engine* engine)
+    : engine_(engine), cancel_(std::make_shared<CancelFlag>(false)) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reading_ = true;
+  StartRead(&request_);
+}
+
+void StreamReactor::OnReadDone(bool ok) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reading_ = false;
+    if (!ok) {
+      reads_done_ = true;
+      PumpLocked();
+      return;
+    }
+    if (!error_.ok() || finished_) return;  // ending: ignore what the client still sends
+  }
+  switch (request_.request_case()) {
+    case v1::StreamRequest::kOpen:
+      HandleOpen(request_.open());
+      break;
+    case v1::StreamRequest::kAppend:
+      HandleAppend(*request_.mutable_append());
+      break;
+    default: {
+      std::lock_guard<std::mutex> lock(mu_);
+      FailLocked(absl::InvalidArgumentError("request: set either open or append"));
+    }
+  }
+}
+
+void StreamReactor::HandleOpen(const v1::OpenSession& open) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!session_id_.empty()) {
+    return FailLocked(absl::InvalidArgumentError(
+        absl::StrCat("open: the stream is already attached to session '", session_id_, "'")));
+  }
+  auto info = engine_->OpenSession(open.session_id(), open.model(), open.create_if_missing(),
+                                   open.idle_ttl_seconds());
+  if (!info.ok()) return FailLocked(info.status());
+  session_id_ = info->session_id;
+  v1::StreamResponse reply;
+  ToProto(*info, reply.mutable_session());
+  replies_.push_back(std::move(reply));
+  reading_ = true;
+  StartRead(&request_);
+  PumpLocked();
+}
+
+void StreamReactor::HandleAppend(v1::AppendRequest& append) {
+  absl::StatusOr<Engine::AppendParams> params;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (session_id_.empty()) {
+      return FailLocked(absl::FailedPreconditionError(
+          "append: the stream has no session yet; its first message must be open"));
+    }
+    if (!append.session_id().empty() && append.session_id() != session_id_) {
+      return FailLocked(absl::InvalidArgumentError(
+          absl::StrCat("append.session_id: '", append.session_id(),
+                       "' is not the stream's session '", session_id_, "'")));
+    }
+    params = AppendParamsFromProto(append, "append.");
+    if (!params.ok()) return FailLocked(params.status());
+    params->session_id = session_id_;
+    params->cancel = cancel_;
+    ++in_flight_;
+    if (in_flight_ < kMaxInFlight) {
+      reading_ = true;
+      StartRead(&request_);
+    } else {
+      read_paused_ = true;
+    }
+  }
+  // Outside mu_: the engine may call back at once.
+  engine_->Append(std::move(*params),
+                  [this](absl::StatusOr<AppendResult> r) { OnAppendDone(std::move(r)); });
+}
+
+void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  --in_flight_;
+  if (!result.ok()) {
+    FailLocked(result.status());
+    return;
+  }
+  if (error_.ok() && !cancelled_) {
+    v1::StreamResponse reply;
+    AppendResponseToProto(session_id_, std::move(*result), reply.mutable_append());
+    replies_.push_back(std::move(reply));
+  }
+  if (read_paused_ && error_.ok() && !reads_done_) {
+    read_paused_ = false;
+    reading_ = true;
+    StartRead(&request_);
+  }
+  PumpLocked();
+}
+
+void StreamReactor::OnWriteDone(bool ok) {
+  std::lock_guard<std::mutex> lock(mu_);
+  writing_ = false;
+  replies_.pop_front();
+  if (!ok) {
+    // The client is gone: drop queued work; the session keeps its applied appends.
+    cancel_->store(true);
+    cancelled_ = true;
+  }
+  PumpLocked();
+}
+
+void StreamReactor::OnCancel() {
+  cancel_->store(true);
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  PumpLocked();
+}
+
+void StreamReactor::FailLocked(absl::Status status) {
+  if (error_.ok()) error_ = std::move(status);
+  cancel_->store(true);  // appends queued behind the failed one must not apply
+  PumpLocked();
+}
+
+void StreamReactor::PumpLocked() {
+  if (finished_ || writing_) return;
+  // Replies queued before an error are still delivered; then the error ends the stream.
+  if (!replies_.empty() && !cancelled_) {
+    writing_ = true;
+    StartWrite(&replies_.front());
+    return;
+  }
+  replies_.clear();
+  if (in_flight_ == 0 && (reads_done_ || !error_.ok() || cancelled_)) {
+    finished_ = true;
+    Finish(cancelled_ && error_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(error_));
+  }
+}
+
+}  // namespace aaren
