@@ -138,7 +138,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
           r.position = s->position;
           r.replayed = true;
           if (w->mode == OutputMode::kAll && w->length > 1) {
-            r.outputs = rec.outputs;
+            r.outputs = *rec.outputs;
           } else if (w->mode != OutputMode::kNone) {
             const float* last = DataLocked(s) + m.state_floats;
             r.outputs.assign(last, last + m.output_dim);
@@ -332,11 +332,13 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
     rec.length = w->length;
     rec.fingerprint = w->fingerprint;
     rec.mode = w->mode;
-    rec.outputs.clear();
-    if (w->mode == OutputMode::kAll && w->length > 1) rec.outputs = w->outputs;
+    rec.outputs.reset();
+    if (w->mode == OutputMode::kAll && w->length > 1) {
+      rec.outputs = std::make_unique<std::vector<float>>(w->outputs);
+    }
   } else {
     rec.position_before = -1;
-    rec.outputs.clear();
+    rec.outputs.reset();
   }
   std::unique_ptr<Work> owned = s->Pop();
   AppendResult r;

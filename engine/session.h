@@ -105,7 +105,9 @@ struct AppendRecord {
   int64_t length = 0;
   uint64_t fingerprint = 0;
   OutputMode mode = OutputMode::kAll;
-  std::vector<float> outputs;  // ALL with several rows only; one row is the session's last output
+  // ALL with several rows only (one row is the session's last output); null otherwise, so an
+  // idle session pays 8 bytes for it.
+  std::unique_ptr<std::vector<float>> outputs;
 };
 
 struct Session {

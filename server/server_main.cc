@@ -6,6 +6,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -228,6 +229,14 @@ int Run() {
 }  // namespace aaren
 
 int main(int argc, char** argv) {
+  // OpenMP workers must sleep between Forward calls rather than spin: gRPC's threads need the
+  // cores in between. A value set by the user wins.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+  // Sessions are small, long-lived allocations made from whichever gRPC thread created them;
+  // with glibc's default of 8 malloc arenas per core they scatter over many half-empty arenas
+  // (measured: 1.70x the state bytes per idle session vs 1.54x with one arena). Two arenas keep
+  // them dense while leaving gRPC's threads some concurrency.
+  mallopt(M_ARENA_MAX, 2);
   // Block the stop signals before any thread starts, so that only sigwait() in Run sees them.
   sigset_t signals;
   sigemptyset(&signals);

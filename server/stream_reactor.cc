@@ -78,16 +78,19 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
     params->session_id = session_id_;
     params->cancel = cancel_;
     ++in_flight_;
-    if (in_flight_ < kMaxInFlight) {
-      reading_ = true;
-      StartRead(&request_);
-    } else {
-      read_paused_ = true;
-    }
   }
-  // Outside mu_: the engine may call back at once.
+  // Outside mu_ (the engine may call back at once), and before the next read starts: the next
+  // append must reach the engine after this one.
   engine_->Append(std::move(*params),
                   [this](absl::StatusOr<AppendResult> r) { OnAppendDone(std::move(r)); });
+  std::lock_guard<std::mutex> lock(mu_);
+  if (finished_ || !error_.ok() || cancelled_ || reads_done_) return;
+  if (in_flight_ < kMaxInFlight) {
+    reading_ = true;
+    StartRead(&request_);
+  } else {
+    read_paused_ = true;
+  }
 }
 
 void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result) {
