@@ -43,14 +43,10 @@ absl::Status Engine::CheckAcceptingLocked() const {
 float* Engine::DataLocked(Session* s) { return store_.Data(s); }
 
 SessionInfo Engine::InfoLocked(const Session* s) const {
-  return SessionInfo{s->id,
-                     s->model->name,
-                     s->position,
-                     static_cast<uint64_t>(s->model->config().state_bytes()),
-                     s->idle_ttl_s,
-                     s->tier,
-                     s->created_ms,
-                     s->last_used_ms};
+  return SessionInfo{s->id,         s->model->name,
+                     s->position,   static_cast<uint64_t>(s->model->config().state_bytes()),
+                     s->idle_ttl_s, s->tier,
+                     s->created_ms, s->last_used_ms};
 }
 
 void Engine::ReadyLocked(Session* s) {
@@ -140,8 +136,8 @@ void Engine::Score(ScoreParams params,
       auto s = std::make_unique<Session>();
       s->model = model;
       s->tier = Tier::kScratch;
-      s->host = std::make_unique<float[]>(static_cast<size_t>(SessionBufferFloats(*model)));
-      ResetState(s->host.get(), model->layout);
+      s->scratch = std::make_unique<float[]>(static_cast<size_t>(SessionBufferFloats(*model)));
+      ResetState(s->scratch.get(), model->layout);
       sessions[i] = s.get();
       job->scratch.push_back(std::move(s));
     }
@@ -242,8 +238,8 @@ void Engine::Append(AppendParams params, AppendCallback done) {
     return done(st);
   }
   if (params.expected_position && *params.expected_position < 0) {
-    return done(absl::InvalidArgumentError(absl::StrCat(
-        "expected_position: ", *params.expected_position, " is negative")));
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("expected_position: ", *params.expected_position, " is negative")));
   }
   auto w = NewAppendWork(std::move(params.input), params.mode, std::move(params.cancel),
                          model->config().n_features);
@@ -290,9 +286,9 @@ void Engine::Generate(GenerateParams params,
   for (size_t i = 0; i < params.stop_tokens.size(); ++i) {
     const int32_t t = params.stop_tokens[i];
     if (t < 0 || t >= model->config().vocab_size) {
-      return on_done(absl::InvalidArgumentError(absl::StrCat(
-          "stop_tokens[", i, "]: token id ", t, " out of range [0, ", model->config().vocab_size,
-          ")")));
+      return on_done(absl::InvalidArgumentError(absl::StrCat("stop_tokens[", i, "]: token id ", t,
+                                                             " out of range [0, ",
+                                                             model->config().vocab_size, ")")));
     }
   }
   auto g = std::make_unique<GenerateProgress>();
@@ -304,8 +300,7 @@ void Engine::Generate(GenerateParams params,
   g->on_token =
       std::make_shared<absl::AnyInvocable<void(const GeneratedToken&)>>(std::move(on_token));
   g->on_done = std::move(on_done);
-  auto w = NewAppendWork(std::move(params.prompt), OutputMode::kLast, std::move(params.cancel),
-                         0);
+  auto w = NewAppendWork(std::move(params.prompt), OutputMode::kLast, std::move(params.cancel), 0);
   w->kind = Work::Kind::kGenerate;
   w->generate = std::move(g);
   std::unique_lock<std::mutex> lock(mu_);
@@ -364,9 +359,10 @@ void Engine::DeleteSession(const std::string& session_id,
         std::vector<Completion> failed;
         while (s->has_work()) {
           std::unique_ptr<Work> w = s->Pop();
-          FailWorkLocked(*w, absl::NotFoundError(absl::StrCat(
-                                 "session_id: session '", s->id, "' was deleted")),
-                         failed);
+          FailWorkLocked(
+              *w,
+              absl::NotFoundError(absl::StrCat("session_id: session '", s->id, "' was deleted")),
+              failed);
         }
         store_.Remove(s, /*expired=*/false);
         return [shared_done, failed = std::move(failed)]() mutable {
@@ -408,8 +404,7 @@ void Engine::ForkSession(const std::string& session_id, const std::string& new_s
 void Engine::ExportSession(const std::string& session_id,
                            absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done) {
   auto shared_done =
-      std::make_shared<absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)>>(
-          std::move(done));
+      std::make_shared<absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)>>(std::move(done));
   Control(
       session_id, "session_id",
       [this, shared_done](Session* s) -> Completion {
@@ -425,9 +420,7 @@ void Engine::ExportSession(const std::string& session_id,
         if (s->position > 0) {
           snap.last_output.assign(data + m.state_floats, data + m.state_floats + m.output_dim);
         }
-        return [shared_done, snap = std::move(snap)]() mutable {
-          (*shared_done)(std::move(snap));
-        };
+        return [shared_done, snap = std::move(snap)]() mutable { (*shared_done)(std::move(snap)); };
       },
       [shared_done](absl::Status st) { (*shared_done)(st); });
 }
@@ -456,23 +449,22 @@ absl::Status ValidateSnapshot(const SessionSnapshot& snap, const ServedModel& m)
         absl::StrCat("snapshot.position: ", snap.position, " is negative"));
   }
   if (snap.output_dim != m.output_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot.output_dim: ", snap.output_dim,
-                                                   ", expected ", m.output_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot.output_dim: ", snap.output_dim, ", expected ", m.output_dim));
   }
   const int64_t want_last = snap.position > 0 ? m.output_dim : 0;
   if (static_cast<int64_t>(snap.last_output.size()) != want_last) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshot.last_output: ",
-                                                   snap.last_output.size() * 4,
-                                                   " bytes, expected ", want_last * 4));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot.last_output: ", snap.last_output.size() * 4, " bytes, expected ", want_last * 4));
   }
   for (int64_t r = 0; r < m.layout.n_layers * m.layout.n_heads; ++r) {
     const float* rec = snap.state.data() + r * m.layout.head_floats();
     const bool identity = rec[0] == -std::numeric_limits<float>::infinity() && rec[1] == 0.0f;
     for (int64_t j = identity ? 1 : 0; j < m.layout.head_floats(); ++j) {
       if (!std::isfinite(rec[j]) || (j == 1 && rec[j] < 0.0f)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("snapshot.state: value ", r * m.layout.head_floats() + j, " (", rec[j],
-                         ") is not a valid state value"));
+        return absl::InvalidArgumentError(absl::StrCat("snapshot.state: value ",
+                                                       r * m.layout.head_floats() + j, " (", rec[j],
+                                                       ") is not a valid state value"));
       }
     }
   }
@@ -491,10 +483,9 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
                                                   const std::string& session_id,
                                                   uint32_t idle_ttl_s) {
   if (snapshot.format_version != SessionSnapshot::kFormatVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("snapshot.format_version: ", snapshot.format_version,
-                     " is not supported (this server reads version ",
-                     SessionSnapshot::kFormatVersion, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot.format_version: ", snapshot.format_version,
+        " is not supported (this server reads version ", SessionSnapshot::kFormatVersion, ")"));
   }
   ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(snapshot.model, "snapshot.model"));
   RETURN_IF_ERROR(ValidateSnapshot(snapshot, *m));

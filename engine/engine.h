@@ -76,7 +76,7 @@ struct SessionSnapshot {
   std::string config_hash;
   int64_t position = 0;
   StateLayout layout;
-  std::vector<float> state;        // layout.total_floats()
+  std::vector<float> state;  // layout.total_floats()
   int64_t output_dim = 0;
   std::vector<float> last_output;  // output_dim values, or empty at position 0
 };

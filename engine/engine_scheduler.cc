@@ -51,11 +51,9 @@ void Engine::SchedulerLoop() {
       if (stopping_) break;
       continue;
     }
-    if (options_.batch_delay_us > 0 && !stopping_ &&
-        pending_tokens_ < options_.max_batch_tokens) {
-      cv_.wait_for(lock, std::chrono::microseconds(options_.batch_delay_us), [&] {
-        return pending_tokens_ >= options_.max_batch_tokens || stopping_;
-      });
+    if (options_.batch_delay_us > 0 && !stopping_ && pending_tokens_ < options_.max_batch_tokens) {
+      cv_.wait_for(lock, std::chrono::microseconds(options_.batch_delay_us),
+                   [&] { return pending_tokens_ >= options_.max_batch_tokens || stopping_; });
     }
     picked.clear();
     SelectLocked(picked, completions);
@@ -85,8 +83,7 @@ void Engine::FailWorkLocked(Work& w, absl::Status status, std::vector<Completion
   }
 }
 
-void Engine::FailHeadLocked(Session* s, absl::Status status,
-                            std::vector<Completion>& completions) {
+void Engine::FailHeadLocked(Session* s, absl::Status status, std::vector<Completion>& completions) {
   std::unique_ptr<Work> w = s->Pop();
   if (w->done > 0 && !w->snapshot.empty()) {
     // A chunked append stopped half-way: put the state back as it was before it.
@@ -145,9 +142,8 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
           }
           std::unique_ptr<Work> owned = s->Pop();
           pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - owned->length);
-          completions.push_back([cb = std::move(owned->on_done), r = std::move(r)]() mutable {
-            cb(std::move(r));
-          });
+          completions.push_back(
+              [cb = std::move(owned->on_done), r = std::move(r)]() mutable { cb(std::move(r)); });
           continue;
         }
         FailHeadLocked(s,
@@ -189,8 +185,8 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     Work* w = s->head;
     const ServedModel& m = *s->model;
     if (w->done == 0) {
-      w->outputs.resize(static_cast<size_t>(
-          (w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
+      w->outputs.resize(
+          static_cast<size_t>((w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
       if (take < w->length) {  // chunked: keep the state to undo a failure half-way
         const float* data = DataLocked(s);
         w->snapshot.assign(data, data + m.state_floats);

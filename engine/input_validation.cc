@@ -11,35 +11,33 @@ absl::Status ValidateInput(const ModelConfig& config, const SequenceInput& input
                            absl::string_view field, int64_t max_tokens, bool allow_empty) {
   const bool takes_tokens = config.input_kind == InputKind::kTokens;
   if (takes_tokens && !input.features.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".features: the model takes tokens (vocab_size ", config.vocab_size,
-        "), not features"));
+    return absl::InvalidArgumentError(absl::StrCat(field,
+                                                   ".features: the model takes tokens (vocab_size ",
+                                                   config.vocab_size, "), not features"));
   }
   if (!takes_tokens && !input.tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".tokens: the model takes features (n_features ", config.n_features,
-        "), not tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(field,
+                                                   ".tokens: the model takes features (n_features ",
+                                                   config.n_features, "), not tokens"));
   }
   if (input.empty()) {
     if (allow_empty) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, takes_tokens ? ".tokens" : ".features", ": empty (at least one token)"));
+    return absl::InvalidArgumentError(absl::StrCat(field, takes_tokens ? ".tokens" : ".features",
+                                                   ": empty (at least one token)"));
   }
   if (takes_tokens) {
     for (size_t i = 0; i < input.tokens.size(); ++i) {
       const int32_t t = input.tokens[i];
       if (t < 0 || t >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".tokens[", i, "]: token id ", t,
-                                                       " out of range [0, ", config.vocab_size,
-                                                       ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".tokens[", i, "]: token id ", t, " out of range [0, ", config.vocab_size, ")"));
       }
     }
   } else {
     const int64_t n = static_cast<int64_t>(input.features.size());
     if (n % config.n_features != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".features: ", n, " values is not a multiple of n_features ",
-                       config.n_features));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".features: ", n, " values is not a multiple of n_features ", config.n_features));
     }
     for (size_t i = 0; i < input.features.size(); ++i) {
       if (!std::isfinite(input.features[i])) {
@@ -50,9 +48,9 @@ absl::Status ValidateInput(const ModelConfig& config, const SequenceInput& input
   }
   const int64_t length = input.length(config.n_features);
   if (length > max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": ", length, " tokens exceed the limit of ", max_tokens,
-        " per sequence (--max_sequence_tokens)"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", length,
+                                                   " tokens exceed the limit of ", max_tokens,
+                                                   " per sequence (--max_sequence_tokens)"));
   }
   return absl::OkStatus();
 }

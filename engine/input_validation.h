@@ -21,9 +21,8 @@ struct SequenceInput {
 
   // Tokens in the run for a model with `n_features` floats per token (0 for tokens models).
   int64_t length(int64_t n_features) const {
-    return !tokens.empty() || n_features <= 0
-               ? static_cast<int64_t>(tokens.size())
-               : static_cast<int64_t>(features.size()) / n_features;
+    return !tokens.empty() || n_features <= 0 ? static_cast<int64_t>(tokens.size())
+                                              : static_cast<int64_t>(features.size()) / n_features;
   }
   bool empty() const { return tokens.empty() && features.empty(); }
 };

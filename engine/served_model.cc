@@ -38,9 +38,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, Model::Load(dir));
     ASSIGN_OR_RETURN(uint64_t config_hash, HashFile(dir / "config.json"));
     ASSIGN_OR_RETURN(uint64_t weights_hash, HashFile(dir / "model.safetensors"));
-    RETURN_IF_ERROR(registry->Add(std::move(model),
-                                  absl::StrFormat("%016x-%016x", config_hash, weights_hash),
-                                  make_backend));
+    RETURN_IF_ERROR(registry->Add(
+        std::move(model), absl::StrFormat("%016x-%016x", config_hash, weights_hash), make_backend));
   }
   return registry;
 }

@@ -30,7 +30,7 @@ enum class OutputMode : uint8_t { kAll = 0, kLast = 1, kNone = 2 };
 // Where a session's buffer (state, then last output row) lives.
 enum class Tier : uint8_t {
   kPool,     // a StatePool slot: ready to run
-  kHost,     // evicted to a heap block; moved back into the pool before it runs
+  kHost,     // evicted to a host-tier slot; moved back into the pool before it runs
   kScratch,  // a Score sequence without prefill: a heap block, never in the store
 };
 
@@ -84,7 +84,7 @@ struct Work {
   int64_t done = 0;    // tokens already run (chunked appends)
   OutputMode mode = OutputMode::kAll;
   std::optional<int64_t> expected_position;
-  uint64_t fingerprint = 0;     // InputFingerprint(input), for retries
+  uint64_t fingerprint = 0;  // InputFingerprint(input), for retries
   bool position_checked = false;
   int64_t cursor = 0;           // position of the next token to run
   std::vector<float> outputs;   // ALL: [length, output_dim]; otherwise [output_dim]
@@ -116,10 +116,10 @@ struct Session {
   int64_t position = 0;
   Tier tier = Tier::kPool;
   SessionState state = SessionState::kIdle;
-  bool in_ready = false;       // queued in the scheduler's ready list
-  int32_t slot = -1;           // kPool: StatePool slot
+  bool in_ready = false;  // queued in the scheduler's ready list
+  int32_t slot = -1;      // kPool, kHost: slot in that tier's StatePool
   uint32_t idle_ttl_s = 0;
-  std::unique_ptr<float[]> host;  // kHost / kScratch: state then last output
+  std::unique_ptr<float[]> scratch;  // kScratch: state then last output
   int64_t created_ms = 0;
   int64_t last_used_ms = 0;
   Session* lru_prev = nullptr;  // pool-resident idle sessions, most recent first

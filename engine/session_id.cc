@@ -39,8 +39,8 @@ absl::Status ValidateSessionId(absl::string_view id, absl::string_view field) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == '-';
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": character ", i,
-                                                     " is not one of [A-Za-z0-9._-]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": character ", i, " is not one of [A-Za-z0-9._-]"));
     }
   }
   return absl::OkStatus();

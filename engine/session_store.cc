@@ -24,10 +24,11 @@ void Session::SetState(SessionState next) {
   state = next;
 }
 
-SessionStore::SessionStore(const ModelRegistry& models, StoreLimits limits)
-    : limits_(limits) {
+SessionStore::SessionStore(const ModelRegistry& models, StoreLimits limits) : limits_(limits) {
   for (const ServedModel* m : models.models()) {
-    pools_.emplace(m, std::make_unique<StatePool>(SessionBufferFloats(*m), limits_.pool_sessions));
+    ModelSlots& slots = slots_[m];
+    slots.pool = std::make_unique<StatePool>(SessionBufferFloats(*m), limits_.pool_sessions);
+    slots.host = std::make_unique<StatePool>(SessionBufferFloats(*m), limits_.host_sessions);
   }
 }
 
@@ -37,8 +38,6 @@ SessionStore::~SessionStore() {
     while (s->has_work()) s->Pop();
   }
 }
-
-StatePool& SessionStore::PoolOf(const ServedModel* m) { return *pools_.at(m); }
 
 absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::string_view id,
                                               uint32_t idle_ttl_s, int64_t now_ms,
@@ -61,9 +60,9 @@ absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::st
     s->tier = Tier::kPool;
     s->slot = *PoolOf(model).Acquire();
     ++pool_used_;
-  } else if (host_used_ < limits_.host_sessions) {
+  } else if (!HostFull()) {
     s->tier = Tier::kHost;
-    s->host = std::make_unique<float[]>(static_cast<size_t>(SessionBufferFloats(*model)));
+    s->slot = *HostOf(model).Acquire();
     ++host_used_;
   } else {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -103,6 +102,7 @@ void SessionStore::Remove(Session* s, bool expired) {
     PoolOf(s->model).Release(s->slot);
     --pool_used_;
   } else if (s->tier == Tier::kHost) {
+    HostOf(s->model).Release(s->slot);
     --host_used_;
   }
   if (expired) {
@@ -123,21 +123,33 @@ void SessionStore::Remove(Session* s, bool expired) {
 }
 
 float* SessionStore::Data(Session* s) {
-  return s->tier == Tier::kPool ? PoolOf(s->model).data(s->slot) : s->host.get();
+  switch (s->tier) {
+    case Tier::kPool:
+      return PoolOf(s->model).data(s->slot);
+    case Tier::kHost:
+      return HostOf(s->model).data(s->slot);
+    case Tier::kScratch:
+      break;
+  }
+  return s->scratch.get();
+}
+
+// Moves `s` between tiers: takes a slot in `to`, copies the buffer, frees the slot in `from`.
+static void MoveSlot(Session* s, StatePool& from, StatePool& to, Tier tier) {
+  const int32_t slot = *to.Acquire();
+  std::memcpy(to.data(slot), from.data(s->slot),
+              static_cast<size_t>(SessionBufferFloats(*s->model)) * sizeof(float));
+  from.Release(s->slot);
+  s->slot = slot;
+  s->tier = tier;
 }
 
 bool SessionStore::EvictOne() {
   Session* victim = lru_tail_;
-  if (victim == nullptr || host_used_ >= limits_.host_sessions) return false;
-  const size_t n = static_cast<size_t>(SessionBufferFloats(*victim->model));
-  auto block = std::make_unique<float[]>(n);
-  std::memcpy(block.get(), Data(victim), n * sizeof(float));
+  if (victim == nullptr || HostFull()) return false;
   LruRemove(victim);
-  PoolOf(victim->model).Release(victim->slot);
+  MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost);
   --pool_used_;
-  victim->slot = -1;
-  victim->host = std::move(block);
-  victim->tier = Tier::kHost;
   ++host_used_;
   ++evicted_;
   return true;
@@ -148,27 +160,18 @@ bool SessionStore::MakeResident(Session* s) {
   if (PoolFull() && !EvictOne()) {
     // The host tier is full, so the LRU session cannot move there: swap places with it.
     Session* victim = lru_tail_;
-    if (victim == nullptr) return false;
+    if (victim == nullptr || victim->model != s->model) return false;
     LruRemove(victim);
-    float* slot_data = Data(victim);
-    const size_t n = static_cast<size_t>(SessionBufferFloats(*victim->model));
-    if (victim->model == s->model) {
-      std::swap_ranges(slot_data, slot_data + n, s->host.get());
-      std::swap(victim->slot, s->slot);
-      std::swap(victim->host, s->host);
-      std::swap(victim->tier, s->tier);
-      ++evicted_;
-      return true;
-    }
-    LruPushFront(victim);  // different buffer sizes: wait for a slot
-    return false;
+    float* a = Data(victim);
+    float* b = Data(s);
+    std::swap_ranges(a, a + SessionBufferFloats(*s->model), b);
+    std::swap(victim->slot, s->slot);
+    std::swap(victim->tier, s->tier);
+    ++evicted_;
+    return true;
   }
-  s->slot = *PoolOf(s->model).Acquire();
+  MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
   ++pool_used_;
-  std::memcpy(PoolOf(s->model).data(s->slot), s->host.get(),
-              static_cast<size_t>(SessionBufferFloats(*s->model)) * sizeof(float));
-  s->host.reset();
-  s->tier = Tier::kPool;
   --host_used_;
   return true;
 }
@@ -203,8 +206,9 @@ int64_t SessionStore::ExpireIdle(int64_t now_ms) {
 }
 
 StoreCounts SessionStore::counts() const {
-  return StoreCounts{pool_used_,     host_used_, limits_.pool_sessions, limits_.host_sessions,
-                     created_,       evicted_,   expired_,              deleted_};
+  return StoreCounts{
+      pool_used_, host_used_, limits_.pool_sessions, limits_.host_sessions, created_, evicted_,
+      expired_,   deleted_};
 }
 
 }  // namespace aaren

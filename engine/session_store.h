@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // SessionStore: the live sessions of one engine, by id, and the two tiers their buffers live in:
 // a fixed pool of slots (one StatePool per model, --max_sessions slots in all) and a host tier
-// of heap blocks (--host_tier_sessions). When the pool is full, the least recently used idle
+// (another StatePool per model, --host_tier_sessions slots in all; slabs, so an idle session
+// costs its buffer and no allocator overhead). When the pool is full, the least recently used idle
 // session moves to the host tier; a host-tier session moves back before it runs. Idle sessions
 // expire after their TTL; the ids of recently expired sessions are remembered so that a lookup
 // can say the session expired rather than that it never existed.
@@ -27,8 +28,8 @@
 namespace aaren {
 
 struct StoreLimits {
-  int64_t pool_sessions = 4096;      // --max_sessions
-  int64_t host_sessions = 1000000;   // --host_tier_sessions
+  int64_t pool_sessions = 4096;     // --max_sessions
+  int64_t host_sessions = 1000000;  // --host_tier_sessions
   uint32_t default_idle_ttl_s = 3600;
   size_t expired_ids_remembered = 100000;
 };
@@ -53,8 +54,7 @@ class SessionStore {
   // a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`), ALREADY_EXISTS,
   // RESOURCE_EXHAUSTED when both tiers are full.
   absl::StatusOr<Session*> Create(const ServedModel* model, absl::string_view id,
-                                  uint32_t idle_ttl_s, int64_t now_ms,
-                                  absl::string_view id_field);
+                                  uint32_t idle_ttl_s, int64_t now_ms, absl::string_view id_field);
   // NOT_FOUND naming `field`; says so when the session expired.
   absl::StatusOr<Session*> Find(absl::string_view id, absl::string_view field) const;
   // Erases an idle session with no pending work and frees its buffer. The Session object stays
@@ -79,13 +79,19 @@ class SessionStore {
   uint32_t default_idle_ttl_s() const { return limits_.default_idle_ttl_s; }
 
  private:
-  StatePool& PoolOf(const ServedModel* m);
+  struct ModelSlots {
+    std::unique_ptr<StatePool> pool;
+    std::unique_ptr<StatePool> host;
+  };
+  StatePool& PoolOf(const ServedModel* m) { return *slots_.at(m).pool; }
+  StatePool& HostOf(const ServedModel* m) { return *slots_.at(m).host; }
+  bool HostFull() const { return host_used_ >= limits_.host_sessions; }
   bool EvictOne();  // the LRU tail to the host tier; false when none can move
   bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
 
   StoreLimits limits_;
   absl::flat_hash_map<absl::string_view, std::unique_ptr<Session>> sessions_;  // key: s->id
-  absl::flat_hash_map<const ServedModel*, std::unique_ptr<StatePool>> pools_;
+  absl::flat_hash_map<const ServedModel*, ModelSlots> slots_;
   int64_t pool_used_ = 0;
   int64_t host_used_ = 0;
   Session* lru_head_ = nullptr;

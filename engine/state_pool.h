@@ -34,8 +34,8 @@ class StatePool {
   int64_t slot_floats_;
   int64_t capacity_;
   int64_t used_ = 0;
-  int32_t next_fresh_ = 0;      // slots below this have memory
-  std::vector<int32_t> free_;   // released slots, reused first
+  int32_t next_fresh_ = 0;     // slots below this have memory
+  std::vector<int32_t> free_;  // released slots, reused first
   std::vector<std::unique_ptr<float[]>> blocks_;
 };
 

@@ -21,19 +21,19 @@ SampledToken SampleToken(absl::Span<const float> logits, const SampleOptions& op
   };
 
   if (options.temperature <= 0.0f) {
-    return result(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                       logits.begin()));
+    return result(
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
   }
   // Candidates: ids sorted by logit (descending, ties to the lower id), cut to top_k.
   std::vector<int32_t> ids(static_cast<size_t>(n));
   std::iota(ids.begin(), ids.end(), 0);
   const size_t k = options.top_k == 0 ? ids.size() : std::min<size_t>(options.top_k, ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                    [&](int32_t a, int32_t b) {
-                      return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
-                             (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] &&
-                              a < b);
-                    });
+  std::partial_sort(
+      ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+      [&](int32_t a, int32_t b) {
+        return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+               (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+      });
   ids.resize(k);
   std::vector<double> weights(k);
   const double top = logits[static_cast<size_t>(ids[0])];

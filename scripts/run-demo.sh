@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds aaren-score and runs it on the bundled demo-lm model: scores the model's held-out set
-# (scan path), then prints the first output and the held-out accuracy recomputed from the outputs.
+# Installs dependencies, builds aaren-server and aaren-cli, and starts the server in the
+# foreground on the bundled demo models (models/demo-lm, models/demo-ts) on port 50051.
+# Extra arguments go to aaren-server (e.g. --port 6000 --log_format json). Stop it with Ctrl-C:
+# it drains in-flight calls and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh aaren-score
+BUILD_DIR="${BUILD_DIR:-build}" bash scripts/build.sh aaren-server aaren-cli
 build_dir="${BUILD_DIR:-build}"
-out="$build_dir/demo-lm.outputs.jsonl"
-"$build_dir/tools/aaren-score" --model_dir models/demo-lm --input models/demo-lm/heldout.jsonl \
-  --output "$out" "$@"
-echo "outputs: $out ($(wc -l < "$out") sequences); first line begins:"
-head -c 300 "$out"; echo " ..."
-/usr/bin/python3 tools/eval_demo.py models/demo-lm "$out"
+cat >&2 <<MSG
+Starting aaren-server on the demo models. From another shell, try:
+  $build_dir/client/aaren-cli models
+  $build_dir/client/aaren-cli score --model demo-lm --input models/demo-lm/heldout.jsonl --output /tmp/out.jsonl
+  echo "the quick brown fox" | $build_dir/client/aaren-cli stream --model demo-lm --text --vocab models/demo-lm/vocab.json
+MSG
+exec "$build_dir/server/aaren-server" "$@"

@@ -19,8 +19,7 @@ class AarenService final : public v1::Aaren::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
-  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx,
-                                  const v1::ScoreRequest* request,
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const v1::ScoreRequest* request,
                                   v1::ScoreResponse* response) override;
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* ctx,
                                           const v1::CreateSessionRequest* request,

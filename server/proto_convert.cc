@@ -15,8 +15,8 @@ void BytesFromFloats(const std::vector<float>& values, std::string* out) {
 absl::StatusOr<std::vector<float>> FloatsFromBytes(const std::string& bytes,
                                                    absl::string_view field) {
   if (bytes.size() % sizeof(float) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", bytes.size(),
-                                                   " bytes is not a whole number of float32"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", bytes.size(), " bytes is not a whole number of float32"));
   }
   std::vector<float> values(bytes.size() / sizeof(float));
   std::memcpy(values.data(), bytes.data(), bytes.size());

@@ -152,8 +152,8 @@ int Run() {
   options.batch_delay_us = absl::GetFlag(FLAGS_batch_delay_us);
   options.max_sequence_tokens = absl::GetFlag(FLAGS_max_sequence_tokens);
   if (options.store.pool_sessions < 1 || options.store.host_sessions < 0) {
-    return Fail(absl::InvalidArgumentError(
-        "--max_sessions must be >= 1 and --host_tier_sessions >= 0"));
+    return Fail(
+        absl::InvalidArgumentError("--max_sessions must be >= 1 and --host_tier_sessions >= 0"));
   }
   if (options.max_batch_tokens < 64) {
     return Fail(absl::InvalidArgumentError("--max_batch_tokens: must be at least 64"));

@@ -48,8 +48,8 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   std::mutex mu_;
   std::string session_id_;  // empty until opened
   std::deque<v1::StreamResponse> replies_;
-  int in_flight_ = 0;       // appends handed to the engine, not yet answered
-  bool reading_ = false;    // a read is outstanding
+  int in_flight_ = 0;     // appends handed to the engine, not yet answered
+  bool reading_ = false;  // a read is outstanding
   bool read_paused_ = false;
   bool reads_done_ = false;  // the client half-closed (or the call broke)
   bool writing_ = false;
