@@ -43,9 +43,9 @@ out = sys.argv[1]
 print(f"{'sessions':>8} {'echo tok/s':>11} {'stream tok/s':>12} {'ratio':>6} {'p50 us':>8} {'p99 us':>8}")
 for n in (1, 16, 256):
     e = json.load(open(f"{out}/echo-{n}.json")); s = json.load(open(f"{out}/stream-{n}.json"))
-    e = e[0] if isinstance(e, list) else e; s = s[0] if isinstance(s, list) else s
     print(f"{n:>8} {e['tokens_per_s']:>11.0f} {s['tokens_per_s']:>12.0f} "
-          f"{s['tokens_per_s'] / e['tokens_per_s']:>6.2f} {s['p50_us']:>8.0f} {s['p99_us']:>8.0f}")
+          f"{s['tokens_per_s'] / e['tokens_per_s']:>6.2f} {s['latency_us']['p50']:>8.0f} "
+          f"{s['latency_us']['p99']:>8.0f}")
 PY
 
 echo "== 2. Score, 64 x 1024 tokens (demo-lm) =="
@@ -59,7 +59,7 @@ echo "== 3. RSS with 100k idle sessions (demo-lm) =="
 start_server --model_dir models/demo-lm
 rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$server_pid/status"; }
 base=$(rss)
-"$cli" bench --target "$target" --model demo-lm --mode sessions --count 100000 --nocleanup
+"$cli" bench --target "$target" --model demo-lm --mode sessions --count 100000 --cleanup=false
 sleep 1
 after=$(rss)
 state_bytes=$("$cli" models --target "$target" --json | /usr/bin/python3 -c \
