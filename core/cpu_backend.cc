@@ -228,9 +228,9 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     if (span_rows(i) == 0) continue;
     const int64_t n_out = wanted_rows(i);
     const auto finite = [](float v) { return std::isfinite(v); };
-    const bool ok =
-        std::all_of(spans[i].state, spans[i].state + state_floats, finite) &&
-        std::all_of(&outputs[o * c.output_dim], &outputs[(o + n_out) * c.output_dim], finite);
+    const bool ok = std::all_of(spans[i].state, spans[i].state + state_floats, finite) &&
+                    std::all_of(outputs.data() + o * c.output_dim,
+                                outputs.data() + (o + n_out) * c.output_dim, finite);
     if (!ok) {
       restore();
       return absl::InvalidArgumentError(
@@ -243,7 +243,7 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
   for (int64_t i = 0, o = 0; i < n_spans; ++i) {
     if (span_rows(i) == 0) continue;
     const int64_t n_out = wanted_rows(i);
-    std::copy_n(&outputs[o * c.output_dim], n_out * c.output_dim, spans[i].outputs);
+    std::copy_n(outputs.data() + o * c.output_dim, n_out * c.output_dim, spans[i].outputs);
     o += n_out;
     *spans[i].position += span_rows(i);
   }

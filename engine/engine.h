@@ -157,8 +157,9 @@ class Engine {
                    uint32_t idle_ttl_s, absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done);
   void ExportSession(const std::string& session_id,
                      absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done);
-  // INVALID_ARGUMENT naming the snapshot field for any mismatch (model, config_hash, layout,
-  // sizes, non-finite values).
+  // NOT_FOUND naming snapshot.model when no such model is served; INVALID_ARGUMENT naming the
+  // snapshot field for any other mismatch (format_version, config_hash, layout, sizes,
+  // non-finite values).
   absl::StatusOr<SessionInfo> ImportSession(const SessionSnapshot& snapshot,
                                             const std::string& session_id, uint32_t idle_ttl_s);
 

@@ -121,6 +121,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
                               g.sampling, g.rng);
       w->input.tokens.assign(1, g.pending.token);
       w->length = 1;
+      ++pending_tokens_;
       w->done = 0;
       w->position_checked = false;
     }
@@ -166,7 +167,10 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
   runnable.reserve(ready_.size());
   for (Session* s : ready_) {
     s->in_ready = false;
-    if (AdvanceLocked(s, completions) && s->has_work()) runnable.push_back(s);
+    if (!AdvanceLocked(s, completions)) continue;  // removed
+    if (s->has_work()) runnable.push_back(s);
+    // Work that ended here (cancelled, aborted, replayed) may have unpinned it: evictable again.
+    if (!s->pinned()) store_.LruPushFront(s);
   }
   ready_.clear();
 

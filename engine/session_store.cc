@@ -108,11 +108,14 @@ void SessionStore::Remove(Session* s, bool expired) {
   if (expired) {
     ++expired_;
     if (expired_order_.size() >= limits_.expired_ids_remembered) {
-      expired_ids_.erase(expired_order_.front());
+      // Forget the oldest expiry, unless its id expired again since (a newer entry).
+      const auto& [old_id, old_seq] = expired_order_.front();
+      auto it = expired_ids_.find(old_id);
+      if (it != expired_ids_.end() && it->second == old_seq) expired_ids_.erase(it);
       expired_order_.pop_front();
     }
-    expired_ids_.insert(s->id);
-    expired_order_.push_back(s->id);
+    expired_ids_[s->id] = ++expiry_seq_;
+    expired_order_.emplace_back(s->id, expiry_seq_);
   } else {
     ++deleted_;
   }
@@ -160,13 +163,21 @@ bool SessionStore::MakeResident(Session* s) {
   if (PoolFull() && !EvictOne()) {
     // The host tier is full, so the LRU session cannot move there: swap places with it.
     Session* victim = lru_tail_;
-    if (victim == nullptr || victim->model != s->model) return false;
+    if (victim == nullptr) return false;
     LruRemove(victim);
-    float* a = Data(victim);
-    float* b = Data(s);
-    std::swap_ranges(a, a + SessionBufferFloats(*s->model), b);
-    std::swap(victim->slot, s->slot);
-    std::swap(victim->tier, s->tier);
+    if (victim->model == s->model) {
+      float* a = Data(victim);
+      float* b = Data(s);
+      std::swap_ranges(a, a + SessionBufferFloats(*s->model), b);
+      std::swap(victim->slot, s->slot);
+      std::swap(victim->tier, s->tier);
+    } else {
+      // Different buffer sizes: the victim takes a host slot of its own model (that model holds
+      // fewer than host_sessions of them, since `s` holds one of another model), then `s` takes
+      // the pool slot it freed. Both tiers' counts are unchanged.
+      MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost);
+      MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
+    }
     ++evicted_;
     return true;
   }

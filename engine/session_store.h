@@ -97,8 +97,10 @@ class SessionStore {
   Session* lru_head_ = nullptr;
   Session* lru_tail_ = nullptr;
   std::vector<std::unique_ptr<Session>> removed_;
-  absl::flat_hash_set<std::string> expired_ids_;
-  std::deque<std::string> expired_order_;
+  // Recently expired ids -> the sequence number of their latest expiry, oldest first in order.
+  absl::flat_hash_map<std::string, uint64_t> expired_ids_;
+  std::deque<std::pair<std::string, uint64_t>> expired_order_;
+  uint64_t expiry_seq_ = 0;
   uint64_t created_ = 0, evicted_ = 0, expired_ = 0, deleted_ = 0;
 };
 

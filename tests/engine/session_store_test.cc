@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: Apache-2.0
+// SessionStore: ids, the two tiers (pool with LRU eviction, host tier), exact buffer moves
+// between them, capacity errors, idle expiry and removal.
+#include "engine/session_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "core/aaren_state.h"
+#include "tests/engine/engine_test_support.h"
+
+namespace aaren::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SessionStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry_ = MakeCpuRegistry({
+        NamedRandomModel("tok", MakeConfig(InputKind::kTokens, PositionKind::kNone, 2, 1, 16, 32),
+                         1),
+        NamedRandomModel("feat",
+                         MakeConfig(InputKind::kFeatures, PositionKind::kNone, 4, 2, 16, 32), 2),
+    });
+    ASSERT_NE(registry_, nullptr);
+    tok_ = registry_->Find("tok");
+    feat_ = registry_->Find("feat");
+    ASSERT_NE(tok_, nullptr);
+    ASSERT_NE(feat_, nullptr);
+    ASSERT_NE(SessionBufferFloats(*tok_), SessionBufferFloats(*feat_));
+  }
+
+  std::unique_ptr<SessionStore> MakeStore(int64_t pool, int64_t host, uint32_t ttl = 3600,
+                                          size_t remembered = 100000) {
+    return std::make_unique<SessionStore>(*registry_,
+                                          StoreLimits{.pool_sessions = pool,
+                                                      .host_sessions = host,
+                                                      .default_idle_ttl_s = ttl,
+                                                      .expired_ids_remembered = remembered});
+  }
+
+  Session* MustCreate(SessionStore& store, const ServedModel* m, absl::string_view id,
+                      int64_t now_ms = 1000, uint32_t ttl = 0) {
+    absl::StatusOr<Session*> s = store.Create(m, id, ttl, now_ms, "session_id");
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : nullptr;
+  }
+
+  // Fills a session's whole buffer with a distinct bit pattern (including values arithmetic
+  // would not preserve: -0, a denormal, a NaN payload) and returns a copy of it.
+  static std::vector<float> FillPattern(SessionStore& store, Session* s, uint32_t salt) {
+    const int64_t n = SessionBufferFloats(*s->model);
+    std::vector<float> pattern(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = 0x3f800000u ^ ((salt * 2654435761u) + static_cast<uint32_t>(i) * 97u);
+      std::memcpy(&pattern[static_cast<size_t>(i)], &bits, sizeof(bits));
+    }
+    pattern[0] = -0.0f;
+    pattern[1] = std::numeric_limits<float>::denorm_min();
+    const uint32_t nan_bits = 0x7fc01234u;
+    std::memcpy(&pattern[2], &nan_bits, sizeof(nan_bits));
+    std::memcpy(store.Data(s), pattern.data(), pattern.size() * sizeof(float));
+    return pattern;
+  }
+
+  static bool BufferIs(SessionStore& store, Session* s, const std::vector<float>& want) {
+    return std::memcmp(store.Data(s), want.data(), want.size() * sizeof(float)) == 0;
+  }
+
+  std::unique_ptr<ModelRegistry> registry_;
+  const ServedModel* tok_ = nullptr;
+  const ServedModel* feat_ = nullptr;
+};
+
+TEST_F(SessionStoreTest, CreateWithServerIdStartsIdleAtTheIdentityState) {
+  auto store = MakeStore(4, 4, /*ttl=*/77);
+  Session* s = MustCreate(*store, tok_, "", /*now_ms=*/5000);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->id.size(), 32u);
+  EXPECT_EQ(s->model, tok_);
+  EXPECT_EQ(s->position, 0);
+  EXPECT_EQ(s->tier, Tier::kPool);
+  EXPECT_EQ(s->state, aaren::SessionState::kIdle);
+  EXPECT_EQ(s->idle_ttl_s, 77u);  // 0: the store's default
+  EXPECT_EQ(s->created_ms, 5000);
+  EXPECT_EQ(s->last_used_ms, 5000);
+  EXPECT_FALSE(s->has_work());
+
+  std::vector<float> identity(static_cast<size_t>(SessionBufferFloats(*tok_)), 0.0f);
+  ResetState(identity.data(), tok_->layout);
+  const float* data = store->Data(s);
+  for (size_t i = 0; i < identity.size(); ++i) {
+    if (std::isinf(identity[i])) {
+      EXPECT_EQ(data[i], kNegInf) << i;
+    } else {
+      EXPECT_EQ(data[i], identity[i]) << i;  // state, then a zero last-output row
+    }
+  }
+
+  absl::StatusOr<Session*> found = store->Find(s->id, "session_id");
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(*found, s);
+  const StoreCounts c = store->counts();
+  EXPECT_EQ(c.pool, 1);
+  EXPECT_EQ(c.host, 0);
+  EXPECT_EQ(c.pool_capacity, 4);
+  EXPECT_EQ(c.host_capacity, 4);
+  EXPECT_EQ(c.created, 1u);
+}
+
+TEST_F(SessionStoreTest, ServerIdsAreDistinct) {
+  auto store = MakeStore(100, 0);
+  absl::flat_hash_set<std::string> ids;
+  for (int i = 0; i < 100; ++i) ids.insert(MustCreate(*store, tok_, "")->id);
+  EXPECT_EQ(ids.size(), 100u);
+}
+
+TEST_F(SessionStoreTest, CreateWithClientIdAndItsErrors) {
+  auto store = MakeStore(4, 4);
+  Session* s = MustCreate(*store, tok_, "chat-1.user_A", 1000, /*ttl=*/5);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->id, "chat-1.user_A");
+  EXPECT_EQ(s->idle_ttl_s, 5u);
+
+  absl::StatusOr<Session*> dup = store->Create(feat_, "chat-1.user_A", 0, 1000, "open.session_id");
+  EXPECT_EQ(dup.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(dup.status().message()), HasSubstr("open.session_id"));
+  EXPECT_THAT(std::string(dup.status().message()), HasSubstr("chat-1.user_A"));
+
+  absl::StatusOr<Session*> bad = store->Create(tok_, "no spaces", 0, 1000, "new_session_id");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("new_session_id"));
+
+  bad = store->Create(tok_, std::string(129, 'a'), 0, 1000, "session_id");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->counts().created, 1u);
+  EXPECT_EQ(store->counts().pool, 1);
+}
+
+TEST_F(SessionStoreTest, FindUnknownAndEmptyIds) {
+  auto store = MakeStore(4, 4);
+  absl::StatusOr<Session*> s = store->Find("nope", "session_id");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("session_id: no session 'nope'"));
+  s = store->Find("", "open.session_id");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("open.session_id"));
+}
+
+TEST_F(SessionStoreTest, PoolFullEvictsTheLeastRecentlyUsedToTheHostTier) {
+  auto store = MakeStore(/*pool=*/2, /*host=*/10);
+  Session* a = MustCreate(*store, tok_, "a");
+  Session* b = MustCreate(*store, tok_, "b");
+  Session* c = MustCreate(*store, tok_, "c");  // evicts a (least recently used)
+  EXPECT_EQ(a->tier, Tier::kHost);
+  EXPECT_EQ(b->tier, Tier::kPool);
+  EXPECT_EQ(c->tier, Tier::kPool);
+  StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.pool, 2);
+  EXPECT_EQ(counts.host, 1);
+  EXPECT_EQ(counts.evicted, 1u);
+
+  // A use of b (what the engine does after running it) makes c the least recently used.
+  store->LruRemove(b);
+  store->LruPushFront(b);
+  Session* d = MustCreate(*store, tok_, "d");
+  EXPECT_EQ(c->tier, Tier::kHost);
+  EXPECT_EQ(b->tier, Tier::kPool);
+  EXPECT_EQ(d->tier, Tier::kPool);
+  counts = store->counts();
+  EXPECT_EQ(counts.pool, 2);
+  EXPECT_EQ(counts.host, 2);
+  EXPECT_EQ(counts.evicted, 2u);
+  EXPECT_EQ(counts.created, 4u);
+}
+
+TEST_F(SessionStoreTest, SessionsOutsideTheLruAreNeverEvicted) {
+  auto store = MakeStore(2, 10);
+  Session* a = MustCreate(*store, tok_, "a");
+  Session* b = MustCreate(*store, tok_, "b");
+  store->LruRemove(a);  // as while it runs
+  MustCreate(*store, tok_, "c");
+  EXPECT_EQ(a->tier, Tier::kPool);
+  EXPECT_EQ(b->tier, Tier::kHost);
+}
+
+TEST_F(SessionStoreTest, MakeResidentSwapsBackAndPreservesBufferBytesExactly) {
+  auto store = MakeStore(/*pool=*/2, /*host=*/10);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 1);
+  Session* b = MustCreate(*store, tok_, "b");
+  const std::vector<float> pb = FillPattern(*store, b, 2);
+  Session* c = MustCreate(*store, tok_, "c");
+  const std::vector<float> pc = FillPattern(*store, c, 3);
+  ASSERT_EQ(a->tier, Tier::kHost);
+  EXPECT_TRUE(BufferIs(*store, a, pa)) << "eviction changed the bytes";
+
+  EXPECT_TRUE(store->MakeResident(a));  // evicts b, the LRU tail
+  EXPECT_EQ(a->tier, Tier::kPool);
+  EXPECT_GE(a->slot, 0);
+  EXPECT_EQ(b->tier, Tier::kHost);
+  EXPECT_TRUE(BufferIs(*store, a, pa)) << "MakeResident changed the bytes";
+  EXPECT_TRUE(BufferIs(*store, b, pb));
+  EXPECT_TRUE(BufferIs(*store, c, pc));
+  const StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.pool, 2);
+  EXPECT_EQ(counts.host, 1);
+  EXPECT_EQ(counts.evicted, 2u);
+
+  // A pool-resident session is already resident.
+  EXPECT_TRUE(store->MakeResident(c));
+  EXPECT_EQ(store->counts().evicted, 2u);
+}
+
+TEST_F(SessionStoreTest, MakeResidentWithFreeSlotTakesIt) {
+  auto store = MakeStore(2, 10);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 4);
+  Session* b = MustCreate(*store, tok_, "b");
+  MustCreate(*store, tok_, "c");
+  ASSERT_EQ(a->tier, Tier::kHost);
+  store->Remove(b, /*expired=*/false);
+  EXPECT_TRUE(store->MakeResident(a));
+  EXPECT_EQ(a->tier, Tier::kPool);
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  EXPECT_EQ(store->counts().host, 0);
+  EXPECT_EQ(store->counts().pool, 2);
+  EXPECT_EQ(store->counts().evicted, 1u);
+}
+
+TEST_F(SessionStoreTest, MakeResidentWithBothTiersFullSwapsWithTheLruSession) {
+  auto store = MakeStore(/*pool=*/2, /*host=*/1);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 5);
+  Session* b = MustCreate(*store, tok_, "b");
+  const std::vector<float> pb = FillPattern(*store, b, 6);
+  Session* c = MustCreate(*store, tok_, "c");  // a -> host: both tiers now full
+  ASSERT_EQ(a->tier, Tier::kHost);
+  EXPECT_TRUE(store->MakeResident(a));  // b cannot move to a full host tier: they swap
+  EXPECT_EQ(a->tier, Tier::kPool);
+  EXPECT_EQ(b->tier, Tier::kHost);
+  EXPECT_EQ(c->tier, Tier::kPool);
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  EXPECT_TRUE(BufferIs(*store, b, pb));
+  const StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.pool, 2);
+  EXPECT_EQ(counts.host, 1);
+}
+
+TEST_F(SessionStoreTest, MakeResidentFailsWithoutChangeWhenNoSlotCanBeHad) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/1);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 7);
+  Session* b = MustCreate(*store, tok_, "b");
+  const std::vector<float> pb = FillPattern(*store, b, 8);
+  ASSERT_EQ(a->tier, Tier::kHost);
+  store->LruRemove(b);  // b is busy: nothing can leave the pool
+  EXPECT_FALSE(store->MakeResident(a));
+  EXPECT_EQ(a->tier, Tier::kHost);
+  EXPECT_EQ(b->tier, Tier::kPool);
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  EXPECT_TRUE(BufferIs(*store, b, pb));
+}
+
+TEST_F(SessionStoreTest, MakeResidentTradesPlacesAcrossModelsWhenBothTiersAreFull) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/1);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 9);
+  Session* b = MustCreate(*store, feat_, "b");
+  const std::vector<float> pb = FillPattern(*store, b, 10);
+  ASSERT_EQ(a->tier, Tier::kHost);
+  ASSERT_EQ(b->tier, Tier::kPool);
+  // The buffers differ in size, so they cannot be swapped in place: each moves to a slot of
+  // its own model's pool in the other tier, and the tier counts stay the same.
+  EXPECT_TRUE(store->MakeResident(a));
+  EXPECT_EQ(a->tier, Tier::kPool);
+  EXPECT_EQ(b->tier, Tier::kHost);
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  EXPECT_TRUE(BufferIs(*store, b, pb));
+  const StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.pool, 1);
+  EXPECT_EQ(counts.host, 1);
+  EXPECT_EQ(counts.evicted, 2u);
+  // And back, once `a` is idle again (the engine puts a session in the LRU after its work).
+  store->LruPushFront(a);
+  EXPECT_TRUE(store->MakeResident(b));
+  EXPECT_EQ(b->tier, Tier::kPool);
+  EXPECT_EQ(a->tier, Tier::kHost);
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  EXPECT_TRUE(BufferIs(*store, b, pb));
+}
+
+TEST_F(SessionStoreTest, BothTiersFullIsResourceExhausted) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/1);
+  MustCreate(*store, tok_, "a");
+  MustCreate(*store, tok_, "b");
+  absl::StatusOr<Session*> c = store->Create(tok_, "c", 0, 1000, "session_id");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("--max_sessions"));
+  c = store->Create(tok_, "", 0, 1000, "session_id");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  const StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.created, 2u);
+  EXPECT_EQ(counts.pool, 1);
+  EXPECT_EQ(counts.host, 1);
+  EXPECT_EQ(store->Find("c", "session_id").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SessionStoreTest, PoolOfBusySessionsAndNoHostTierIsResourceExhausted) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/0);
+  Session* a = MustCreate(*store, tok_, "a");
+  absl::StatusOr<Session*> b = store->Create(tok_, "b", 0, 1000, "session_id");
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(a->tier, Tier::kPool);
+  store->Remove(a, /*expired=*/false);
+  b = store->Create(tok_, "b", 0, 1000, "session_id");
+  EXPECT_TRUE(b.ok()) << b.status();
+}
+
+TEST_F(SessionStoreTest, ExpireIdleRemovesSessionsPastTheirTtlAndFindSaysExpired) {
+  auto store = MakeStore(4, 4);
+  Session* a = MustCreate(*store, tok_, "a", /*now_ms=*/1000, /*ttl=*/1);
+  Session* b = MustCreate(*store, tok_, "b", /*now_ms=*/1000, /*ttl=*/10);
+  Session* host = MustCreate(*store, tok_, "h", /*now_ms=*/1000, /*ttl=*/1);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(store->ExpireIdle(2000), 0);  // exactly the TTL: not yet
+  EXPECT_EQ(store->ExpireIdle(2001), 2);
+  EXPECT_EQ(a->state, aaren::SessionState::kClosed);  // valid until FreeRemoved
+  EXPECT_EQ(host->state, aaren::SessionState::kClosed);
+  store->FreeRemoved();
+
+  absl::StatusOr<Session*> found = store->Find("a", "session_id");
+  EXPECT_EQ(found.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(found.status().message()), HasSubstr("expired"));
+  EXPECT_THAT(std::string(found.status().message()), HasSubstr("session_id"));
+  EXPECT_TRUE(store->Find("b", "session_id").ok());
+  StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.expired, 2u);
+  EXPECT_EQ(counts.pool, 1);
+
+  EXPECT_EQ(store->ExpireIdle(11001), 1);
+  EXPECT_EQ(store->counts().pool, 0);
+
+  // The id may be used again; then it is simply a live session.
+  Session* again = MustCreate(*store, tok_, "a", 20000);
+  ASSERT_NE(again, nullptr);
+  EXPECT_TRUE(store->Find("a", "session_id").ok());
+}
+
+TEST_F(SessionStoreTest, ExpireIdleRemovesHostTierSessions) {
+  auto store = MakeStore(1, 4);
+  Session* a = MustCreate(*store, tok_, "a", 1000, 1);
+  MustCreate(*store, tok_, "b", 5000, 100);
+  ASSERT_EQ(a->tier, Tier::kHost);
+  EXPECT_EQ(store->ExpireIdle(3000), 1);
+  store->FreeRemoved();
+  EXPECT_EQ(store->counts().host, 0);
+  EXPECT_EQ(store->counts().pool, 1);
+}
+
+TEST_F(SessionStoreTest, BusySessionsDoNotExpire) {
+  auto store = MakeStore(4, 4);
+  Session* queued = MustCreate(*store, tok_, "queued", 1000, 1);
+  Session* ready = MustCreate(*store, tok_, "ready", 1000, 1);
+  Session* running = MustCreate(*store, tok_, "running", 1000, 1);
+  queued->Push(new Work());  // the store frees leftover work
+  ready->in_ready = true;
+  running->SetState(aaren::SessionState::kRunning);
+  EXPECT_EQ(store->ExpireIdle(100000), 0);
+  running->SetState(aaren::SessionState::kIdle);
+  ready->in_ready = false;
+  queued->Pop();
+  EXPECT_EQ(store->ExpireIdle(100000), 3);
+}
+
+TEST_F(SessionStoreTest, ExpiredIdsAreRememberedUpToTheLimit) {
+  auto store = MakeStore(8, 8, 3600, /*remembered=*/2);
+  for (const char* id : {"e1", "e2", "e3"}) MustCreate(*store, tok_, id, 1000, 1);
+  EXPECT_EQ(store->ExpireIdle(5000), 3);
+  store->FreeRemoved();
+  int expired = 0, unknown = 0;
+  for (const char* id : {"e1", "e2", "e3"}) {
+    absl::Status st = store->Find(id, "session_id").status();
+    ASSERT_EQ(st.code(), absl::StatusCode::kNotFound);
+    (st.message().find("expired") != absl::string_view::npos ? expired : unknown)++;
+  }
+  EXPECT_EQ(expired, 2);
+  EXPECT_EQ(unknown, 1);
+}
+
+// An id that expires, is created again and expires again counts as one recent expiry: the store
+// remembers the latest `expired_ids_remembered` expiries, and the second expiry of "x" is one of
+// the latest two here.
+TEST_F(SessionStoreTest, AnIdExpiredTwiceIsRememberedByItsLatestExpiry) {
+  auto store = MakeStore(8, 8, 3600, /*remembered=*/2);
+  MustCreate(*store, tok_, "x", 1000, 1);
+  ASSERT_EQ(store->ExpireIdle(3000), 1);
+  MustCreate(*store, tok_, "x", 4000, 1);
+  ASSERT_EQ(store->ExpireIdle(6000), 1);
+  MustCreate(*store, tok_, "y", 6000, 1);
+  ASSERT_EQ(store->ExpireIdle(8000), 1);
+  store->FreeRemoved();
+  EXPECT_THAT(std::string(store->Find("y", "session_id").status().message()), HasSubstr("expired"));
+  EXPECT_THAT(std::string(store->Find("x", "session_id").status().message()), HasSubstr("expired"));
+}
+
+TEST_F(SessionStoreTest, RemoveFreesTheSessionAndItsSlot) {
+  auto store = MakeStore(2, 2);
+  Session* a = MustCreate(*store, tok_, "a");
+  Session* b = MustCreate(*store, tok_, "b");
+  Session* c = MustCreate(*store, tok_, "c");
+  ASSERT_EQ(a->tier, Tier::kHost);
+  store->Remove(a, /*expired=*/false);  // host tier
+  store->Remove(b, /*expired=*/false);  // pool
+  EXPECT_EQ(a->state, aaren::SessionState::kClosed);
+  EXPECT_EQ(b->state, aaren::SessionState::kClosed);
+  store->FreeRemoved();
+  absl::StatusOr<Session*> found = store->Find("b", "session_id");
+  EXPECT_EQ(found.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(found.status().message()), HasSubstr("no session 'b'"));
+  StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.deleted, 2u);
+  EXPECT_EQ(counts.expired, 0u);
+  EXPECT_EQ(counts.pool, 1);
+  EXPECT_EQ(counts.host, 0);
+
+  // The freed slot is reused without evicting c.
+  Session* d = MustCreate(*store, tok_, "d");
+  EXPECT_EQ(d->tier, Tier::kPool);
+  EXPECT_EQ(c->tier, Tier::kPool);
+  EXPECT_EQ(store->counts().evicted, 1u);
+}
+
+}  // namespace
+}  // namespace aaren::testing
