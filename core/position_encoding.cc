@@ -27,8 +27,7 @@ PairTable& TableFor(int64_t d_model) {
     table.s.resize(n_pairs);
     table.c.resize(n_pairs);
     for (int64_t i = 0; i < n_pairs; ++i) {
-      table.freq[i] =
-          std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(d_model));
+      table.freq[i] = std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(d_model));
       table.cos_step[i] = std::cos(table.freq[i]);
       table.sin_step[i] = std::sin(table.freq[i]);
     }
