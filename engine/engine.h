@@ -186,7 +186,7 @@ class Engine {
                absl::AnyInvocable<Completion(Session*)> op,
                absl::AnyInvocable<void(absl::Status)> on_error);
   std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode,
-                                      std::shared_ptr<CancelFlag> cancel, int64_t output_dim);
+                                      std::shared_ptr<CancelFlag> cancel, int64_t n_features);
 
   // Scheduler side (engine_scheduler.cc).
   void SchedulerLoop();
