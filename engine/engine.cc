@@ -19,6 +19,12 @@ int64_t NowUnixMs() {
       .count();
 }
 
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 Engine::Engine(const ModelRegistry* models, EngineOptions options)
     : models_(models), options_(options), store_(*models, options.store) {
   scheduler_ = std::thread([this] { SchedulerLoop(); });
@@ -57,6 +63,7 @@ void Engine::ReadyLocked(Session* s) {
 
 void Engine::EnqueueLocked(Session* s, std::unique_ptr<Work> w) {
   pending_tokens_ += w->length;
+  w->enqueued_ns = SteadyNowNs();
   s->Push(w.release());
   ReadyLocked(s);
   cv_.notify_one();
@@ -145,6 +152,7 @@ void Engine::Score(ScoreParams params,
   for (size_t i = 0; i < n; ++i) {
     auto w = NewAppendWork(std::move(params.sequences[i]), params.mode, params.cancel,
                            model->config().n_features);
+    w->scored = true;
     w->on_done = [this, job, i](absl::StatusOr<AppendResult> r) {
       if (r.ok()) {
         job->results[i].outputs = std::move(r->outputs);

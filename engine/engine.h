@@ -36,6 +36,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/engine_observer.h"
 #include "engine/served_model.h"
 #include "engine/session.h"
 #include "engine/session_store.h"
@@ -48,6 +49,7 @@ struct EngineOptions {
   int64_t batch_delay_us = 0;
   int64_t max_sequence_tokens = 1 << 20;  // per sequence, prefix or append
   int64_t interactive_tokens = 16;
+  EngineObserver* observer = nullptr;  // optional; must outlive the engine
 };
 
 struct SessionInfo {
@@ -219,6 +221,8 @@ class Engine {
 
 // Milliseconds since the Unix epoch (session timestamps and TTLs).
 int64_t NowUnixMs();
+// Nanoseconds of the steady clock (durations).
+int64_t SteadyNowNs();
 
 }  // namespace aaren
 

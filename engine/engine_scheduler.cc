@@ -189,6 +189,9 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     Work* w = s->head;
     const ServedModel& m = *s->model;
     if (w->done == 0) {
+      if (options_.observer != nullptr) {
+        options_.observer->OnQueueWait(static_cast<double>(SteadyNowNs() - w->enqueued_ns) * 1e-9);
+      }
       w->outputs.resize(
           static_cast<size_t>((w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
       if (take < w->length) {  // chunked: keep the state to undo a failure half-way
@@ -257,7 +260,18 @@ void Engine::RunForward(std::vector<Picked>& picked) {
         sp.output = OutputSelect::kNone;
       }
     }
+    const int64_t start_ns = SteadyNowNs();
     absl::Status st = m->backend->Forward(spans);
+    if (options_.observer != nullptr) {
+      int64_t tokens = 0;
+      bool step = true;
+      for (size_t k : idx) {
+        tokens += picked[k].take;
+        step = step && picked[k].take == 1;
+      }
+      options_.observer->OnForward(*m, step, tokens,
+                                   static_cast<double>(SteadyNowNs() - start_ns) * 1e-9);
+    }
     if (!st.ok() && spans.size() > 1) {
       // The batch was undone as a whole: run each span alone so only the bad one fails.
       for (size_t k = 0; k < idx.size(); ++k) {
@@ -295,6 +309,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   const int64_t before = s->position;
   s->position = w->cursor;
   if (s->tier != Tier::kScratch) s->last_used_ms = NowUnixMs();
+  if (options_.observer != nullptr) options_.observer->OnTokens(m, w->scored, w->length);
   const float* row =
       w->mode == OutputMode::kAll ? w->outputs.data() + (w->length - 1) * od : w->outputs.data();
   std::copy(row, row + od, DataLocked(s) + m.state_floats);
@@ -318,6 +333,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
       w->done = 0;
       w->position_checked = false;
       w->snapshot.clear();
+      w->enqueued_ns = SteadyNowNs();
       return;
     }
     std::unique_ptr<Work> owned = s->Pop();

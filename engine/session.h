@@ -90,6 +90,8 @@ struct Work {
   std::vector<float> outputs;   // ALL: [length, output_dim]; otherwise [output_dim]
   std::vector<float> snapshot;  // the state before the first chunk, when chunked
   std::shared_ptr<CancelFlag> cancel;
+  bool scored = false;      // a Score sequence (metrics: tokens scored, not appended)
+  int64_t enqueued_ns = 0;  // steady clock; for the queue-wait metric
   AppendCallback on_done;
   std::unique_ptr<GenerateProgress> generate;
   // kControl: runs under the engine lock; returns what to run after the lock is released.

@@ -217,9 +217,17 @@ int64_t SessionStore::ExpireIdle(int64_t now_ms) {
 }
 
 StoreCounts SessionStore::counts() const {
-  return StoreCounts{
-      pool_used_, host_used_, limits_.pool_sessions, limits_.host_sessions, created_, evicted_,
-      expired_,   deleted_};
+  StoreCounts c{pool_used_, host_used_, limits_.pool_sessions, limits_.host_sessions};
+  for (const auto& [model, slots] : slots_) {
+    const int64_t bytes = model->config().state_bytes();
+    c.pool_state_bytes += slots.pool->used() * bytes;
+    c.host_state_bytes += slots.host->used() * bytes;
+  }
+  c.created = created_;
+  c.evicted = evicted_;
+  c.expired = expired_;
+  c.deleted = deleted_;
+  return c;
 }
 
 }  // namespace aaren

@@ -39,6 +39,8 @@ struct StoreCounts {
   int64_t host = 0;
   int64_t pool_capacity = 0;
   int64_t host_capacity = 0;
+  int64_t pool_state_bytes = 0;  // sessions' recurrent state bytes (ModelInfo.state_bytes each)
+  int64_t host_state_bytes = 0;
   uint64_t created = 0;
   uint64_t evicted = 0;
   uint64_t expired = 0;

@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libspdlog-dev
+  libcivetweb-dev prometheus python3-yaml
   python3-grpcio python3-protobuf
   python3 python3-numpy python3-torch python3-pytest
 )

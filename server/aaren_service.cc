@@ -38,7 +38,7 @@ void AppendResponseToProto(const std::string& session_id, AppendResult result,
 grpc::ServerUnaryReactor* AarenService::ListModels(grpc::CallbackServerContext* ctx,
                                                    const v1::ListModelsRequest* request,
                                                    v1::ListModelsResponse* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "ListModels");
   for (const ServedModel* m : engine_->models().models()) ToProto(*m, response->add_models());
   call->Done(absl::OkStatus());
   return call;
@@ -47,7 +47,7 @@ grpc::ServerUnaryReactor* AarenService::ListModels(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AarenService::Score(grpc::CallbackServerContext* ctx,
                                               const v1::ScoreRequest* request,
                                               v1::ScoreResponse* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "Score");
   auto mode = FromProto(request->output_mode(), "output_mode");
   absl::Status st = mode.ok() ? CheckMca(request->mca(), "mca") : mode.status();
   if (!st.ok()) {
@@ -81,7 +81,7 @@ grpc::ServerUnaryReactor* AarenService::Score(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* AarenService::CreateSession(grpc::CallbackServerContext* ctx,
                                                       const v1::CreateSessionRequest* request,
                                                       v1::Session* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "CreateSession");
   Engine::CreateParams params;
   params.model = request->model();
   params.session_id = request->session_id();
@@ -98,7 +98,7 @@ grpc::ServerUnaryReactor* AarenService::CreateSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AarenService::Append(grpc::CallbackServerContext* ctx,
                                                const v1::AppendRequest* request,
                                                v1::AppendResponse* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "Append");
   auto params = AppendParamsFromProto(*request, "");
   if (!params.ok()) {
     call->Done(params.status());
@@ -115,18 +115,18 @@ grpc::ServerUnaryReactor* AarenService::Append(grpc::CallbackServerContext* ctx,
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AarenService::Stream(
     grpc::CallbackServerContext* ctx) {
-  return new StreamReactor(engine_);
+  return new StreamReactor(engine_, metrics_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* AarenService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* request) {
-  return new GenerateReactor(engine_, *request);
+  return new GenerateReactor(engine_, metrics_, *request);
 }
 
 grpc::ServerUnaryReactor* AarenService::GetSession(grpc::CallbackServerContext* ctx,
                                                    const v1::GetSessionRequest* request,
                                                    v1::Session* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "GetSession");
   auto info = engine_->GetSession(request->session_id());
   if (info.ok()) ToProto(*info, response);
   call->Done(info.status());
@@ -136,7 +136,7 @@ grpc::ServerUnaryReactor* AarenService::GetSession(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* AarenService::DeleteSession(grpc::CallbackServerContext* ctx,
                                                       const v1::DeleteSessionRequest* request,
                                                       v1::DeleteSessionResponse* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "DeleteSession");
   engine_->DeleteSession(request->session_id(), [call](absl::Status st) { call->Done(st); });
   return call;
 }
@@ -144,7 +144,7 @@ grpc::ServerUnaryReactor* AarenService::DeleteSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AarenService::ForkSession(grpc::CallbackServerContext* ctx,
                                                     const v1::ForkSessionRequest* request,
                                                     v1::Session* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "ForkSession");
   engine_->ForkSession(request->session_id(), request->new_session_id(),
                        request->idle_ttl_seconds(),
                        [call, response](absl::StatusOr<SessionInfo> info) {
@@ -157,7 +157,7 @@ grpc::ServerUnaryReactor* AarenService::ForkSession(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AarenService::ExportSession(grpc::CallbackServerContext* ctx,
                                                       const v1::ExportSessionRequest* request,
                                                       v1::ExportSessionResponse* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "ExportSession");
   engine_->ExportSession(request->session_id(),
                          [call, response](absl::StatusOr<SessionSnapshot> snap) {
                            if (snap.ok()) ToProto(*snap, response->mutable_snapshot());
@@ -169,7 +169,7 @@ grpc::ServerUnaryReactor* AarenService::ExportSession(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AarenService::ImportSession(grpc::CallbackServerContext* ctx,
                                                       const v1::ImportSessionRequest* request,
                                                       v1::Session* response) {
-  auto* call = new UnaryCall();
+  auto* call = new UnaryCall(metrics_, "ImportSession");
   absl::StatusOr<SessionInfo> info = [&]() -> absl::StatusOr<SessionInfo> {
     if (!request->has_snapshot()) {
       return absl::InvalidArgumentError("snapshot: missing");

@@ -8,13 +8,14 @@
 
 #include "aaren/v1/aaren.grpc.pb.h"
 #include "engine/engine.h"
+#include "server/metrics/server_metrics.h"
 
 namespace aaren {
 
 class AarenService final : public v1::Aaren::CallbackService {
  public:
-  // `engine` must outlive the service.
-  explicit AarenService(Engine* engine) : engine_(engine) {}
+  // `engine` and `metrics` (may be null) must outlive the service.
+  AarenService(Engine* engine, ServerMetrics* metrics) : engine_(engine), metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
@@ -49,6 +50,7 @@ class AarenService final : public v1::Aaren::CallbackService {
 
  private:
   Engine* engine_;
+  ServerMetrics* metrics_;
 };
 
 // Builds the engine's append parameters from a request (also used by Stream).

@@ -8,8 +8,12 @@
 
 namespace aaren {
 
-GenerateReactor::GenerateReactor(Engine* engine, const v1::GenerateRequest& request)
-    : cancel_(std::make_shared<CancelFlag>(false)) {
+GenerateReactor::GenerateReactor(Engine* engine, ServerMetrics* metrics,
+                                 const v1::GenerateRequest& request)
+    : metrics_(metrics),
+      start_(std::chrono::steady_clock::now()),
+      cancel_(std::make_shared<CancelFlag>(false)) {
+  if (metrics_ != nullptr) metrics_->StreamOpened();
   Engine::GenerateParams params;
   params.session_id = request.session_id();
   params.max_tokens = request.max_tokens();
@@ -58,7 +62,13 @@ void GenerateReactor::PumpLocked() {
   }
   if (engine_done_) {
     finished_ = true;
-    Finish(ToGrpcStatus(status_));
+    const grpc::Status status = ToGrpcStatus(status_);
+    if (metrics_ != nullptr) {
+      metrics_->RecordRequest(
+          "Generate", status.error_code(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+    Finish(status);
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <grpcpp/support/server_callback.h>
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -14,20 +15,27 @@
 #include "aaren/v1/aaren.pb.h"
 #include "absl/status/status.h"
 #include "engine/engine.h"
+#include "server/metrics/server_metrics.h"
 
 namespace aaren {
 
 class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  GenerateReactor(Engine* engine, const v1::GenerateRequest& request);
+  // `metrics` may be null.
+  GenerateReactor(Engine* engine, ServerMetrics* metrics, const v1::GenerateRequest& request);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override { cancel_->store(true); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (metrics_ != nullptr) metrics_->StreamClosed();
+    delete this;
+  }
 
  private:
   void PumpLocked();
 
+  ServerMetrics* metrics_;
+  std::chrono::steady_clock::time_point start_;
   std::shared_ptr<CancelFlag> cancel_;
   std::mutex mu_;
   std::deque<v1::GenerateResponse> replies_;

@@ -33,6 +33,8 @@
 #include "server/aaren_service.h"
 #include "server/echo_service.h"
 #include "server/logging.h"
+#include "server/metrics/metrics_registry.h"
+#include "server/metrics/server_metrics.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (127.0.0.1: this machine only)");
 ABSL_FLAG(int32_t, port, 50051, "gRPC port; 0 picks a free one (see --port_file)");
@@ -71,6 +73,10 @@ ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
           "A keepalive ping not answered within this closes the connection");
 ABSL_FLAG(bool, enable_echo, false,
           "Also serve aaren.v1.BenchEcho (for `aaren-cli bench --mode echo`)");
+ABSL_FLAG(int32_t, metrics_port, 8002,
+          "Port of the Prometheus /metrics endpoint (8002, as Triton's); 0 disables it");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address the metrics endpoint listens on; empty: the same as --host");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(std::string, log_format, "text", "text (logfmt) or json");
 
@@ -161,9 +167,22 @@ int Run() {
   if (options.max_sequence_tokens < 1) {
     return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
   }
+  std::unique_ptr<MetricsRegistry> metrics_registry = MakeMetricsRegistry();
+  ServerMetrics metrics(metrics_registry.get(), BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, "cpu"},
+                        **registry);
+  options.observer = &metrics;
   Engine engine(registry->get(), options);
+  if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port != 0) {
+    std::string host = absl::GetFlag(FLAGS_metrics_host);
+    if (host.empty()) host = absl::GetFlag(FLAGS_host);
+    auto bound = metrics_registry->Serve(host, metrics_port, [&] { metrics.Collect(engine); });
+    if (!bound.ok()) return Fail(bound.status());
+    Log(LogLevel::kInfo, "metrics",
+        {{"address", absl::StrCat(host, ":", *bound, "/metrics")},
+         {"exporter", metrics_registry->implementation()}});
+  }
 
-  AarenService service(&engine);
+  AarenService service(&engine, &metrics);
   EchoService echo;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -221,6 +240,7 @@ int Run() {
   health->SetServingStatus("aaren.v1.Aaren", false);
   server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(drain));
   engine.Shutdown();
+  metrics_registry.reset();  // stops /metrics before the engine it reads goes away
   Log(LogLevel::kInfo, "stopped");
   return 0;
 }

@@ -10,8 +10,12 @@
 
 namespace aaren {
 
-StreamReactor::StreamReactor(Engine* engine)
-    : engine_(engine), cancel_(std::make_shared<CancelFlag>(false)) {
+StreamReactor::StreamReactor(Engine* engine, ServerMetrics* metrics)
+    : engine_(engine),
+      metrics_(metrics),
+      start_(std::chrono::steady_clock::now()),
+      cancel_(std::make_shared<CancelFlag>(false)) {
+  if (metrics_ != nullptr) metrics_->StreamOpened();
   std::lock_guard<std::mutex> lock(mu_);
   reading_ = true;
   StartRead(&request_);
@@ -125,6 +129,11 @@ void StreamReactor::OnWriteDone(bool ok) {
   PumpLocked();
 }
 
+void StreamReactor::OnDone() {
+  if (metrics_ != nullptr) metrics_->StreamClosed();
+  delete this;
+}
+
 void StreamReactor::OnCancel() {
   cancel_->store(true);
   std::lock_guard<std::mutex> lock(mu_);
@@ -149,7 +158,14 @@ void StreamReactor::PumpLocked() {
   replies_.clear();
   if (in_flight_ == 0 && (reads_done_ || !error_.ok() || cancelled_)) {
     finished_ = true;
-    Finish(cancelled_ && error_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(error_));
+    const grpc::Status status =
+        cancelled_ && error_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(error_);
+    if (metrics_ != nullptr) {
+      metrics_->RecordRequest(
+          "Stream", status.error_code(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+    Finish(status);
   }
 }
 

@@ -11,6 +11,7 @@
 
 #include <grpcpp/support/server_callback.h>
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "aaren/v1/aaren.pb.h"
 #include "absl/status/status.h"
 #include "engine/engine.h"
+#include "server/metrics/server_metrics.h"
 
 namespace aaren {
 
@@ -26,12 +28,13 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
  public:
   static constexpr int kMaxInFlight = 64;
 
-  explicit StreamReactor(Engine* engine);
+  // `metrics` may be null.
+  StreamReactor(Engine* engine, ServerMetrics* metrics);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
-  void OnDone() override { delete this; }
+  void OnDone() override;
 
  private:
   void HandleOpen(const v1::OpenSession& open);
@@ -42,6 +45,8 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   void FailLocked(absl::Status status);
 
   Engine* engine_;
+  ServerMetrics* metrics_;
+  std::chrono::steady_clock::time_point start_;
   std::shared_ptr<CancelFlag> cancel_;
   v1::StreamRequest request_;
 

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// EngineObserver: what the engine reports as it works (the server turns it into metrics). Called
+// from the scheduler thread, sometimes with the engine's lock held: implementations must be
+// quick and must not call back into the Engine.
+#ifndef AAREN_ENGINE_ENGINE_OBSERVER_H_
+#define AAREN_ENGINE_ENGINE_OBSERVER_H_
+
+#include <cstdint>
+
+namespace aaren {
+
+struct ServedModel;
+
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  // One backend Forward of `model`: `tokens` rows; `step` when every span had one token.
+  virtual void OnForward(const ServedModel& model, bool step, int64_t tokens, double seconds) = 0;
+  // An operation reached its first Forward `seconds` after it arrived.
+  virtual void OnQueueWait(double seconds) = 0;
+  // An append (scored = false: to a session) or a Score sequence (scored = true) of `tokens`
+  // tokens completed.
+  virtual void OnTokens(const ServedModel& model, bool scored, int64_t tokens) = 0;
+};
+
+}  // namespace aaren
+
+#endif  // AAREN_ENGINE_ENGINE_OBSERVER_H_
