@@ -94,6 +94,7 @@ def server(tmp_path_factory):
     port_file = tmp / "port"
     log_path = tmp / "server.log"
     cmd = [str(exe), "--host", "127.0.0.1", "--port", "0", "--port_file", str(port_file),
+           "--metrics_port", "0",
            "--model_dir", str(REPO / "models" / "demo-lm"),
            "--model_dir", str(REPO / "models" / "demo-ts")]
     cmd += shlex.split(os.environ.get("AAREN_SERVER_ARGS", ""))
