@@ -82,6 +82,16 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
 
   r.Set("aaren_build_info",
         {{"version", build.version}, {"git_sha", build.git_sha}, {"backend", build.backend}}, 1);
+  // Every RPC x status code from the start: rate() needs a series' first sample, so an error
+  // series that first appeared already above zero would never count in an error ratio.
+  for (const char* rpc :
+       {"ListModels", "Score", "CreateSession", "Append", "Stream", "Generate", "GetSession",
+        "DeleteSession", "ForkSession", "ExportSession", "ImportSession"}) {
+    for (int code = 0; code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED); ++code) {
+      r.Increment("aaren_requests_total",
+                  {{"rpc", rpc}, {"code", StatusCodeName(static_cast<grpc::StatusCode>(code))}}, 0);
+    }
+  }
   for (const char* kind : {"spent", "exact"}) {
     r.Increment("aaren_mca_value_projection_flops_total", {{"kind", kind}}, 0);
   }
