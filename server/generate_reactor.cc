@@ -64,6 +64,7 @@ void GenerateReactor::PumpLocked() {
     finished_ = true;
     const grpc::Status status = ToGrpcStatus(status_);
     if (metrics_ != nullptr) {
+      metrics_->StreamClosed();  // before the client can see the status
       metrics_->RecordRequest(
           "Generate", status.error_code(),
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());

@@ -26,10 +26,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override { cancel_->store(true); }
-  void OnDone() override {
-    if (metrics_ != nullptr) metrics_->StreamClosed();
-    delete this;
-  }
+  void OnDone() override { delete this; }
 
  private:
   void PumpLocked();

@@ -129,11 +129,6 @@ void StreamReactor::OnWriteDone(bool ok) {
   PumpLocked();
 }
 
-void StreamReactor::OnDone() {
-  if (metrics_ != nullptr) metrics_->StreamClosed();
-  delete this;
-}
-
 void StreamReactor::OnCancel() {
   cancel_->store(true);
   std::lock_guard<std::mutex> lock(mu_);
@@ -161,6 +156,7 @@ void StreamReactor::PumpLocked() {
     const grpc::Status status =
         cancelled_ && error_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(error_);
     if (metrics_ != nullptr) {
+      metrics_->StreamClosed();  // before the client can see the status
       metrics_->RecordRequest(
           "Stream", status.error_code(),
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());

@@ -34,7 +34,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
-  void OnDone() override;
+  void OnDone() override { delete this; }
 
  private:
   void HandleOpen(const v1::OpenSession& open);

@@ -111,6 +111,9 @@ void ServerMetrics::RecordRequest(const char* rpc, grpc::StatusCode code, double
 }
 
 void ServerMetrics::Collect(Engine& engine) {
+  // One collection at a time, snapshot taken inside the lock: two overlapping scrapes must not
+  // export an older snapshot after a newer one (the counter deltas would wrap around).
+  std::lock_guard<std::mutex> lock(collect_mu_);
   const StoreCounts c = engine.stats().store;
   MetricsRegistry& r = *registry_;
   r.Set("aaren_sessions", {{"tier", "device"}}, static_cast<double>(c.pool));
@@ -123,7 +126,6 @@ void ServerMetrics::Collect(Engine& engine) {
   r.Set("aaren_host_tier_used_slots", {}, static_cast<double>(c.host));
   r.Set("aaren_open_streams", {}, static_cast<double>(open_streams_.load()));
   // The store counts monotonically; export what is new since the last scrape.
-  std::lock_guard<std::mutex> lock(collect_mu_);
   r.Increment("aaren_sessions_created_total", {}, static_cast<double>(c.created - last_.created));
   r.Increment("aaren_sessions_evicted_total", {}, static_cast<double>(c.evicted - last_.evicted));
   r.Increment("aaren_sessions_expired_total", {}, static_cast<double>(c.expired - last_.expired));

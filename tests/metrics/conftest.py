@@ -126,7 +126,8 @@ def _start(tmp: Path, metrics_port: int, extra: List[str]) -> Server:
                 pytest.fail(f"aaren-server exited with {proc.returncode} before writing its port "
                             f"file:\n{' '.join(cmd)}\n{srv.log_tail()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"aaren-server wrote no port file in {start_timeout} s:\n{srv.log_tail()}")
+                pytest.fail(f"aaren-server wrote no port file in {start_timeout} s:\n"
+                            f"{srv.log_tail()}")
             cur = _read_port(port_file)
             if cur is not None and cur == prev:
                 break
@@ -142,8 +143,8 @@ def _start(tmp: Path, metrics_port: int, extra: List[str]) -> Server:
                     pytest.fail(f"aaren-server exited with {proc.returncode} before SERVING:\n"
                                 f"{srv.log_tail()}")
                 if time.monotonic() > deadline:
-                    pytest.fail(f"aaren-server not SERVING after {start_timeout} s (last: {last}):\n"
-                                f"{srv.log_tail()}")
+                    pytest.fail(f"aaren-server not SERVING after {start_timeout} s "
+                                f"(last: {last}):\n{srv.log_tail()}")
                 try:
                     last = c.health(timeout=2.0)
                     if last == "SERVING":

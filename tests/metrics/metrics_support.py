@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import pytest
 
@@ -45,6 +45,33 @@ def http_get(url: str, timeout: float = 10.0) -> Tuple[int, str]:
             return r.status, r.read().decode("utf-8")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8", errors="replace")
+
+
+def get_metrics_at_once(port: int, n: int, timeout: float = 30.0) -> List[str]:
+    """GETs /metrics on 127.0.0.1:port over ``n`` connections, sending every request before
+    reading any response, so that the server handles them at the same moment; returns the
+    bodies (each response must be 200)."""
+    request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=timeout) for _ in range(n)]
+    try:
+        for s in socks:
+            s.sendall(request)
+        bodies = []
+        for s in socks:
+            chunks = []
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+            head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+            status = head.split(b"\r\n", 1)[0]
+            assert status.split()[1:2] == [b"200"], f"GET /metrics: {status!r}"
+            bodies.append(body.decode("utf-8"))
+        return bodies
+    finally:
+        for s in socks:
+            s.close()
 
 
 # ---- the Prometheus text exposition format (0.0.4) ----
