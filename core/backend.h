@@ -9,7 +9,7 @@
 // tokens / prefilling a session / scoring a batch are longer spans (scoring uses scratch states).
 // Streaming token by token and scoring at once give the same outputs to float32 rounding.
 //
-// Implementations: CpuBackend (core/cpu_backend.h); CUDA later (kernels/).
+// Implementations: CpuBackend (core/cpu_backend.h); CudaBackend (kernels/cuda_backend.h).
 #ifndef AAREN_CORE_BACKEND_H_
 #define AAREN_CORE_BACKEND_H_
 
@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "core/model.h"
+#include "core/state_memory.h"
 
 namespace aaren {
 
@@ -39,7 +40,9 @@ struct Span {
   absl::Span<const int32_t> tokens;
   absl::Span<const float> features;
   // Recurrent state, read then overwritten: n_layers x n_heads x (m, u, w[d_head]) floats in the
-  // layout of core/aaren_state.h (StateLayout). A fresh sequence starts from ResetState().
+  // layout of core/aaren_state.h (StateLayout), in runnable memory of the backend's
+  // state_memory() (host memory for the CPU backend, device memory for CUDA). A fresh sequence
+  // starts from ResetState() (uploaded).
   // No two spans of one Forward may share (or overlap in) a state buffer or a position counter.
   float* state = nullptr;
   // Position (token index in the sequence) of the span's first token; advanced by length.
@@ -62,6 +65,9 @@ class Backend {
   virtual const Model& model() const = 0;
   // Short name for logs and metrics: "cpu", "cuda".
   virtual absl::string_view name() const = 0;
+  // Where this backend wants Span::state (core/state_memory.h); lives as long as the backend.
+  // Default: plain host memory.
+  virtual StateMemory& state_memory() { return HostStateMemory::Get(); }
 
   // Runs the batch, all or nothing: on any error no state, position or output has been modified.
   // Errors:

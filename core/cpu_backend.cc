@@ -15,6 +15,7 @@
 #include "core/aaren_state.h"
 #include "core/linear.h"
 #include "core/position_encoding.h"
+#include "core/score_weights.h"
 #include "core/status_macros.h"
 
 namespace aaren {
@@ -134,11 +135,6 @@ void ResidualRows(const LayerWeights& w, const ModelConfig& c, const float* attn
 
 }  // namespace
 
-struct CpuBackend::LayerScoreWeights {
-  std::vector<float> query_key;  // [n_heads, d_model]: row h = q_h^T W_k[h] / sqrt(d_head)
-  std::vector<float> bias;       // [n_heads]: q_h . b_k[h] / sqrt(d_head)
-};
-
 CpuBackend::CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions options)
     : model_(std::move(model)),
       num_threads_(options.num_threads > 0
@@ -146,29 +142,8 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions opt
                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
       min_scan_chunk_(options.min_scan_chunk) {
   SetBlasSingleThreaded();  // this backend parallelises over row blocks itself
-  const ModelConfig& c = model_->config();
-  const int64_t dh = c.d_head();
-  // Folded in float64, rounded once.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = model_->layer(l);
-    LayerScoreWeights sw{std::vector<float>(c.n_heads * c.d_model), std::vector<float>(c.n_heads)};
-    const float* q = w.query->ptr();
-    const float* wk = w.key_weight->ptr();
-    const float* bk = w.key_bias->ptr();
-    for (int64_t h = 0; h < c.n_heads; ++h) {
-      for (int64_t i = 0; i < c.d_model; ++i) {
-        double acc = 0.0;
-        for (int64_t j = 0; j < dh; ++j) {
-          acc += double(q[h * dh + j]) * wk[(h * dh + j) * c.d_model + i];
-        }
-        sw.query_key[h * c.d_model + i] = static_cast<float>(acc * scale);
-      }
-      double b = 0.0;
-      for (int64_t j = 0; j < dh; ++j) b += double(q[h * dh + j]) * bk[h * dh + j];
-      sw.bias[h] = static_cast<float>(b * scale);
-    }
-    score_weights_.push_back(std::move(sw));
+  for (int64_t l = 0; l < model_->config().n_layers; ++l) {
+    score_weights_.push_back(FoldQueryKey(*model_, l));
   }
 }
 
@@ -313,12 +288,12 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
   // ---- Blocks. ----
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
-    const LayerScoreWeights& sw = score_weights_[l];
+    const FoldedScoreWeights& sw = score_weights_[l];
     // Scores and values of every row, into head-major buffers.
     ForEachBlock(blocks, scratch, [&](RowRange b, Scratch& s) {
       const int64_t n = b.size();
       LayerNormRows(&x[b.begin * d], n, d, *w.norm1_weight, *w.norm1_bias, eps, s.normed.data());
-      LinearRows(s.normed.data(), n, d, d, sw.query_key.data(), n_heads, sw.bias.data(),
+      LinearRows(s.normed.data(), n, d, d, sw.matrix.data(), n_heads, sw.bias.data(),
                  s.scores.data(), n_heads);
       LinearRows(s.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(), s.wide.data(), d);
       ScatterToHeads(s.scores.data(), n, n_heads, scores, b.begin);

@@ -7,10 +7,8 @@
 // GELU fused per block (Eigen array code). Attention activations are kept head-major for the
 // chunked parallel prefix scan of core/aaren_scan.h.
 //
-// Because the query is a learned constant per head, the score s = q . k / sqrt(d_head) is folded
-// at construction into one [n_heads, d_model] matrix per layer, (q_h^T W_k,h) / sqrt(d_head), plus
-// a per-head bias: the key projection is never materialised. Outputs are the same function of the
-// weights (only float rounding differs).
+// The query is folded into the key projection at construction (core/score_weights.h): the key
+// projection is never materialised.
 #ifndef AAREN_CORE_CPU_BACKEND_H_
 #define AAREN_CORE_CPU_BACKEND_H_
 
@@ -21,6 +19,7 @@
 
 #include "core/backend.h"
 #include "core/model.h"
+#include "core/score_weights.h"
 
 namespace aaren {
 
@@ -41,8 +40,6 @@ class CpuBackend final : public Backend {
   int num_threads() const { return num_threads_; }
 
  private:
-  struct LayerScoreWeights;  // the folded query-key matrix and bias of one layer
-
   // The model over a validated batch: advances the states and fills `outputs` with the wanted
   // rows in span order. May throw std::bad_alloc, before any state is written or after (Forward
   // restores them); nothing inside its parallel regions allocates.
@@ -52,7 +49,7 @@ class CpuBackend final : public Backend {
   std::shared_ptr<const Model> model_;
   int num_threads_;
   int64_t min_scan_chunk_;
-  std::vector<LayerScoreWeights> score_weights_;
+  std::vector<FoldedScoreWeights> score_weights_;  // per layer
 };
 
 }  // namespace aaren

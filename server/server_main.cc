@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +32,7 @@
 #include "engine/engine.h"
 #include "engine/served_model.h"
 #include "server/aaren_service.h"
+#include "server/backend_choice.h"
 #include "server/echo_service.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_registry.h"
@@ -47,9 +49,14 @@ ABSL_FLAG(std::vector<std::string>, model_dir,
           "bundled demo models");
 ABSL_FLAG(std::string, device, "auto",
           "Backend: auto (CUDA when built with it and a GPU is present, else CPU), cpu, cuda");
+ABSL_FLAG(int32_t, cuda_device, 0, "CUDA device ordinal used by --device=cuda/auto");
 ABSL_FLAG(int64_t, max_sessions, 16384,
           "State-pool slots: sessions ready to run at once (over all models); the least "
-          "recently used idle session moves to the host tier when the pool is full");
+          "recently used idle session moves to the host tier when the pool is full. The pool "
+          "is GPU memory with the CUDA backend, host memory with the CPU one");
+ABSL_FLAG(int64_t, state_pool_bytes, 0,
+          "If > 0, size the state pool in bytes instead of --max_sessions: slots = bytes / the "
+          "largest served model's state_bytes");
 ABSL_FLAG(int64_t, host_tier_sessions, 1000000,
           "Sessions that may wait in the host tier; with a full pool and host tier, new "
           "sessions get RESOURCE_EXHAUSTED");
@@ -114,18 +121,12 @@ int Fail(const absl::Status& status) {
 }
 
 int Run() {
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (device != "auto" && device != "cpu" && device != "cuda") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--device: '", device, "' is not one of auto, cpu, cuda")));
-  }
-  if (device == "cuda") {
-    return Fail(absl::UnimplementedError(
-        "--device=cuda: this build has no CUDA backend yet; use --device=cpu or auto"));
-  }
+  auto choice = ChooseBackend(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_cuda_device));
+  if (!choice.ok()) return Fail(choice.status());
   Log(LogLevel::kInfo, "backend chosen",
-      {{"device", "cpu"},
-       {"reason", device == "auto" ? "this build has no CUDA backend" : "--device=cpu"}});
+      {{"device", choice->device},
+       {"reason", choice->reason},
+       {"gpu", choice->description.empty() ? "none" : choice->description}});
 
   CpuBackendOptions cpu_options;
   cpu_options.num_threads = absl::GetFlag(FLAGS_threads);
@@ -134,10 +135,7 @@ int Run() {
     if (!d.empty()) dirs.emplace_back(d);
   }
   if (dirs.empty()) return Fail(absl::InvalidArgumentError("--model_dir: no model to serve"));
-  auto registry = ModelRegistry::Load(
-      dirs, [&](std::shared_ptr<const Model> model) -> absl::StatusOr<std::unique_ptr<Backend>> {
-        return std::make_unique<CpuBackend>(std::move(model), cpu_options);
-      });
+  auto registry = ModelRegistry::Load(dirs, MakeBackendFactory(*choice, cpu_options));
   if (!registry.ok()) return Fail(registry.status());
   for (const ServedModel* m : (*registry)->models()) {
     Log(LogLevel::kInfo, "model loaded",
@@ -151,6 +149,17 @@ int Run() {
 
   EngineOptions options;
   options.store.pool_sessions = absl::GetFlag(FLAGS_max_sessions);
+  if (const int64_t pool_bytes = absl::GetFlag(FLAGS_state_pool_bytes); pool_bytes > 0) {
+    int64_t largest = 1;
+    for (const ServedModel* m : (*registry)->models()) {
+      largest = std::max<int64_t>(largest, m->config().state_bytes());
+    }
+    options.store.pool_sessions = pool_bytes / largest;
+    if (options.store.pool_sessions < 1) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--state_pool_bytes: ", pool_bytes, " bytes hold no session of ", largest, " bytes")));
+    }
+  }
   options.store.host_sessions = absl::GetFlag(FLAGS_host_tier_sessions);
   options.store.default_idle_ttl_s = static_cast<uint32_t>(
       std::max<int64_t>(1, absl::ToInt64Seconds(absl::GetFlag(FLAGS_session_idle_ttl))));
@@ -168,8 +177,8 @@ int Run() {
     return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
   }
   std::unique_ptr<MetricsRegistry> metrics_registry = MakeMetricsRegistry();
-  ServerMetrics metrics(metrics_registry.get(), BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, "cpu"},
-                        **registry);
+  ServerMetrics metrics(metrics_registry.get(),
+                        BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device}, **registry);
   options.observer = &metrics;
   Engine engine(registry->get(), options);
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port != 0) {
@@ -216,6 +225,7 @@ int Run() {
   Log(LogLevel::kInfo, "serving",
       {{"address", absl::StrCat(absl::GetFlag(FLAGS_host), ":", port)},
        {"models", absl::StrCat((*registry)->models().size())},
+       {"device", choice->device},
        {"max_sessions", absl::StrCat(options.store.pool_sessions)},
        {"max_batch_tokens", absl::StrCat(options.max_batch_tokens)}});
   if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
