@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -97,6 +98,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Server
     args.push_back(dir);
   }
   args.insert(args.end(), flags.extra.begin(), flags.extra.end());
+  // Extra flags for every test server, e.g. AAREN_TEST_SERVER_ARGS=--device=cuda.
+  if (const char* extra = std::getenv("AAREN_TEST_SERVER_ARGS"); extra != nullptr) {
+    for (absl::string_view a : absl::StrSplit(extra, ' ', absl::SkipEmpty())) args.emplace_back(a);
+  }
   // Everything the child needs is prepared before fork: only async-signal-safe calls after it.
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
