@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # Aaren Serve image: aaren-server and aaren-cli with the bundled demo models.
 #
-#   docker build -t aaren-serve:0.3.0-cuda .                        # CUDA 13, Ubuntu 24.04
-#   docker build --build-arg BASE=cpu -t aaren-serve:0.3.0-cpu .    # CPU only, Debian 12
-#   docker run --rm -p 50051:50051 -p 8002:8002 aaren-serve:0.3.0-cpu
-#   docker run --rm --gpus all -p 50051:50051 -p 8002:8002 aaren-serve:0.3.0-cuda
+#   docker build -t aaren-serve:0.4.0-cuda .                        # CUDA 13, Ubuntu 24.04
+#   docker build --build-arg BASE=cpu -t aaren-serve:0.4.0-cpu .    # CPU only, Debian 12
+#   docker run --rm -p 50051:50051 -p 8002:8002 aaren-serve:0.4.0-cpu
+#   docker run --rm --gpus all -p 50051:50051 -p 8002:8002 aaren-serve:0.4.0-cuda
 #
 # BASE picks the builder and runtime images (each can be overridden with its own ARG below).
 # Only the stages BASE selects are built, which needs BuildKit, the default builder since
@@ -104,7 +104,7 @@ FROM ${CPU_RUNTIME_IMAGE} AS runtime-cpu
 
 FROM runtime-${BASE} AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
-ARG VERSION=0.3.0
+ARG VERSION=0.4.0
 LABEL org.opencontainers.image.title="aaren-serve" \
       org.opencontainers.image.description="gRPC inference server for Aaren (attention as an RNN) models" \
       org.opencontainers.image.version="${VERSION}" \

@@ -3,8 +3,9 @@
 # Builds the test and benchmark binaries for a machine with a GPU (sm_90, static CUDA runtime,
 # portable x86-64-v3 CPU code) into $BUILD_DIR (default build-gpu/), then copies them with every
 # non-system shared library they load into gpu-bundle/ (git-ignored), small enough to travel to
-# the device machine. There:  LD_LIBRARY_PATH=gpu-bundle/lib gpu-bundle/bin/<test>
-# (cuBLAS, when used, comes from that machine's CUDA install; libcuda from its driver).
+# the device machine. There: `bash scripts/gpu-run.sh tests|bench|all` (it sets LD_LIBRARY_PATH
+# to gpu-bundle/lib plus that machine's CUDA libraries: cuBLAS comes from its CUDA install, ~600 MB,
+# too big to carry; libcuda from its driver).
 # Usage: bash scripts/gpu-bundle.sh [TARGET ...]   (default: every test and benchmark binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +15,12 @@ bash scripts/build.sh "$@"
 bundle=gpu-bundle
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib"
-find "$BUILD_DIR/tests" "$BUILD_DIR/bench" "$BUILD_DIR/tools" -maxdepth 1 -type f -perm -u+x \
-  -exec cp {} "$bundle/bin/" \;
+find "$BUILD_DIR/tests" "$BUILD_DIR/tests/cuda" "$BUILD_DIR/tests/server" "$BUILD_DIR/bench" \
+  "$BUILD_DIR/tools" "$BUILD_DIR/server" "$BUILD_DIR/client" -maxdepth 1 -type f -perm -u+x \
+  -exec cp {} "$bundle/bin/" \; 2> /dev/null || true
 # Everything ldd resolves except the C library family and the driver, which the target has.
 for bin in "$bundle"/bin/*; do
   ldd "$bin" | awk '/=> \//{print $3}'
-done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda)\.so' \
+done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda|libcublas|libcublasLt)\.so' \
   | xargs -r -I{} cp -L {} "$bundle/lib/"
 du -sh "$bundle"
