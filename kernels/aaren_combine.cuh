@@ -11,11 +11,13 @@ namespace aaren::cuda {
 // Threads per block of the attention kernels.
 inline constexpr int kAttentionThreads = 256;
 
-// Threads that share one (m, u, w[d_head]) record: d_head rounded up to a warp, at most a block.
-// Thread c of such a group owns columns c, c + ColumnThreads, ... (kMaxCols at most).
+// Threads that share one (m, u, w[d_head]) record: the smallest power of two >= d_head, at least a
+// warp and at most a block, so that groups of them tile a block exactly. Thread c of such a group
+// owns columns c, c + ColumnThreads, ... (kMaxCols at most).
 __host__ __device__ inline int ColumnThreads(int d_head) {
-  const int cw = (d_head + 31) / 32 * 32;
-  return cw > kAttentionThreads ? kAttentionThreads : cw;
+  int cw = 32;
+  while (cw < d_head && cw < kAttentionThreads) cw *= 2;
+  return cw;
 }
 
 // The result's m and the factors that scale each side: (m, u, w) = (m, sa * uA + sb * uB,

@@ -250,6 +250,7 @@ __global__ void __launch_bounds__(kThreads) AttentionScanKernel(AttentionScanPar
       if (tid == 0) {
         int f;
         while ((f = *reinterpret_cast<volatile int*>(sc.flags + j)) == kTileEmpty) __nanosleep(32);
+        __threadfence();  // the record is read after its flag was seen
         s_flag = f;
       }
       __syncthreads();

@@ -25,6 +25,8 @@ namespace {
 // Rows of the FFN's hidden activations ([rows, d_ff]) held at once: bounds a Forward's device
 // memory for very long batches.
 constexpr int64_t kFfnBlockRows = 32768;
+// Device memory the stream-ordered allocator keeps cached between Forwards.
+constexpr uint64_t kPoolKeepBytes = uint64_t{1} << 30;
 
 // y[rows, n] (+)= x[rows, k] W^T, W row-major [n, k] (PyTorch nn.Linear); x and y row-major with
 // leading dimensions k and n. In cuBLAS' column-major terms: y^T = op(W) x^T with op = transpose.
@@ -258,11 +260,12 @@ absl::Status CudaBackend::Impl::Init() {
   AAREN_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas, stream), "cublasSetStream");
   // FP32 products (no TF32): the backend must agree with the CPU one to 1e-4.
   AAREN_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-  // Keep memory freed by a Forward in the pool for the next one instead of returning it.
+  // Keep up to kPoolKeepBytes of memory freed by a Forward in the pool for the next one (a large
+  // batch's excess goes back to the device at the next synchronisation).
   cudaMemPool_t pool;
   AAREN_CUDA_RETURN_IF_ERROR(cudaDeviceGetDefaultMemPool(&pool, device),
                              "cudaDeviceGetDefaultMemPool");
-  uint64_t threshold = UINT64_MAX;
+  uint64_t threshold = kPoolKeepBytes;
   AAREN_CUDA_RETURN_IF_ERROR(
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
       "cudaMemPoolSetAttribute");
@@ -319,10 +322,10 @@ absl::Status CudaBackend::Impl::Init() {
 
 absl::Status CudaBackend::Impl::ReservePinned(size_t bytes) {
   if (bytes <= pinned_bytes) return absl::OkStatus();
+  const size_t want = std::max(bytes, pinned_bytes * 2);  // grow geometrically
   if (pinned != nullptr) cudaFreeHost(pinned);
   pinned = nullptr;
   pinned_bytes = 0;
-  const size_t want = std::max(bytes, pinned_bytes * 2);
   const cudaError_t err = cudaHostAlloc(&pinned, want, cudaHostAllocDefault);
   if (err != cudaSuccess) {
     cudaGetLastError();
@@ -421,8 +424,10 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   }
   scan_first_tile.push_back(tiles);
   const int64_t n_out = static_cast<int64_t>(out_index.size());
-  if (scan_state.size() > INT_MAX || step_state.size() > INT_MAX) {
-    return absl::InvalidArgumentError("too many spans in one batch");
+  if (scan_state.size() > INT_MAX || step_state.size() > INT_MAX || rows > INT_MAX ||
+      tiles > INT_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("batch of ", rows, " tokens in ", n_live,
+                                                   " spans exceeds the CUDA backend's limits"));
   }
 
   TablePacker pack;
@@ -623,7 +628,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
     const int64_t n = s.output == OutputSelect::kAll    ? length[k]
                       : s.output == OutputSelect::kLast ? 1
                                                         : 0;
-    std::memcpy(s.outputs, host_out, static_cast<size_t>(n * od) * sizeof(float));
+    if (n > 0) std::memcpy(s.outputs, host_out, static_cast<size_t>(n * od) * sizeof(float));
     host_out += n * od;
     *s.position += length[k];
   }
