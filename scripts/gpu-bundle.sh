@@ -3,7 +3,7 @@
 # Builds the test and benchmark binaries for a machine with a GPU (sm_90, static CUDA runtime,
 # portable x86-64-v3 CPU code) into $BUILD_DIR (default build-gpu/), then copies them with every
 # non-system shared library they load into gpu-bundle/ (git-ignored), small enough to travel to
-# the device machine. There: `bash scripts/gpu-run.sh tests|bench|all` (it sets LD_LIBRARY_PATH
+# the device machine (carry gpu-bundle.tar.gz). There: `bash scripts/gpu-run.sh tests|bench|all` (it sets LD_LIBRARY_PATH
 # to gpu-bundle/lib plus that machine's CUDA libraries: cuBLAS comes from its CUDA install, ~600 MB,
 # too big to carry; libcuda from its driver).
 # Usage: bash scripts/gpu-bundle.sh [TARGET ...]   (default: every test and benchmark binary)
@@ -23,4 +23,7 @@ for bin in "$bundle"/bin/*; do
   ldd "$bin" | awk '/=> \//{print $3}'
 done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda|libcublas|libcublasLt)\.so' \
   | xargs -r -I{} cp -L {} "$bundle/lib/"
-du -sh "$bundle"
+# The carry limit is 64 MiB and the libraries alone are ~60 MB: travel as one gzip archive
+# (~30 MB), which scripts/gpu-run.sh unpacks. Carry gpu-bundle.tar.gz.
+tar -czf gpu-bundle.tar.gz "$bundle"
+du -sh "$bundle" gpu-bundle.tar.gz

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Runs the GPU test suite and/or the CUDA benchmarks on a machine with a GPU, from the binaries
-# scripts/gpu-bundle.sh put in gpu-bundle/ (carried there; the machine needs only a CUDA driver,
+# scripts/gpu-bundle.sh put in gpu-bundle.tar.gz (carried there; the machine needs only a CUDA driver,
 # the CUDA toolkit's libraries and, for the PyTorch baseline, python3 with torch).
 # Usage: bash scripts/gpu-run.sh [tests|bench|all]   (default all). Logs go to $OUT (default
 # gpu-out/): gpu-tests.log, gpu-bench.log (bench/RESULTS.md's CUDA tables come from the latter).
@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-all}"
 bundle="$PWD/gpu-bundle"
+[[ -d "$bundle" ]] || tar -xzf gpu-bundle.tar.gz  # what scripts/gpu-bundle.sh makes to carry
 out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 # cuBLAS from the machine's CUDA install (any of the usual places, or torch's wheels).
