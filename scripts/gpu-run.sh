@@ -32,6 +32,10 @@ run() {  # run NAME COMMAND...: logs, and remembers a failure
   [[ $rc -eq 0 || $rc -eq 77 ]] || status=1
 }
 
+if ! "$bundle/bin/cuda_probe"; then
+  echo "nothing run: this machine has no usable GPU"
+  exit 77
+fi
 if [[ "$mode" == tests || "$mode" == all ]]; then
   {
     run cuda_device_test "$bundle/bin/cuda_device_test"
