@@ -16,6 +16,7 @@
 #include "core/score_weights.h"
 #include "core/status_macros.h"
 #include "kernels/attention_kernels.h"
+#include "kernels/cublas_library.h"
 #include "kernels/cuda_check.h"
 #include "kernels/layer_kernels.h"
 
@@ -30,19 +31,18 @@ constexpr uint64_t kPoolKeepBytes = uint64_t{1} << 30;
 
 // y[rows, n] (+)= x[rows, k] W^T, W row-major [n, k] (PyTorch nn.Linear); x and y row-major with
 // leading dimensions k and n. In cuBLAS' column-major terms: y^T = op(W) x^T with op = transpose.
-absl::Status Gemm(cublasHandle_t handle, const float* x, int64_t rows, int k, const float* w, int n,
-                  float* y, bool accumulate) {
+absl::Status Gemm(const CublasLibrary& blas, cublasHandle_t handle, const float* x, int64_t rows,
+                  int k, const float* w, int n, float* y, bool accumulate) {
   if (rows == 0) return absl::OkStatus();
   if (rows > INT_MAX) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch of ", rows, " rows exceeds cuBLAS' limit"));
   }
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  AAREN_CUBLAS_RETURN_IF_ERROR(
-      cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, static_cast<int>(rows), k, &alpha, w, k, x,
-                  k, &beta, y, n),
-      "cublasSgemm");
-  return absl::OkStatus();
+  return CublasStatus(blas,
+                      blas.sgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, static_cast<int>(rows), k,
+                                 &alpha, w, k, x, k, &beta, y, n),
+                      "cublasSgemm");
 }
 
 // The device allocations of one Forward: stream-ordered (cudaMallocAsync from the device's
@@ -118,6 +118,7 @@ struct CudaBackend::Impl {
   int device = 0;
   std::string description;
   cudaStream_t stream = nullptr;
+  const CublasLibrary* blas = nullptr;  // loaded at Init
   cublasHandle_t cublas = nullptr;
   std::mutex mu;  // serialises Forward and state-memory calls (one stream)
   std::vector<void*> weight_blocks;
@@ -218,7 +219,7 @@ CudaBackend::Impl::~Impl() {
   if (stream != nullptr) cudaStreamSynchronize(stream);
   for (void* p : weight_blocks) cudaFree(p);
   if (pinned != nullptr) cudaFreeHost(pinned);
-  if (cublas != nullptr) cublasDestroy(cublas);
+  if (cublas != nullptr) blas->destroy(cublas);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -256,10 +257,12 @@ absl::Status CudaBackend::Impl::Init() {
   description = absl::StrCat(prop.name, " (device ", device, ", sm_", prop.major, prop.minor, ")");
   AAREN_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                              "cudaStreamCreate");
-  AAREN_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas), "cublasCreate");
-  AAREN_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas, stream), "cublasSetStream");
+  ASSIGN_OR_RETURN(blas, LoadCublas());
+  RETURN_IF_ERROR(CublasStatus(*blas, blas->create(&cublas), "cublasCreate"));
+  RETURN_IF_ERROR(CublasStatus(*blas, blas->set_stream(cublas, stream), "cublasSetStream"));
   // FP32 products (no TF32): the backend must agree with the CPU one to 1e-4.
-  AAREN_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  RETURN_IF_ERROR(
+      CublasStatus(*blas, blas->set_math_mode(cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
   // Keep up to kPoolKeepBytes of memory freed by a Forward in the pool for the next one (a large
   // batch's excess goes back to the device at the next synchronisation).
   cudaMemPool_t pool;
@@ -342,7 +345,7 @@ absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* 
                                          float* normed, float* hidden) {
   const ModelConfig& c = model->config();
   const int d = static_cast<int>(c.d_model), d_ff = static_cast<int>(c.d_ff);
-  RETURN_IF_ERROR(Gemm(cublas, attn, n, d, w.out_weight, d, x, /*accumulate=*/true));
+  RETURN_IF_ERROR(Gemm(*blas, cublas, attn, n, d, w.out_weight, d, x, /*accumulate=*/true));
   LayerNormParams ln;
   ln.rows = n;
   ln.d = d;
@@ -355,7 +358,7 @@ absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* 
   AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(ln, stream), "LayerNorm kernel");
   for (int64_t r0 = 0; r0 < n; r0 += kFfnBlockRows) {
     const int64_t nb = std::min(kFfnBlockRows, n - r0);
-    RETURN_IF_ERROR(Gemm(cublas, normed + r0 * d, nb, d, w.up_weight, d_ff, hidden, false));
+    RETURN_IF_ERROR(Gemm(*blas, cublas, normed + r0 * d, nb, d, w.up_weight, d_ff, hidden, false));
     BiasActivationParams act;
     act.y = hidden;
     act.rows = nb;
@@ -363,7 +366,7 @@ absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* 
     act.bias = w.up_bias;
     act.gelu = true;
     AAREN_CUDA_RETURN_IF_ERROR(LaunchBiasActivation(act, stream), "bias + GELU kernel");
-    RETURN_IF_ERROR(Gemm(cublas, hidden, nb, d_ff, w.down_weight, d, x + r0 * d, true));
+    RETURN_IF_ERROR(Gemm(*blas, cublas, hidden, nb, d_ff, w.down_weight, d, x + r0 * d, true));
   }
   return absl::OkStatus();
 }
@@ -490,7 +493,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
       in.tokens = reinterpret_cast<const int32_t*>(table(o_inputs));
       in.embed = embed;
     } else {
-      RETURN_IF_ERROR(Gemm(cublas, reinterpret_cast<const float*>(table(o_inputs)), rows,
+      RETURN_IF_ERROR(Gemm(*blas, cublas, reinterpret_cast<const float*>(table(o_inputs)), rows,
                            n_features, input_weight, d, x, false));
       in.bias = input_bias;
     }
@@ -509,7 +512,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
       ln.eps = static_cast<float>(c.norm_eps);
       ln.y = normed;
       AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(ln, stream), "LayerNorm kernel");
-      RETURN_IF_ERROR(Gemm(cublas, normed, rows, d, w.fused_weight, fused_width, sv, false));
+      RETURN_IF_ERROR(Gemm(*blas, cublas, normed, rows, d, w.fused_weight, fused_width, sv, false));
 
       AttentionIo io;
       io.scores = sv + d;
@@ -568,7 +571,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
       lf.eps = static_cast<float>(c.norm_eps);
       lf.y = normed;
       AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(lf, stream), "LayerNorm kernel");
-      RETURN_IF_ERROR(Gemm(cublas, normed, n_out, d, head_weight, od, y, false));
+      RETURN_IF_ERROR(Gemm(*blas, cublas, normed, n_out, d, head_weight, od, y, false));
       BiasActivationParams hb;
       hb.y = y;
       hb.rows = n_out;

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// CUDA and cuBLAS results as absl::Status, for the host side of kernels/.
+// CUDA runtime results as absl::Status, for the host side of kernels/.
 #ifndef AAREN_KERNELS_CUDA_CHECK_H_
 #define AAREN_KERNELS_CUDA_CHECK_H_
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include "absl/status/status.h"
@@ -31,26 +30,12 @@ inline absl::Status CudaStatus(cudaError_t err, absl::string_view what) {
   }
 }
 
-inline absl::Status CublasStatus(cublasStatus_t st, absl::string_view what) {
-  if (st == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  const std::string msg =
-      absl::StrCat(what, ": ", cublasGetStatusName(st), " (", cublasGetStatusString(st), ")");
-  if (st == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
 }  // namespace aaren::cuda
 
 #define AAREN_CUDA_RETURN_IF_ERROR(expr, what)                                       \
   do {                                                                               \
     const ::absl::Status _aaren_cuda_st = ::aaren::cuda::CudaStatus((expr), (what)); \
     if (!_aaren_cuda_st.ok()) return _aaren_cuda_st;                                 \
-  } while (0)
-
-#define AAREN_CUBLAS_RETURN_IF_ERROR(expr, what)                                         \
-  do {                                                                                   \
-    const ::absl::Status _aaren_cublas_st = ::aaren::cuda::CublasStatus((expr), (what)); \
-    if (!_aaren_cublas_st.ok()) return _aaren_cublas_st;                                 \
   } while (0)
 
 #endif  // AAREN_KERNELS_CUDA_CHECK_H_

@@ -166,10 +166,18 @@ absl::StatusOr<int> BuiltinRegistry::Serve(const std::string& host, int port,
   const std::string listen = absl::StrCat(host, ":", port);
   const char* options[] = {"listening_ports", listen.c_str(), "num_threads", "2", nullptr};
   mg_callbacks callbacks{};
+  // civetweb says why mg_start failed only through its log callback (no user data yet then).
+  static thread_local std::string start_error;
+  start_error.clear();
+  callbacks.log_message = [](const mg_connection*, const char* message) {
+    start_error = message;
+    return 1;
+  };
   http_ = mg_start(&callbacks, nullptr, options);
   if (http_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("--metrics_port: cannot listen on ", listen, " for /metrics"));
+    return absl::UnavailableError(absl::StrCat("--metrics_port: cannot listen on ", listen,
+                                               " for /metrics",
+                                               start_error.empty() ? "" : ": ", start_error));
   }
   mg_set_request_handler(http_, "/metrics", &BuiltinRegistry::HandleMetrics, this);
   mg_server_port ports[1];
