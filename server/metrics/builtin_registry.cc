@@ -176,8 +176,8 @@ absl::StatusOr<int> BuiltinRegistry::Serve(const std::string& host, int port,
   http_ = mg_start(&callbacks, nullptr, options);
   if (http_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("--metrics_port: cannot listen on ", listen,
-                                               " for /metrics",
-                                               start_error.empty() ? "" : ": ", start_error));
+                                               " for /metrics", start_error.empty() ? "" : ": ",
+                                               start_error));
   }
   mg_set_request_handler(http_, "/metrics", &BuiltinRegistry::HandleMetrics, this);
   mg_server_port ports[1];
