@@ -3,9 +3,10 @@
 // engine_scheduler.cc.
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -46,7 +47,9 @@ absl::Status Engine::CheckAcceptingLocked() const {
   return absl::OkStatus();
 }
 
-float* Engine::DataLocked(Session* s) { return store_.Data(s); }
+void Engine::ReleaseScratchLocked(Session* s) {
+  if (s->tier == Tier::kScratch && !s->has_work()) store_.ReleaseScratch(s);
+}
 
 SessionInfo Engine::InfoLocked(const Session* s) const {
   return SessionInfo{s->id,         s->model->name,
@@ -128,25 +131,34 @@ void Engine::Score(ScoreParams params,
   std::vector<Session*> sessions(n);
   const int64_t now = NowUnixMs();
   for (size_t i = 0; i < n; ++i) {
+    absl::Status st;
     if (params.prefill) {
       auto s = store_.Create(model, "", params.idle_ttl_s, now, "sequences");
-      if (!s.ok()) {
-        // Undo the sessions made so far (they have no work yet).
-        for (size_t j = 0; j < i; ++j) store_.Remove(sessions[j], /*expired=*/false);
-        lock.unlock();
-        return job->done(s.status());
+      if (s.ok()) {
+        sessions[i] = *s;
+        job->results[i].session_id = (*s)->id;
+        job->prefill_ids.push_back((*s)->id);
+      } else {
+        st = s.status();
       }
-      sessions[i] = *s;
-      job->results[i].session_id = (*s)->id;
-      job->prefill_ids.push_back((*s)->id);
     } else {
       auto s = std::make_unique<Session>();
       s->model = model;
-      s->tier = Tier::kScratch;
-      s->scratch = std::make_unique<float[]>(static_cast<size_t>(SessionBufferFloats(*model)));
-      ResetState(s->scratch.get(), model->layout);
+      st = store_.AcquireScratch(s.get());
       sessions[i] = s.get();
       job->scratch.push_back(std::move(s));
+    }
+    if (!st.ok()) {
+      // Undo the sessions made so far (they have no work yet).
+      for (size_t j = 0; j < i; ++j) {
+        if (params.prefill) {
+          store_.Remove(sessions[j], /*expired=*/false);
+        } else {
+          store_.ReleaseScratch(sessions[j]);
+        }
+      }
+      lock.unlock();
+      return job->done(st);
     }
   }
   for (size_t i = 0; i < n; ++i) {
@@ -394,10 +406,14 @@ void Engine::ForkSession(const std::string& session_id, const std::string& new_s
                                  idle_ttl_s != 0 ? idle_ttl_s : src->idle_ttl_s, NowUnixMs(),
                                  "new_session_id");
         if (dst.ok()) {
-          std::memcpy(DataLocked(*dst), DataLocked(src),
-                      static_cast<size_t>(SessionBufferFloats(*src->model)) * sizeof(float));
-          (*dst)->position = src->position;
-          result = InfoLocked(*dst);
+          // After Create: it may have moved `src` to the host tier to make room.
+          if (absl::Status st = store_.CopySession(*dst, src); st.ok()) {
+            (*dst)->position = src->position;
+            result = InfoLocked(*dst);
+          } else {
+            store_.Remove(*dst, /*expired=*/false);
+            result = st;
+          }
         } else {
           result = dst.status();
         }
@@ -422,11 +438,14 @@ void Engine::ExportSession(const std::string& session_id,
         snap.config_hash = m.config_hash;
         snap.position = s->position;
         snap.layout = m.layout;
-        const float* data = DataLocked(s);
-        snap.state.assign(data, data + m.state_floats);
+        snap.state.resize(static_cast<size_t>(m.state_floats));
+        if (absl::Status st = store_.ReadState(s, snap.state.data()); !st.ok()) {
+          return [shared_done, st]() { (*shared_done)(st); };
+        }
         snap.output_dim = m.output_dim;
         if (s->position > 0) {
-          snap.last_output.assign(data + m.state_floats, data + m.state_floats + m.output_dim);
+          const float* last = store_.LastOutput(s);
+          snap.last_output.assign(last, last + m.output_dim);
         }
         return [shared_done, snap = std::move(snap)]() mutable { (*shared_done)(std::move(snap)); };
       },
@@ -501,9 +520,12 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   RETURN_IF_ERROR(CheckAcceptingLocked());
   ASSIGN_OR_RETURN(Session * s,
                    store_.Create(m, session_id, idle_ttl_s, NowUnixMs(), "session_id"));
-  float* data = DataLocked(s);
-  std::memcpy(data, snapshot.state.data(), snapshot.state.size() * sizeof(float));
-  std::copy(snapshot.last_output.begin(), snapshot.last_output.end(), data + m->state_floats);
+  if (absl::Status st = store_.WriteState(s, snapshot.state.data()); !st.ok()) {
+    store_.Remove(s, /*expired=*/false);
+    return st;
+  }
+  // Create zeroed the last output row: a position-0 snapshot has none.
+  std::copy(snapshot.last_output.begin(), snapshot.last_output.end(), store_.LastOutput(s));
   s->position = snapshot.position;
   return InfoLocked(s);
 }

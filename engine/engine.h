@@ -15,6 +15,11 @@
 // for more work to arrive unless max_batch_tokens tokens are already waiting; 0 runs at once
 // (work that arrives during a Forward is batched into the next tick anyway).
 //
+// Session states live in each model's backend's StateMemory (core/state_memory.h; device memory
+// for CUDA): the engine hands them to Forward as Span::state and otherwise only copies them
+// through that StateMemory (new sessions, export/import, fork, tier moves, chunk snapshots).
+// A StateMemory error fails the request that needed the copy with its status.
+//
 // Completion callbacks run either inline, before the request method returns (errors found at
 // once: validation, unknown session), or later on the scheduler thread. They must not block
 // and must not call back into the Engine synchronously with a lock of their own held.
@@ -174,7 +179,7 @@ class Engine {
     Session* session;
     Work* work;
     int64_t take;  // tokens run this tick
-    float* state;  // the session's state buffer (taken under the lock)
+    float* state;  // the session's state in runnable memory (taken under the lock): Span::state
     absl::Status status;
   };
   using Completion = absl::AnyInvocable<void()>;
@@ -203,7 +208,8 @@ class Engine {
   // Turns a work item's callback into a completion reporting `status`.
   static void FailWorkLocked(Work& w, absl::Status status, std::vector<Completion>& completions);
   void ReadyLocked(Session* s);
-  float* DataLocked(Session* s);
+  // A scratch session whose work has ended gives its slot back.
+  void ReleaseScratchLocked(Session* s);
 
   const ModelRegistry* models_;
   EngineOptions options_;

@@ -2,7 +2,6 @@
 // Engine: the step scheduler (continuous batching). One thread; see the policy in engine.h.
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -86,11 +85,17 @@ void Engine::FailWorkLocked(Work& w, absl::Status status, std::vector<Completion
 void Engine::FailHeadLocked(Session* s, absl::Status status, std::vector<Completion>& completions) {
   std::unique_ptr<Work> w = s->Pop();
   if (w->done > 0 && !w->snapshot.empty()) {
-    // A chunked append stopped half-way: put the state back as it was before it.
-    std::memcpy(DataLocked(s), w->snapshot.data(), w->snapshot.size() * sizeof(float));
+    // A chunked append stopped half-way: put the state back as it was before it. (The session
+    // is pinned, so it is still in the pool slot the chunks ran in.)
+    if (absl::Status st = store_.WriteState(s, w->snapshot.data()); !st.ok()) {
+      status = absl::Status(
+          st.code(),
+          absl::StrCat(status.message(), "; restoring the session's state failed: ", st.message()));
+    }
   }
   pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
   FailWorkLocked(*w, std::move(status), completions);
+  ReleaseScratchLocked(s);
 }
 
 bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
@@ -115,7 +120,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
                        completions);
         continue;
       }
-      const float* last = DataLocked(s) + m.state_floats;
+      const float* last = store_.LastOutput(s);
       GenerateProgress& g = *w->generate;
       g.pending = SampleToken(absl::MakeConstSpan(last, static_cast<size_t>(m.output_dim)),
                               g.sampling, g.rng);
@@ -138,7 +143,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
           if (w->mode == OutputMode::kAll && w->length > 1) {
             r.outputs = *rec.outputs;
           } else if (w->mode != OutputMode::kNone) {
-            const float* last = DataLocked(s) + m.state_floats;
+            const float* last = store_.LastOutput(s);
             r.outputs.assign(last, last + m.output_dim);
           }
           std::unique_ptr<Work> owned = s->Pop();
@@ -181,26 +186,37 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
   });
   const int64_t interactive_cap = bulk_waiting ? max_tokens - max_tokens / 4 : max_tokens;
   int64_t used = 0;
+  // 1: picked. 2: its state could not be moved or copied, so its head work failed: not picked
+  // this tick (what follows in its queue has not been through AdvanceLocked), back to ready_.
   std::vector<char> taken(runnable.size(), 0);
   auto pick = [&](size_t i, int64_t take) {
     Session* s = runnable[i];
-    if (!store_.MakeResident(s)) return;
-    store_.LruRemove(s);
+    auto fail = [&](absl::Status st) {
+      FailHeadLocked(s, std::move(st), completions);
+      taken[i] = 2;
+    };
+    absl::StatusOr<bool> resident = store_.MakeResident(s);
+    if (!resident.ok()) return fail(resident.status());
+    if (!*resident) return;
     Work* w = s->head;
     const ServedModel& m = *s->model;
     if (w->done == 0) {
+      if (take < w->length) {  // chunked: keep the state to undo a failure half-way
+        w->snapshot.resize(static_cast<size_t>(m.state_floats));
+        if (absl::Status st = store_.ReadState(s, w->snapshot.data()); !st.ok()) {
+          w->snapshot.clear();
+          return fail(st);
+        }
+      }
       if (options_.observer != nullptr) {
         options_.observer->OnQueueWait(static_cast<double>(SteadyNowNs() - w->enqueued_ns) * 1e-9);
       }
       w->outputs.resize(
           static_cast<size_t>((w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
-      if (take < w->length) {  // chunked: keep the state to undo a failure half-way
-        const float* data = DataLocked(s);
-        w->snapshot.assign(data, data + m.state_floats);
-      }
     }
+    store_.LruRemove(s);
     s->SetState(SessionState::kRunning);
-    picked.push_back(Picked{s, w, take, DataLocked(s), absl::OkStatus()});
+    picked.push_back(Picked{s, w, take, store_.State(s), absl::OkStatus()});
     used += take;
     taken[i] = 1;
   };
@@ -209,11 +225,12 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     if (r <= options_.interactive_tokens && used + r <= interactive_cap) pick(i, r);
   }
   for (size_t i = 0; i < runnable.size() && used < max_tokens; ++i) {
+    if (taken[i]) continue;
     const int64_t r = remaining(runnable[i]);
-    if (!taken[i] && r > options_.interactive_tokens) pick(i, std::min(r, max_tokens - used));
+    if (r > options_.interactive_tokens) pick(i, std::min(r, max_tokens - used));
   }
   for (size_t i = 0; i < runnable.size(); ++i) {
-    if (!taken[i]) {
+    if (taken[i] != 1 && runnable[i]->has_work()) {
       runnable[i]->in_ready = true;
       ready_.push_back(runnable[i]);
     }
@@ -312,7 +329,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   if (options_.observer != nullptr) options_.observer->OnTokens(m, w->scored, w->length);
   const float* row =
       w->mode == OutputMode::kAll ? w->outputs.data() + (w->length - 1) * od : w->outputs.data();
-  std::copy(row, row + od, DataLocked(s) + m.state_floats);
+  std::copy(row, row + od, store_.LastOutput(s));
 
   if (w->kind == Work::Kind::kGenerate) {
     s->last_append.position_before = -1;
@@ -363,6 +380,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
   completions.push_back(
       [cb = std::move(owned->on_done), r = std::move(r)]() mutable { cb(std::move(r)); });
+  ReleaseScratchLocked(s);
 }
 
 }  // namespace aaren

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Session and Work: the engine's records of a live session and of one queued operation on it.
-// Both are owned by the engine and touched only under its lock, except the state buffer of a
-// session whose work is in the scheduler's current Forward (SessionState::kRunning), which only
-// the scheduler thread touches until it commits.
+// Both are owned by the engine and touched only under its lock, except the state of a session
+// whose work is in the scheduler's current Forward (SessionState::kRunning), which only that
+// Forward touches until the scheduler commits. A session's state lives in its model's backend's
+// StateMemory and its last output row in host memory, both in a StatePool slot (SessionStore).
 #ifndef AAREN_ENGINE_SESSION_H_
 #define AAREN_ENGINE_SESSION_H_
 
@@ -27,11 +28,12 @@ struct Session;
 
 enum class OutputMode : uint8_t { kAll = 0, kLast = 1, kNone = 2 };
 
-// Where a session's buffer (state, then last output row) lives.
+// Where a session's slot (state and last output row, see StatePool) lives.
 enum class Tier : uint8_t {
-  kPool,     // a StatePool slot: ready to run
-  kHost,     // evicted to a host-tier slot; moved back into the pool before it runs
-  kScratch,  // a Score sequence without prefill: a heap block, never in the store
+  kPool,     // a pool slot (runnable state memory): ready to run
+  kHost,     // evicted to a host-tier slot (staging memory); moved back into the pool to run
+  kScratch,  // a Score sequence without prefill: a slot of the model's scratch pool (runnable
+             // memory), given back when its work ends; the session is never in the store
 };
 
 // Life cycle: kIdle <-> kRunning (a tick's Forward is writing its state), kIdle -> kClosed
@@ -88,7 +90,7 @@ struct Work {
   bool position_checked = false;
   int64_t cursor = 0;           // position of the next token to run
   std::vector<float> outputs;   // ALL: [length, output_dim]; otherwise [output_dim]
-  std::vector<float> snapshot;  // the state before the first chunk, when chunked
+  std::vector<float> snapshot;  // the state before the first chunk, when chunked (host copy)
   std::shared_ptr<CancelFlag> cancel;
   bool scored = false;      // a Score sequence (metrics: tokens scored, not appended)
   int64_t enqueued_ns = 0;  // steady clock; for the queue-wait metric
@@ -119,9 +121,8 @@ struct Session {
   Tier tier = Tier::kPool;
   SessionState state = SessionState::kIdle;
   bool in_ready = false;  // queued in the scheduler's ready list
-  int32_t slot = -1;      // kPool, kHost: slot in that tier's StatePool
+  int32_t slot = -1;      // slot in the StatePool of its tier (kScratch: -1 once given back)
   uint32_t idle_ttl_s = 0;
-  std::unique_ptr<float[]> scratch;  // kScratch: state then last output
   int64_t created_ms = 0;
   int64_t last_used_ms = 0;
   Session* lru_prev = nullptr;  // pool-resident idle sessions, most recent first

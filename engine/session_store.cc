@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/aaren_state.h"
+#include "core/status_macros.h"
 #include "engine/session_id.h"
 
 namespace aaren {
@@ -27,8 +30,17 @@ void Session::SetState(SessionState next) {
 SessionStore::SessionStore(const ModelRegistry& models, StoreLimits limits) : limits_(limits) {
   for (const ServedModel* m : models.models()) {
     ModelSlots& slots = slots_[m];
-    slots.pool = std::make_unique<StatePool>(SessionBufferFloats(*m), limits_.pool_sessions);
-    slots.host = std::make_unique<StatePool>(SessionBufferFloats(*m), limits_.host_sessions);
+    slots.memory = &m->backend->state_memory();
+    slots.pool = std::make_unique<StatePool>(*slots.memory, StateMemory::Kind::kRunnable,
+                                             m->state_floats, m->output_dim, limits_.pool_sessions);
+    slots.host = std::make_unique<StatePool>(*slots.memory, StateMemory::Kind::kStaging,
+                                             m->state_floats, m->output_dim, limits_.host_sessions);
+    // Scratch states live only while their Score runs: no limit beyond the memory itself.
+    slots.scratch =
+        std::make_unique<StatePool>(*slots.memory, StateMemory::Kind::kRunnable, m->state_floats,
+                                    m->output_dim, std::numeric_limits<int32_t>::max());
+    slots.identity.resize(static_cast<size_t>(m->state_floats));
+    ResetState(slots.identity.data(), m->layout);
   }
 }
 
@@ -37,6 +49,57 @@ SessionStore::~SessionStore() {
   for (auto& [id, s] : sessions_) {
     while (s->has_work()) s->Pop();
   }
+  for (auto& [m, slots] : slots_) {
+    if (slots.swap_block != nullptr)
+      slots.memory->Free(slots.swap_block, StateMemory::Kind::kStaging);
+  }
+}
+
+StatePool& SessionStore::TierOf(const Session* s) const {
+  const ModelSlots& slots = slots_.at(s->model);
+  switch (s->tier) {
+    case Tier::kPool:
+      return *slots.pool;
+    case Tier::kHost:
+      return *slots.host;
+    case Tier::kScratch:
+      break;
+  }
+  return *slots.scratch;
+}
+
+float* SessionStore::State(const Session* s) const { return TierOf(s).state(s->slot); }
+
+float* SessionStore::LastOutput(const Session* s) const { return TierOf(s).last_output(s->slot); }
+
+absl::Status SessionStore::ReadState(const Session* s, float* dst) {
+  return slots_.at(s->model).memory->Download(dst, State(s), s->model->state_floats);
+}
+
+absl::Status SessionStore::WriteState(const Session* s, const float* src) {
+  return slots_.at(s->model).memory->Upload(State(s), src, s->model->state_floats);
+}
+
+absl::Status SessionStore::CopySession(const Session* dst, const Session* src) {
+  RETURN_IF_ERROR(
+      slots_.at(src->model).memory->Move(State(dst), State(src), src->model->state_floats));
+  std::memcpy(LastOutput(dst), LastOutput(src),
+              static_cast<size_t>(src->model->output_dim) * sizeof(float));
+  return absl::OkStatus();
+}
+
+// A slot of `pool` holding the model's identity state and a zero last output row.
+static absl::StatusOr<int32_t> AcquireIdentity(StatePool& pool,
+                                               const std::vector<float>& identity) {
+  ASSIGN_OR_RETURN(const int32_t slot, pool.Acquire());
+  if (absl::Status st =
+          pool.memory().Upload(pool.state(slot), identity.data(), pool.state_floats());
+      !st.ok()) {
+    pool.Release(slot);
+    return st;
+  }
+  std::fill_n(pool.last_output(slot), pool.output_floats(), 0.0f);
+  return slot;
 }
 
 absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::string_view id,
@@ -53,36 +116,57 @@ absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::st
     }
     new_id = std::string(id);
   }
-  // Pool first (evicting the LRU idle session if needed), else the host tier.
-  if (PoolFull()) EvictOne();
+  // Pool first (evicting the LRU idle session if needed), else the host tier; the host tier too
+  // when the pool's memory cannot be allocated.
+  if (PoolFull()) RETURN_IF_ERROR(EvictOne().status());
+  ModelSlots& slots = SlotsOf(model);
   auto s = std::make_unique<Session>();
+  absl::Status pool_error;
   if (!PoolFull()) {
-    s->tier = Tier::kPool;
-    s->slot = *PoolOf(model).Acquire();
-    ++pool_used_;
-  } else if (!HostFull()) {
+    absl::StatusOr<int32_t> slot = AcquireIdentity(*slots.pool, slots.identity);
+    if (slot.ok()) {
+      s->tier = Tier::kPool;
+      s->slot = *slot;
+      ++pool_used_;
+    } else {
+      pool_error = slot.status();
+    }
+  }
+  if (s->slot < 0) {
+    if (HostFull()) {
+      if (!pool_error.ok()) return pool_error;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "sessions: every state tier is full (pool ", pool_used_, "/", limits_.pool_sessions,
+          " busy, host tier ", host_used_, "/", limits_.host_sessions,
+          "); delete sessions or raise --max_sessions / --host_tier_sessions"));
+    }
+    ASSIGN_OR_RETURN(s->slot, AcquireIdentity(*slots.host, slots.identity));
     s->tier = Tier::kHost;
-    s->slot = *HostOf(model).Acquire();
     ++host_used_;
-  } else {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "sessions: every state tier is full (pool ", pool_used_, "/", limits_.pool_sessions,
-        " busy, host tier ", host_used_, "/", limits_.host_sessions,
-        "); delete sessions or raise --max_sessions / --host_tier_sessions"));
   }
   s->id = std::move(new_id);
   s->model = model;
   s->idle_ttl_s = idle_ttl_s != 0 ? idle_ttl_s : limits_.default_idle_ttl_s;
   s->created_ms = s->last_used_ms = now_ms;
-  float* data = Data(s.get());
-  ResetState(data, model->layout);
-  std::fill(data + model->state_floats, data + SessionBufferFloats(*model), 0.0f);
   Session* raw = s.get();
   expired_ids_.erase(raw->id);
   sessions_.emplace(absl::string_view(raw->id), std::move(s));
   if (raw->tier == Tier::kPool) LruPushFront(raw);
   ++created_;
   return raw;
+}
+
+absl::Status SessionStore::AcquireScratch(Session* s) {
+  ModelSlots& slots = SlotsOf(s->model);
+  ASSIGN_OR_RETURN(s->slot, AcquireIdentity(*slots.scratch, slots.identity));
+  s->tier = Tier::kScratch;
+  return absl::OkStatus();
+}
+
+void SessionStore::ReleaseScratch(Session* s) {
+  if (s->tier != Tier::kScratch || s->slot < 0) return;
+  SlotsOf(s->model).scratch->Release(s->slot);
+  s->slot = -1;
 }
 
 absl::StatusOr<Session*> SessionStore::Find(absl::string_view id, absl::string_view field) const {
@@ -125,63 +209,88 @@ void SessionStore::Remove(Session* s, bool expired) {
   sessions_.erase(it);
 }
 
-float* SessionStore::Data(Session* s) {
-  switch (s->tier) {
-    case Tier::kPool:
-      return PoolOf(s->model).data(s->slot);
-    case Tier::kHost:
-      return HostOf(s->model).data(s->slot);
-    case Tier::kScratch:
-      break;
+// Moves `s` between tiers: takes a slot in `to`, moves the state (in order with later Forwards
+// and copies) and copies the last output row, frees the slot in `from`. On error nothing changed.
+static absl::Status MoveSlot(Session* s, StatePool& from, StatePool& to, Tier tier) {
+  ASSIGN_OR_RETURN(const int32_t slot, to.Acquire());
+  if (absl::Status st = to.memory().Move(to.state(slot), from.state(s->slot), to.state_floats());
+      !st.ok()) {
+    to.Release(slot);
+    return st;
   }
-  return s->scratch.get();
-}
-
-// Moves `s` between tiers: takes a slot in `to`, copies the buffer, frees the slot in `from`.
-static void MoveSlot(Session* s, StatePool& from, StatePool& to, Tier tier) {
-  const int32_t slot = *to.Acquire();
-  std::memcpy(to.data(slot), from.data(s->slot),
-              static_cast<size_t>(SessionBufferFloats(*s->model)) * sizeof(float));
+  std::memcpy(to.last_output(slot), from.last_output(s->slot),
+              static_cast<size_t>(to.output_floats()) * sizeof(float));
   from.Release(s->slot);
   s->slot = slot;
   s->tier = tier;
+  return absl::OkStatus();
 }
 
-bool SessionStore::EvictOne() {
+absl::StatusOr<bool> SessionStore::EvictOne() {
   Session* victim = lru_tail_;
   if (victim == nullptr || HostFull()) return false;
+  RETURN_IF_ERROR(MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost));
   LruRemove(victim);
-  MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost);
   --pool_used_;
   ++host_used_;
   ++evicted_;
   return true;
 }
 
-bool SessionStore::MakeResident(Session* s) {
+absl::StatusOr<bool> SessionStore::MakeResident(Session* s) {
   if (s->tier != Tier::kHost) return true;
-  if (PoolFull() && !EvictOne()) {
-    // The host tier is full, so the LRU session cannot move there: swap places with it.
-    Session* victim = lru_tail_;
-    if (victim == nullptr) return false;
-    LruRemove(victim);
-    if (victim->model == s->model) {
-      float* a = Data(victim);
-      float* b = Data(s);
-      std::swap_ranges(a, a + SessionBufferFloats(*s->model), b);
-      std::swap(victim->slot, s->slot);
-      std::swap(victim->tier, s->tier);
-    } else {
-      // Different buffer sizes: the victim takes a host slot of its own model (that model holds
-      // fewer than host_sessions of them, since `s` holds one of another model), then `s` takes
-      // the pool slot it freed. Both tiers' counts are unchanged.
-      MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost);
-      MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
+  if (PoolFull()) {
+    ASSIGN_OR_RETURN(const bool evicted, EvictOne());
+    if (!evicted) {
+      // The host tier is full, so the LRU session cannot move there: swap places with it.
+      Session* victim = lru_tail_;
+      if (victim == nullptr) return false;
+      if (victim->model == s->model) {
+        // In place, through a staging block: Moves run in order, so tmp <- b, b <- a, a <- tmp
+        // is a swap.
+        ModelSlots& slots = SlotsOf(s->model);
+        const int64_t n = s->model->state_floats;
+        if (slots.swap_block == nullptr) {
+          ASSIGN_OR_RETURN(slots.swap_block,
+                           slots.memory->Allocate(n, StateMemory::Kind::kStaging));
+        }
+        float* a = State(victim);
+        float* b = State(s);
+        RETURN_IF_ERROR(slots.memory->Move(slots.swap_block, b, n));
+        RETURN_IF_ERROR(slots.memory->Move(b, a, n));
+        RETURN_IF_ERROR(slots.memory->Move(a, slots.swap_block, n));
+        float* out_a = LastOutput(victim);
+        std::swap_ranges(out_a, out_a + s->model->output_dim, LastOutput(s));
+        std::swap(victim->slot, s->slot);
+        std::swap(victim->tier, s->tier);
+      } else {
+        // Different buffer sizes: the victim takes a host slot of its own model (that model holds
+        // fewer than host_sessions of them, since `s` holds one of another model), then `s` takes
+        // a pool slot of its own (its model holds fewer than pool_sessions, since the victim
+        // holds one of another). Both tiers' counts are unchanged.
+        RETURN_IF_ERROR(
+            MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost));
+        if (absl::Status st = MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
+            !st.ok()) {
+          // Put the victim back where it was (its pool slot is free again).
+          absl::Status back =
+              MoveSlot(victim, HostOf(victim->model), PoolOf(victim->model), Tier::kPool);
+          if (!back.ok()) {
+            // It stays in the host tier, one over its limit until something leaves.
+            LruRemove(victim);
+            --pool_used_;
+            ++host_used_;
+            ++evicted_;
+          }
+          return st;
+        }
+      }
+      LruRemove(victim);
+      ++evicted_;
+      return true;
     }
-    ++evicted_;
-    return true;
   }
-  MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
+  RETURN_IF_ERROR(MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool));
   ++pool_used_;
   --host_used_;
   return true;

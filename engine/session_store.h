@@ -5,7 +5,15 @@
 // costs its buffer and no allocator overhead). When the pool is full, the least recently used idle
 // session moves to the host tier; a host-tier session moves back before it runs. Idle sessions
 // expire after their TTL; the ids of recently expired sessions are remembered so that a lookup
-// can say the session expired rather than that it never existed.
+// can say the session expired rather than that it never existed. It also holds the slots of
+// Score's scratch states (a third StatePool per model, runnable memory, no capacity limit).
+//
+// Memory: a session's recurrent state lives in its model's backend's StateMemory
+// (core/state_memory.h): runnable memory in the pool (and for scratch states), staging memory in
+// the host tier. The store and the engine never dereference it; they copy it with ReadState /
+// WriteState / CopySession and tier moves (StateMemory's Download / Upload / Move), and pass
+// State() to Backend::Forward as Span::state. The session's last output row is ordinary host
+// memory (LastOutput), read and written directly.
 //
 // Not thread-safe: the engine calls every method under its lock.
 #ifndef AAREN_ENGINE_SESSION_STORE_H_
@@ -19,8 +27,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/state_memory.h"
 #include "engine/served_model.h"
 #include "engine/session.h"
 #include "engine/state_pool.h"
@@ -52,23 +62,48 @@ class SessionStore {
   SessionStore(const ModelRegistry& models, StoreLimits limits);
   ~SessionStore();
 
-  // A new idle session at position 0 with the identity state and no last output. `id` empty:
-  // a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`), ALREADY_EXISTS,
-  // RESOURCE_EXHAUSTED when both tiers are full.
+  // A new idle session at position 0 with the identity state and a zero last output row. `id`
+  // empty: a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`), ALREADY_EXISTS,
+  // RESOURCE_EXHAUSTED when both tiers are full or their memory cannot be allocated; a failed
+  // copy's status (then nothing changed).
   absl::StatusOr<Session*> Create(const ServedModel* model, absl::string_view id,
                                   uint32_t idle_ttl_s, int64_t now_ms, absl::string_view id_field);
   // NOT_FOUND naming `field`; says so when the session expired.
   absl::StatusOr<Session*> Find(absl::string_view id, absl::string_view field) const;
-  // Erases an idle session with no pending work and frees its buffer. The Session object stays
+  // Erases an idle session with no pending work and frees its slot. The Session object stays
   // valid (state kClosed) until FreeRemoved(), so a caller iterating sessions may still test it.
   void Remove(Session* s, bool expired);
   void FreeRemoved() { removed_.clear(); }
 
-  // The session's buffer: state_floats state values, then output_dim last-output values.
-  float* Data(Session* s);
+  // Score's scratch sessions: `s` (owned by the caller, model set, never in the store) becomes
+  // Tier::kScratch with a slot of its model's scratch pool (runnable memory) holding the identity
+  // state and a zero last output row. RESOURCE_EXHAUSTED when memory cannot be allocated; a
+  // failed copy's status (then `s` has no slot).
+  absl::Status AcquireScratch(Session* s);
+  // Gives a scratch session's slot back once its work has ended; no-op when it holds none.
+  void ReleaseScratch(Session* s);
+
+  // The session's recurrent state (state_floats floats) in its model's backend's StateMemory:
+  // runnable memory for kPool and kScratch (what Span::state takes), staging memory for kHost.
+  // Valid until the session changes tier or slot (MakeResident, eviction, Remove). Never
+  // dereference it: copy through ReadState / WriteState / CopySession.
+  float* State(const Session* s) const;
+  // The session's last output row (output_dim floats; zero at position 0): host memory, read and
+  // written directly. Valid as long as State().
+  float* LastOutput(const Session* s) const;
+  // Copies the session's state into host memory `dst` (Download: waits for every Forward issued
+  // before); from host memory `src` into the session's state (Upload). Errors: the StateMemory's.
+  absl::Status ReadState(const Session* s, float* dst);
+  absl::Status WriteState(const Session* s, const float* src);
+  // `dst` (a session of the same model) gets `src`'s state (Move, in order with later Forwards)
+  // and last output row.
+  absl::Status CopySession(const Session* dst, const Session* src);
+
   // Moves a host-tier session into the pool, evicting the least recently used idle session if
-  // the pool is full. False (nothing changed) when no slot can be had this moment.
-  bool MakeResident(Session* s);
+  // the pool is full. False (nothing changed) when no slot can be had this moment; an error
+  // (RESOURCE_EXHAUSTED when memory cannot be allocated; a failed copy's status) when a move
+  // failed.
+  absl::StatusOr<bool> MakeResident(Session* s);
 
   // The pool LRU: idle, unpinned, pool-resident sessions. Touch marks a use.
   void LruRemove(Session* s);
@@ -82,13 +117,21 @@ class SessionStore {
 
  private:
   struct ModelSlots {
-    std::unique_ptr<StatePool> pool;
-    std::unique_ptr<StatePool> host;
+    StateMemory* memory = nullptr;       // the model's backend's
+    std::unique_ptr<StatePool> pool;     // runnable memory
+    std::unique_ptr<StatePool> host;     // staging memory
+    std::unique_ptr<StatePool> scratch;  // runnable memory, Score's scratch states
+    std::vector<float> identity;         // the identity state, uploaded into new sessions
+    float* swap_block = nullptr;         // staging, state_floats: MakeResident's same-model swap
   };
+  ModelSlots& SlotsOf(const ServedModel* m) { return slots_.at(m); }
   StatePool& PoolOf(const ServedModel* m) { return *slots_.at(m).pool; }
   StatePool& HostOf(const ServedModel* m) { return *slots_.at(m).host; }
+  StatePool& TierOf(const Session* s) const;
   bool HostFull() const { return host_used_ >= limits_.host_sessions; }
-  bool EvictOne();  // the LRU tail to the host tier; false when none can move
+  // The LRU tail to the host tier: false when none can move; an error when the move failed
+  // (nothing changed).
+  absl::StatusOr<bool> EvictOne();
   bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
 
   StoreLimits limits_;
@@ -105,9 +148,6 @@ class SessionStore {
   uint64_t expiry_seq_ = 0;
   uint64_t created_ = 0, evicted_ = 0, expired_ = 0, deleted_ = 0;
 };
-
-// Slot floats of a model's session buffer: state then the last output row.
-inline int64_t SessionBufferFloats(const ServedModel& m) { return m.state_floats + m.output_dim; }
 
 }  // namespace aaren
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // SessionStore: ids, the two tiers (pool with LRU eviction, host tier), exact buffer moves
-// between them, capacity errors, idle expiry and removal.
+// between them (state through the model's StateMemory, last output row in host memory), Score's
+// scratch slots, capacity errors, idle expiry and removal.
 #include "engine/session_store.h"
 
 #include <gmock/gmock.h>
@@ -34,7 +35,7 @@ class SessionStoreTest : public ::testing::Test {
     feat_ = registry_->Find("feat");
     ASSERT_NE(tok_, nullptr);
     ASSERT_NE(feat_, nullptr);
-    ASSERT_NE(SessionBufferFloats(*tok_), SessionBufferFloats(*feat_));
+    ASSERT_NE(BufferFloats(*tok_), BufferFloats(*feat_));
   }
 
   std::unique_ptr<SessionStore> MakeStore(int64_t pool, int64_t host, uint32_t ttl = 3600,
@@ -53,10 +54,13 @@ class SessionStoreTest : public ::testing::Test {
     return s.ok() ? *s : nullptr;
   }
 
-  // Fills a session's whole buffer with a distinct bit pattern (including values arithmetic
-  // would not preserve: -0, a denormal, a NaN payload) and returns a copy of it.
+  // A session's state and its last output row, one after the other.
+  static int64_t BufferFloats(const ServedModel& m) { return m.state_floats + m.output_dim; }
+
+  // Fills a session's state and last output row with a distinct bit pattern (including values
+  // arithmetic would not preserve: -0, a denormal, a NaN payload) and returns a copy of it.
   static std::vector<float> FillPattern(SessionStore& store, Session* s, uint32_t salt) {
-    const int64_t n = SessionBufferFloats(*s->model);
+    const int64_t n = BufferFloats(*s->model);
     std::vector<float> pattern(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       const uint32_t bits = 0x3f800000u ^ ((salt * 2654435761u) + static_cast<uint32_t>(i) * 97u);
@@ -66,12 +70,33 @@ class SessionStoreTest : public ::testing::Test {
     pattern[1] = std::numeric_limits<float>::denorm_min();
     const uint32_t nan_bits = 0x7fc01234u;
     std::memcpy(&pattern[2], &nan_bits, sizeof(nan_bits));
-    std::memcpy(store.Data(s), pattern.data(), pattern.size() * sizeof(float));
+    const int64_t state_floats = s->model->state_floats;
+    EXPECT_TRUE(store.WriteState(s, pattern.data()).ok());
+    std::memcpy(store.LastOutput(s), pattern.data() + state_floats,
+                static_cast<size_t>(s->model->output_dim) * sizeof(float));
     return pattern;
   }
 
+  // The session's state then last output row, as FillPattern lays them out.
+  static std::vector<float> Buffer(SessionStore& store, Session* s) {
+    std::vector<float> out(static_cast<size_t>(BufferFloats(*s->model)));
+    EXPECT_TRUE(store.ReadState(s, out.data()).ok());
+    std::memcpy(out.data() + s->model->state_floats, store.LastOutput(s),
+                static_cast<size_t>(s->model->output_dim) * sizeof(float));
+    return out;
+  }
+
   static bool BufferIs(SessionStore& store, Session* s, const std::vector<float>& want) {
-    return std::memcmp(store.Data(s), want.data(), want.size() * sizeof(float)) == 0;
+    const std::vector<float> have = Buffer(store, s);
+    return have.size() == want.size() &&
+           std::memcmp(have.data(), want.data(), want.size() * sizeof(float)) == 0;
+  }
+
+  // MakeResident's answer; a failed move fails the test.
+  static bool MakeResident(SessionStore& store, Session* s) {
+    absl::StatusOr<bool> r = store.MakeResident(s);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() && *r;
   }
 
   std::unique_ptr<ModelRegistry> registry_;
@@ -93,9 +118,9 @@ TEST_F(SessionStoreTest, CreateWithServerIdStartsIdleAtTheIdentityState) {
   EXPECT_EQ(s->last_used_ms, 5000);
   EXPECT_FALSE(s->has_work());
 
-  std::vector<float> identity(static_cast<size_t>(SessionBufferFloats(*tok_)), 0.0f);
+  std::vector<float> identity(static_cast<size_t>(BufferFloats(*tok_)), 0.0f);
   ResetState(identity.data(), tok_->layout);
-  const float* data = store->Data(s);
+  const std::vector<float> data = Buffer(*store, s);
   for (size_t i = 0; i < identity.size(); ++i) {
     if (std::isinf(identity[i])) {
       EXPECT_EQ(data[i], kNegInf) << i;
@@ -202,7 +227,7 @@ TEST_F(SessionStoreTest, MakeResidentSwapsBackAndPreservesBufferBytesExactly) {
   ASSERT_EQ(a->tier, Tier::kHost);
   EXPECT_TRUE(BufferIs(*store, a, pa)) << "eviction changed the bytes";
 
-  EXPECT_TRUE(store->MakeResident(a));  // evicts b, the LRU tail
+  EXPECT_TRUE(MakeResident(*store, a));  // evicts b, the LRU tail
   EXPECT_EQ(a->tier, Tier::kPool);
   EXPECT_GE(a->slot, 0);
   EXPECT_EQ(b->tier, Tier::kHost);
@@ -215,7 +240,7 @@ TEST_F(SessionStoreTest, MakeResidentSwapsBackAndPreservesBufferBytesExactly) {
   EXPECT_EQ(counts.evicted, 2u);
 
   // A pool-resident session is already resident.
-  EXPECT_TRUE(store->MakeResident(c));
+  EXPECT_TRUE(MakeResident(*store, c));
   EXPECT_EQ(store->counts().evicted, 2u);
 }
 
@@ -227,7 +252,7 @@ TEST_F(SessionStoreTest, MakeResidentWithFreeSlotTakesIt) {
   MustCreate(*store, tok_, "c");
   ASSERT_EQ(a->tier, Tier::kHost);
   store->Remove(b, /*expired=*/false);
-  EXPECT_TRUE(store->MakeResident(a));
+  EXPECT_TRUE(MakeResident(*store, a));
   EXPECT_EQ(a->tier, Tier::kPool);
   EXPECT_TRUE(BufferIs(*store, a, pa));
   EXPECT_EQ(store->counts().host, 0);
@@ -243,7 +268,7 @@ TEST_F(SessionStoreTest, MakeResidentWithBothTiersFullSwapsWithTheLruSession) {
   const std::vector<float> pb = FillPattern(*store, b, 6);
   Session* c = MustCreate(*store, tok_, "c");  // a -> host: both tiers now full
   ASSERT_EQ(a->tier, Tier::kHost);
-  EXPECT_TRUE(store->MakeResident(a));  // b cannot move to a full host tier: they swap
+  EXPECT_TRUE(MakeResident(*store, a));  // b cannot move to a full host tier: they swap
   EXPECT_EQ(a->tier, Tier::kPool);
   EXPECT_EQ(b->tier, Tier::kHost);
   EXPECT_EQ(c->tier, Tier::kPool);
@@ -262,7 +287,7 @@ TEST_F(SessionStoreTest, MakeResidentFailsWithoutChangeWhenNoSlotCanBeHad) {
   const std::vector<float> pb = FillPattern(*store, b, 8);
   ASSERT_EQ(a->tier, Tier::kHost);
   store->LruRemove(b);  // b is busy: nothing can leave the pool
-  EXPECT_FALSE(store->MakeResident(a));
+  EXPECT_FALSE(MakeResident(*store, a));
   EXPECT_EQ(a->tier, Tier::kHost);
   EXPECT_EQ(b->tier, Tier::kPool);
   EXPECT_TRUE(BufferIs(*store, a, pa));
@@ -279,7 +304,7 @@ TEST_F(SessionStoreTest, MakeResidentTradesPlacesAcrossModelsWhenBothTiersAreFul
   ASSERT_EQ(b->tier, Tier::kPool);
   // The buffers differ in size, so they cannot be swapped in place: each moves to a slot of
   // its own model's pool in the other tier, and the tier counts stay the same.
-  EXPECT_TRUE(store->MakeResident(a));
+  EXPECT_TRUE(MakeResident(*store, a));
   EXPECT_EQ(a->tier, Tier::kPool);
   EXPECT_EQ(b->tier, Tier::kHost);
   EXPECT_TRUE(BufferIs(*store, a, pa));
@@ -290,7 +315,7 @@ TEST_F(SessionStoreTest, MakeResidentTradesPlacesAcrossModelsWhenBothTiersAreFul
   EXPECT_EQ(counts.evicted, 2u);
   // And back, once `a` is idle again (the engine puts a session in the LRU after its work).
   store->LruPushFront(a);
-  EXPECT_TRUE(store->MakeResident(b));
+  EXPECT_TRUE(MakeResident(*store, b));
   EXPECT_EQ(b->tier, Tier::kPool);
   EXPECT_EQ(a->tier, Tier::kHost);
   EXPECT_TRUE(BufferIs(*store, a, pa));
@@ -409,6 +434,62 @@ TEST_F(SessionStoreTest, AnIdExpiredTwiceIsRememberedByItsLatestExpiry) {
   store->FreeRemoved();
   EXPECT_THAT(std::string(store->Find("y", "session_id").status().message()), HasSubstr("expired"));
   EXPECT_THAT(std::string(store->Find("x", "session_id").status().message()), HasSubstr("expired"));
+}
+
+TEST_F(SessionStoreTest, ScratchSlotsStartAtTheIdentityHaveNoLimitAndAreReused) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/0);
+  MustCreate(*store, tok_, "a");  // both tiers full
+  std::vector<std::unique_ptr<Session>> scratch;
+  for (int i = 0; i < 300; ++i) {  // more than a block, far over --max_sessions
+    auto s = std::make_unique<Session>();
+    s->model = i % 2 == 0 ? tok_ : feat_;
+    ASSERT_TRUE(store->AcquireScratch(s.get()).ok()) << i;
+    EXPECT_EQ(s->tier, Tier::kScratch);
+    EXPECT_GE(s->slot, 0);
+    scratch.push_back(std::move(s));
+  }
+  std::vector<float> identity(static_cast<size_t>(BufferFloats(*feat_)), 0.0f);
+  ResetState(identity.data(), feat_->layout);
+  EXPECT_TRUE(BufferIs(*store, scratch[1].get(), identity));
+  // Distinct slots: writing one leaves its neighbour alone.
+  const std::vector<float> p3 = FillPattern(*store, scratch[3].get(), 11);
+  EXPECT_TRUE(BufferIs(*store, scratch[1].get(), identity));
+  EXPECT_TRUE(BufferIs(*store, scratch[3].get(), p3));
+  // Scratch slots are not sessions: the tiers' counts do not see them.
+  const StoreCounts counts = store->counts();
+  EXPECT_EQ(counts.pool, 1);
+  EXPECT_EQ(counts.host, 0);
+  EXPECT_EQ(counts.created, 1u);
+
+  // A released slot comes back at the identity state, whatever its last holder left.
+  const int32_t slot3 = scratch[3]->slot;
+  store->ReleaseScratch(scratch[3].get());
+  EXPECT_EQ(scratch[3]->slot, -1);
+  store->ReleaseScratch(scratch[3].get());  // no-op
+  auto again = std::make_unique<Session>();
+  again->model = feat_;
+  ASSERT_TRUE(store->AcquireScratch(again.get()).ok());
+  EXPECT_EQ(again->slot, slot3);
+  EXPECT_TRUE(BufferIs(*store, again.get(), identity));
+  store->ReleaseScratch(again.get());
+  for (auto& s : scratch) store->ReleaseScratch(s.get());
+}
+
+TEST_F(SessionStoreTest, CopySessionCopiesStateAndLastOutputAcrossTiers) {
+  auto store = MakeStore(/*pool=*/1, /*host=*/4);
+  Session* a = MustCreate(*store, tok_, "a");
+  const std::vector<float> pa = FillPattern(*store, a, 12);
+  Session* b = MustCreate(*store, tok_, "b");  // a -> host tier
+  ASSERT_EQ(a->tier, Tier::kHost);
+  ASSERT_EQ(b->tier, Tier::kPool);
+  ASSERT_TRUE(store->CopySession(b, a).ok());  // host -> pool
+  EXPECT_TRUE(BufferIs(*store, b, pa));
+  EXPECT_TRUE(BufferIs(*store, a, pa));
+  Session* c = MustCreate(*store, tok_, "c");  // b -> host tier
+  ASSERT_EQ(b->tier, Tier::kHost);
+  const std::vector<float> pc = FillPattern(*store, c, 13);
+  ASSERT_TRUE(store->CopySession(a, c).ok());  // pool -> host
+  EXPECT_TRUE(BufferIs(*store, a, pc));
 }
 
 TEST_F(SessionStoreTest, RemoveFreesTheSessionAndItsSlot) {
