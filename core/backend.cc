@@ -53,6 +53,10 @@ absl::Status ValidateSpans(const ModelConfig& config, absl::Span<const Span> spa
       }
       length = n / n_features;
     }
+    if (span.mca.enabled && !(std::isfinite(span.mca.alpha) && span.mca.alpha >= 0.0f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".mca.alpha: ", span.mca.alpha, " is not a finite number >= 0"));
+    }
     if (length == 0) continue;
     if (span.state == nullptr)
       return absl::InvalidArgumentError(absl::StrCat(where, ".state: null"));

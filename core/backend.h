@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "core/mca.h"
 #include "core/model.h"
 #include "core/state_memory.h"
 
@@ -49,6 +50,10 @@ struct Span {
   int64_t* position = nullptr;
   OutputSelect output = OutputSelect::kAll;
   float* outputs = nullptr;  // see OutputSelect; row-major, output_dim floats per row
+  // Monte-Carlo Attention for this span's value projections (core/mca.h); off by default.
+  McaOptions mca;
+  // If set, receives the span's value-projection FLOPs (spent and exact), on success only.
+  McaCounts* mca_counts = nullptr;
 
   // Tokens in the span, from whichever input field the model uses.
   int64_t length(int64_t n_features) const {

@@ -14,6 +14,7 @@
 #include "core/aaren_scan.h"
 #include "core/aaren_state.h"
 #include "core/linear.h"
+#include "core/mca_sampling.h"
 #include "core/position_encoding.h"
 #include "core/score_weights.h"
 #include "core/status_macros.h"
@@ -184,6 +185,7 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     }
   };
   std::vector<float> outputs;  // rows of every wanted output, in span order
+  std::vector<McaCounts> mca_counts(n_spans);
   try {
     int64_t live = 0;
     for (int64_t i = 0; i < n_spans; ++i) live += span_rows(i) > 0;
@@ -191,7 +193,7 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     for (int64_t i = 0, k = 0; i < n_spans; ++i) {
       if (span_rows(i) > 0) std::copy_n(spans[i].state, state_floats, &saved[k++ * state_floats]);
     }
-    RunLayers(spans, first_row, outputs);
+    RunLayers(spans, first_row, outputs, mca_counts);
   } catch (const std::bad_alloc&) {
     restore();
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -222,11 +224,19 @@ absl::Status CpuBackend::Forward(absl::Span<const Span> spans) {
     o += n_out;
     *spans[i].position += span_rows(i);
   }
+  for (int64_t i = 0; i < n_spans; ++i) {
+    if (spans[i].mca_counts != nullptr) *spans[i].mca_counts = mca_counts[i];
+  }
   return absl::OkStatus();
 }
 
+const McaTables& CpuBackend::Mca() {
+  std::call_once(mca_once_, [this] { mca_ = std::make_unique<McaTables>(*model_); });
+  return *mca_;
+}
+
 void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64_t>& first_row,
-                           std::vector<float>& outputs) {
+                           std::vector<float>& outputs, std::vector<McaCounts>& mca_counts) {
   const ModelConfig& c = model_->config();
   const int64_t d = c.d_model, n_heads = c.n_heads, dh = c.d_head();
   const int64_t n_spans = static_cast<int64_t>(spans.size());
@@ -259,6 +269,25 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
   std::vector<float> features;
   if (c.input_kind == InputKind::kFeatures) features.resize(rows * c.n_features);
   std::vector<ScanSpan> scan_spans(n_spans);
+  // Monte-Carlo Attention: the spans that use it, their rows' normalised inputs (the sampled
+  // value projections read them after the block pass) and which row blocks need no exact values.
+  std::vector<int64_t> mca_spans;
+  for (int64_t i = 0; i < n_spans; ++i) {
+    if (spans[i].mca.enabled && first_row[i + 1] > first_row[i]) mca_spans.push_back(i);
+  }
+  const McaTables* mca = mca_spans.empty() ? nullptr : &Mca();
+  std::vector<float> mca_normed(mca != nullptr ? static_cast<size_t>(rows * d) : 0);
+  std::vector<char> row_mca(mca != nullptr ? static_cast<size_t>(rows) : 0, 0);
+  for (int64_t i : mca_spans) std::fill(&row_mca[first_row[i]], &row_mca[first_row[i + 1]], 1);
+  auto needs_exact_values = [&](RowRange b) {
+    return mca == nullptr || !std::all_of(row_mca.begin() + b.begin, row_mca.begin() + b.end,
+                                          [](char m) { return m != 0; });
+  };
+  std::vector<std::pair<int64_t, int64_t>> mca_tasks;  // (span, head)
+  for (int64_t i : mca_spans) {
+    for (int64_t h = 0; h < n_heads; ++h) mca_tasks.emplace_back(i, h);
+  }
+  std::vector<McaCounts> task_counts(mca_tasks.size());
 
   // ---- Input rows (+ position encoding), row-major [rows, d]. ----
   if (c.input_kind == InputKind::kTokens) {
@@ -295,10 +324,47 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
       LayerNormRows(&x[b.begin * d], n, d, *w.norm1_weight, *w.norm1_bias, eps, s.normed.data());
       LinearRows(s.normed.data(), n, d, d, sw.matrix.data(), n_heads, sw.bias.data(),
                  s.scores.data(), n_heads);
-      LinearRows(s.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(), s.wide.data(), d);
       ScatterToHeads(s.scores.data(), n, n_heads, scores, b.begin);
-      ScatterToHeads(s.wide.data(), n, n_heads, values, b.begin);
+      if (mca != nullptr) std::copy_n(s.normed.data(), n * d, &mca_normed[b.begin * d]);
+      // Exact values, unless every row of the block gets MCA's sampled ones.
+      if (needs_exact_values(b)) {
+        LinearRows(s.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(), s.wide.data(), d);
+        ScatterToHeads(s.wide.data(), n, n_heads, values, b.begin);
+      }
     });
+    if (mca != nullptr) {
+      // Each MCA token's importance (its weight in its own prefix, from the running (m, u) of
+      // its head, seeded with the span's state), then its sampled value projection.
+      const float* value_bias = w.value_bias->ptr();
+      const int64_t n_tasks = static_cast<int64_t>(mca_tasks.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads_) if (n_tasks > 1)
+      for (int64_t t = 0; t < n_tasks; ++t) {
+        const auto [i, h] = mca_tasks[t];
+        const Span& span = spans[i];
+        const float* rec = span.state + layout.offset(l, h);
+        float m = rec[0], u = rec[1];
+        McaCounts counts;
+        for (int64_t row = first_row[i]; row < first_row[i + 1]; ++row) {
+          const float sc = *scores.at(row, h);
+          if (sc > m) {
+            u = u * std::exp(m - sc) + 1.0f;  // exp(-inf) = 0 for the identity state
+            m = sc;
+          } else {
+            u += std::exp(sc - m);
+          }
+          const float importance = std::exp(sc - m) / u;
+          const int64_t position = *span.position + (row - first_row[i]);
+          const int64_t r = mca::SampleCount(importance, position, span.mca.alpha, d);
+          float* v = values.at(row, h);
+          McaValueProjection(*mca, l, h, &mca_normed[row * d], r,
+                             mca::TokenKey(span.mca.seed, l, h, position), v);
+          for (int64_t c = 0; c < dh; ++c) v[c] += value_bias[h * dh + c];
+          counts.value_flops += 2 * dh * std::min(r, d);
+          counts.value_flops_exact += 2 * dh * d;
+        }
+        task_counts[t] += counts;
+      }
+    }
     // Attention: the prefix scan, reading and advancing this layer's slice of each state.
     for (int64_t i = 0; i < n_spans; ++i) {
       scan_spans[i] = ScanSpan{first_row[i], first_row[i + 1] - first_row[i],
@@ -339,6 +405,13 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
                    &outputs[b.begin * c.output_dim], c.output_dim);
       });
     }
+  }
+  for (int64_t i = 0; i < n_spans; ++i) {
+    const int64_t exact = 2 * d * d * c.n_layers * (first_row[i + 1] - first_row[i]);
+    mca_counts[i] = McaCounts{spans[i].mca.enabled ? 0 : exact, exact};
+  }
+  for (size_t t = 0; t < mca_tasks.size(); ++t) {
+    mca_counts[mca_tasks[t].first].value_flops += task_counts[t].value_flops;
   }
 }
 

@@ -14,10 +14,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 #include "absl/strings/string_view.h"
 
 #include "core/backend.h"
+#include "core/mca.h"
 #include "core/model.h"
 #include "core/score_weights.h"
 
@@ -44,12 +46,16 @@ class CpuBackend final : public Backend {
   // rows in span order. May throw std::bad_alloc, before any state is written or after (Forward
   // restores them); nothing inside its parallel regions allocates.
   void RunLayers(absl::Span<const Span> spans, const std::vector<int64_t>& first_row,
-                 std::vector<float>& outputs);
+                 std::vector<float>& outputs, std::vector<McaCounts>& mca_counts);
 
   std::shared_ptr<const Model> model_;
   int num_threads_;
   int64_t min_scan_chunk_;
   std::vector<FoldedScoreWeights> score_weights_;  // per layer
+  // Monte-Carlo Attention's tables, built on the first Forward that asks for MCA.
+  const McaTables& Mca();
+  std::once_flag mca_once_;
+  std::unique_ptr<McaTables> mca_;
 };
 
 }  // namespace aaren

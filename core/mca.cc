@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "core/mca.h"
+
+#include <algorithm>
+
+#include "core/mca_sampling.h"
+
+namespace aaren {
+
+McaTables::McaTables(const Model& model)
+    : n_heads_(model.config().n_heads),
+      d_model_(model.config().d_model),
+      d_head_(model.config().d_head()) {
+  const ModelConfig& c = model.config();
+  const size_t per_head = static_cast<size_t>(d_model_);
+  prob_.resize(c.n_layers * n_heads_ * per_head);
+  inv_p_.resize(prob_.size());
+  alias_.resize(prob_.size());
+  columns_.resize(prob_.size() * d_head_);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const float* w = model.layer(l).value_weight->ptr();  // [d_model out, d_model in]
+    for (int64_t h = 0; h < n_heads_; ++h) {
+      const int64_t off = Offset(l, h);
+      // Squared column norms of the head's slice (float64), and the slice transposed.
+      std::vector<double> weight(per_head, 0.0);
+      double total = 0.0;
+      for (int64_t j = 0; j < d_model_; ++j) {
+        for (int64_t c2 = 0; c2 < d_head_; ++c2) {
+          const float v = w[(h * d_head_ + c2) * d_model_ + j];
+          weight[j] += double(v) * v;
+          columns_[(off + j) * d_head_ + c2] = v;
+        }
+        total += weight[j];
+      }
+      // Walker's alias table over p_j = weight_j / total (uniform when the slice is all zero:
+      // every estimate is then 0, which is exact).
+      std::vector<double> scaled(per_head);
+      std::vector<int32_t> small, large;
+      for (int64_t j = 0; j < d_model_; ++j) {
+        const double p = total > 0 ? weight[j] / total : 1.0 / d_model_;
+        inv_p_[off + j] = p > 0 ? static_cast<float>(1.0 / p) : 0.0f;
+        scaled[j] = p * d_model_;
+        (scaled[j] < 1.0 ? small : large).push_back(static_cast<int32_t>(j));
+      }
+      while (!small.empty() && !large.empty()) {
+        const int32_t s = small.back(), g = large.back();
+        small.pop_back();
+        prob_[off + s] = static_cast<float>(scaled[s]);
+        alias_[off + s] = g;
+        scaled[g] -= 1.0 - scaled[s];
+        if (scaled[g] < 1.0) {
+          large.pop_back();
+          small.push_back(g);
+        }
+      }
+      for (int32_t j : large) prob_[off + j] = 1.0f, alias_[off + j] = j;
+      for (int32_t j : small) prob_[off + j] = 1.0f, alias_[off + j] = j;  // rounding leftovers
+    }
+  }
+}
+
+void McaValueProjection(const McaTables& tables, int64_t layer, int64_t head, const float* x,
+                        int64_t r, uint64_t token_key, float* out) {
+  const int64_t d = tables.d_model(), dh = tables.d_head();
+  const float* columns = tables.columns(layer, head);
+  std::fill(out, out + dh, 0.0f);
+  if (r >= d) {
+    for (int64_t j = 0; j < d; ++j) {
+      const float xj = x[j];
+      const float* col = columns + j * dh;
+      for (int64_t c = 0; c < dh; ++c) out[c] += col[c] * xj;
+    }
+    return;
+  }
+  const float* prob = tables.prob(layer, head);
+  const int32_t* alias = tables.alias(layer, head);
+  const float* inv_p = tables.inv_p(layer, head);
+  const float inv_r = 1.0f / static_cast<float>(r);
+  for (int64_t k = 0; k < r; ++k) {
+    const int32_t j =
+        mca::DrawColumn(mca::SampleBits(token_key, k), prob, alias, static_cast<int32_t>(d));
+    const float scale = x[j] * inv_p[j] * inv_r;
+    const float* col = columns + static_cast<int64_t>(j) * dh;
+    for (int64_t c = 0; c < dh; ++c) out[c] += col[c] * scale;
+  }
+}
+
+}  // namespace aaren
