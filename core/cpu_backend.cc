@@ -23,6 +23,12 @@ namespace aaren {
 namespace {
 
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// Activations live in buffers aligned for the widest vectors: Eigen's vectorised reductions (the
+// LayerNorm means) start their packets at the first aligned element, so with malloc's varying
+// alignment the same rows would be summed in a different order from one call to the next. Aligned
+// buffers make a Forward's results a function of its batch alone (Monte-Carlo Attention's
+// "same seed, same result" relies on it).
+using AlignedFloats = std::vector<float, Eigen::aligned_allocator<float>>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
@@ -53,10 +59,10 @@ void GeluInPlace(float* z, int64_t n) {
 // One thread's scratch for blocks of up to `rows` rows. Allocated before any parallel region, so
 // that running out of memory is reported (and undone) rather than terminating the process.
 struct Scratch {
-  std::vector<float> normed;  // [rows, d_model]
-  std::vector<float> wide;    // [rows, max(d_model, d_ff)]: values, FFN hidden
-  std::vector<float> scores;  // [rows, n_heads]
-  std::vector<float> attn;    // [rows, d_model]: attention outputs gathered row-major
+  AlignedFloats normed;  // [rows, d_model]
+  AlignedFloats wide;    // [rows, max(d_model, d_ff)]: values, FFN hidden
+  AlignedFloats scores;  // [rows, n_heads]
+  AlignedFloats attn;    // [rows, d_model]: attention outputs gathered row-major
   Scratch(const ModelConfig& c, int64_t rows)
       : normed(rows * c.d_model),
         wide(rows * std::max(c.d_model, c.d_ff)),
@@ -92,7 +98,7 @@ void ForEachBlock(const std::vector<RowRange>& blocks, std::vector<Scratch>& scr
 // Attention activations in head-major layout [n_heads, rows, width]: each head's rows are
 // contiguous, which is what the scan streams through.
 struct HeadMajor {
-  std::vector<float> data;
+  AlignedFloats data;
   int64_t rows = 0;
   int64_t width = 0;
   HeadMajor(int64_t n_heads, int64_t rows, int64_t width)
@@ -262,11 +268,11 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
   for (const RowRange& b : blocks) block_rows = std::max(block_rows, b.size());
   for (const RowRange& b : out_blocks) block_rows = std::max(block_rows, b.size());
   std::vector<Scratch> scratch(static_cast<size_t>(num_threads_), Scratch(c, block_rows));
-  std::vector<float> x(static_cast<size_t>(rows * d));
+  AlignedFloats x(static_cast<size_t>(rows * d));
   HeadMajor scores(n_heads, rows, 1), values(n_heads, rows, dh), attn(n_heads, rows, dh);
-  std::vector<float> xs(static_cast<size_t>(n_out * d));
+  AlignedFloats xs(static_cast<size_t>(n_out * d));
   outputs.assign(static_cast<size_t>(n_out * c.output_dim), 0.0f);
-  std::vector<float> features;
+  AlignedFloats features;
   if (c.input_kind == InputKind::kFeatures) features.resize(rows * c.n_features);
   std::vector<ScanSpan> scan_spans(n_spans);
   // Monte-Carlo Attention: the spans that use it, their rows' normalised inputs (the sampled
@@ -276,7 +282,7 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
     if (spans[i].mca.enabled && first_row[i + 1] > first_row[i]) mca_spans.push_back(i);
   }
   const McaTables* mca = mca_spans.empty() ? nullptr : &Mca();
-  std::vector<float> mca_normed(mca != nullptr ? static_cast<size_t>(rows * d) : 0);
+  AlignedFloats mca_normed(mca != nullptr ? static_cast<size_t>(rows * d) : 0);
   std::vector<char> row_mca(mca != nullptr ? static_cast<size_t>(rows) : 0, 0);
   for (int64_t i : mca_spans) std::fill(&row_mca[first_row[i]], &row_mca[first_row[i + 1]], 1);
   auto needs_exact_values = [&](RowRange b) {
