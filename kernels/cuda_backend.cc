@@ -9,16 +9,19 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/mca.h"
 #include "core/score_weights.h"
 #include "core/status_macros.h"
 #include "kernels/attention_kernels.h"
 #include "kernels/cublas_library.h"
 #include "kernels/cuda_check.h"
 #include "kernels/layer_kernels.h"
+#include "kernels/mca_kernels.h"
 
 namespace aaren::cuda {
 namespace {
@@ -137,12 +140,21 @@ struct CudaBackend::Impl {
   void* pinned = nullptr;  // page-locked staging for a Forward's tables and results
   size_t pinned_bytes = 0;
   std::unique_ptr<CudaStateMemory> memory;
+  // McaTables (core/mca.h) on the device, uploaded by the first Forward with an MCA span (null
+  // until then); the blocks are owned by weight_blocks.
+  struct McaDeviceTables {
+    const float* prob = nullptr;
+    const int32_t* alias = nullptr;
+    const float* inv_p = nullptr;
+    const float* columns = nullptr;
+  } mca;
 
   ~Impl();
   absl::Status Init();
   template <typename T>
   absl::StatusOr<const T*> UploadWeights(const T* host, size_t n, absl::string_view what);
   absl::Status ReservePinned(size_t bytes);
+  absl::Status UploadMcaTables();
   absl::Status Run(absl::Span<const Span> spans, const std::vector<int32_t>& live,
                    const std::vector<int64_t>& length, int64_t rows);
   absl::Status Residual(const Layer& w, float* x, const float* attn, int64_t n, float* normed,
@@ -339,6 +351,46 @@ absl::Status CudaBackend::Impl::ReservePinned(size_t bytes) {
   return absl::OkStatus();
 }
 
+// Builds the model's McaTables on the host and uploads them, once (the caller holds `mu`). On
+// failure nothing is kept, and the next Forward with an MCA span tries again.
+absl::Status CudaBackend::Impl::UploadMcaTables() {
+  if (mca.prob != nullptr) return absl::OkStatus();
+  const McaTables tables(*model);
+  std::vector<void*> blocks;
+  auto upload = [&](const auto& host, absl::string_view what, auto** out) -> absl::Status {
+    using T = typename std::decay_t<decltype(host)>::value_type;
+    void* p = nullptr;
+    const size_t bytes = std::max<size_t>(host.size(), 1) * sizeof(T);
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      return CudaStatus(err,
+                        absl::StrCat("device memory for the MCA ", what, " (", bytes, " bytes)"));
+    }
+    blocks.push_back(p);
+    AAREN_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream),
+        absl::StrCat("upload of the MCA ", what));
+    *out = static_cast<const T*>(p);
+    return absl::OkStatus();
+  };
+  McaDeviceTables d;
+  absl::Status st = upload(tables.all_prob(), "alias probabilities", &d.prob);
+  if (st.ok()) st = upload(tables.all_alias(), "alias table", &d.alias);
+  if (st.ok()) st = upload(tables.all_inv_p(), "inverse probabilities", &d.inv_p);
+  if (st.ok()) st = upload(tables.all_columns(), "value columns", &d.columns);
+  // The host tables go away on return: wait for the copies (once per backend).
+  if (st.ok()) st = CudaStatus(cudaStreamSynchronize(stream), "upload of the MCA tables");
+  if (!st.ok()) {
+    cudaStreamSynchronize(stream);
+    for (void* p : blocks) cudaFree(p);
+    return st;
+  }
+  weight_blocks.insert(weight_blocks.end(), blocks.begin(), blocks.end());
+  mca = d;
+  return absl::OkStatus();
+}
+
 // x += W_o attn + b_o (b_o folded into the LayerNorm); x += W_2 gelu(W_1 LN_2(x) + b_1) (b_2 is
 // added by the next LayerNorm). `normed` and `hidden` are scratch rows.
 absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* attn, int64_t n,
@@ -389,6 +441,13 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   std::vector<int64_t> step_row, scan_first_row, scan_length, scan_first_tile, out_index, positions;
   std::vector<int32_t> out_state, tokens;
   std::vector<float> features;
+  // Spans that sample their value projections: MCA with alpha > 0 (alpha = 0 spends d_model
+  // samples everywhere, i.e. the exact product the GEMM computes anyway).
+  std::vector<int64_t> mca_first_row, mca_first_mca_row = {0}, mca_position;
+  std::vector<float> mca_alpha;
+  std::vector<uint64_t> mca_seed;
+  std::vector<float*> mca_state;
+  std::vector<int32_t> mca_index(n_live, -1);  // live span -> MCA span, or -1
   if (sinusoidal) positions.reserve(rows);
   if (tokens_input)
     tokens.reserve(rows);
@@ -406,6 +465,15 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
     }
     if (sinusoidal) {
       for (int64_t j = 0; j < len; ++j) positions.push_back(*s.position + j);
+    }
+    if (s.mca.enabled && s.mca.alpha > 0.0f) {
+      mca_index[k] = static_cast<int32_t>(mca_state.size());
+      mca_first_row.push_back(row);
+      mca_first_mca_row.push_back(mca_first_mca_row.back() + len);
+      mca_position.push_back(*s.position);
+      mca_alpha.push_back(s.mca.alpha);
+      mca_seed.push_back(s.mca.seed);
+      mca_state.push_back(s.state);
     }
     if (len == 1) {
       step_row.push_back(row);
@@ -427,6 +495,8 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   }
   scan_first_tile.push_back(tiles);
   const int64_t n_out = static_cast<int64_t>(out_index.size());
+  const int n_mca = static_cast<int>(mca_state.size());
+  const int64_t mca_rows = mca_first_mca_row.back();
   if (scan_state.size() > INT_MAX || step_state.size() > INT_MAX || rows > INT_MAX ||
       tiles > INT_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("batch of ", rows, " tokens in ", n_live,
@@ -445,11 +515,22 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   const size_t o_out_state = pack.Add(out_state);
   const size_t o_positions = pack.Add(positions);
   const size_t o_inputs = tokens_input ? pack.Add(tokens) : pack.Add(features);
+  const size_t o_mca_first_row = pack.Add(mca_first_row);
+  const size_t o_mca_first_mca_row = pack.Add(mca_first_mca_row);
+  const size_t o_mca_position = pack.Add(mca_position);
+  const size_t o_mca_alpha = pack.Add(mca_alpha);
+  const size_t o_mca_seed = pack.Add(mca_seed);
+  const size_t o_mca_state = pack.Add(mca_state);
   const size_t table_bytes = pack.bytes().size();
   const size_t out_offset = (table_bytes + 15) / 16 * 16;
   const size_t flags_offset = out_offset + (static_cast<size_t>(n_out) * od * 4 + 15) / 16 * 16;
-  RETURN_IF_ERROR(ReservePinned(flags_offset + static_cast<size_t>(n_live) * 4));
+  // The finiteness flags [n_live] and the MCA spans' value FLOPs [n_mca] share one buffer, so
+  // that they come back in one copy: flags, padded to 16 bytes, then the 64-bit counters.
+  const size_t mca_flops_in_results = (static_cast<size_t>(n_live) * 4 + 15) / 16 * 16;
+  const size_t results_bytes = mca_flops_in_results + static_cast<size_t>(n_mca) * 8;
+  RETURN_IF_ERROR(ReservePinned(flags_offset + results_bytes));
   char* const host = static_cast<char*>(pinned);
+  if (n_mca > 0) RETURN_IF_ERROR(UploadMcaTables());
 
   // ---- Device memory: all of it before the first state is touched. ----
   ForwardBuffers buf(stream);
@@ -467,7 +548,15 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   ASSIGN_OR_RETURN(float* xs, buf.Get<float>(n_out * d, "output rows"));
   ASSIGN_OR_RETURN(float* as, buf.Get<float>(n_out * d, "output rows' attention"));
   ASSIGN_OR_RETURN(float* y, buf.Get<float>(n_out * od, "outputs"));
-  ASSIGN_OR_RETURN(int32_t * flags, buf.Get<int32_t>(n_live, "finiteness flags"));
+  ASSIGN_OR_RETURN(char* results, buf.Get<char>(static_cast<int64_t>(results_bytes),
+                                                "finiteness flags and MCA counts"));
+  int32_t* const flags = reinterpret_cast<int32_t*>(results);
+  unsigned long long* const mca_flops =
+      reinterpret_cast<unsigned long long*>(results + mca_flops_in_results);
+  int32_t* sample_counts = nullptr;
+  if (n_mca > 0) {
+    ASSIGN_OR_RETURN(sample_counts, buf.Get<int32_t>(mca_rows * n_heads, "MCA sample counts"));
+  }
   auto table = [&](size_t offset) { return d_tables + offset; };
   float* const* d_states = reinterpret_cast<float* const*>(table(o_states));
 
@@ -482,7 +571,21 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
   save.state_floats = state_floats;
   AAREN_CUDA_RETURN_IF_ERROR(LaunchStateCopy(save, stream), "state save kernel");
 
+  McaSpans mca_spans;
+  mca_spans.n_spans = n_mca;
+  mca_spans.first_row = reinterpret_cast<const int64_t*>(table(o_mca_first_row));
+  mca_spans.first_mca_row = reinterpret_cast<const int64_t*>(table(o_mca_first_mca_row));
+  mca_spans.position = reinterpret_cast<const int64_t*>(table(o_mca_position));
+  mca_spans.alpha = reinterpret_cast<const float*>(table(o_mca_alpha));
+  mca_spans.seed = reinterpret_cast<const uint64_t*>(table(o_mca_seed));
+  mca_spans.state = reinterpret_cast<float* const*>(table(o_mca_state));
+
   auto run_layers = [&]() -> absl::Status {
+    if (n_mca > 0) {
+      AAREN_CUDA_RETURN_IF_ERROR(
+          cudaMemsetAsync(mca_flops, 0, static_cast<size_t>(n_mca) * 8, stream),
+          "clearing the MCA counts");
+    }
     InputRowsParams in;
     in.rows = rows;
     in.d_model = d;
@@ -525,6 +628,39 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
       io.output_stride = d;
       io.n_heads = n_heads;
       io.d_head = dh;
+      if (n_mca > 0) {
+        // Monte-Carlo Attention: each MCA row's sample count from its importance, then its
+        // sampled values in place of the GEMM's exact ones (kernels/mca_kernels.h). Both read
+        // this layer's (m, u) of the spans' states before the attention kernels advance them.
+        McaSampleCountParams mc;
+        mc.spans = mca_spans;
+        mc.state_offset = l * layer_floats;
+        mc.scores = io.scores;
+        mc.score_stride = io.score_stride;
+        mc.score_bias = io.score_bias;
+        mc.n_heads = n_heads;
+        mc.d_head = dh;
+        mc.d_model = d;
+        mc.sample_counts = sample_counts;
+        mc.value_flops = mca_flops;
+        AAREN_CUDA_RETURN_IF_ERROR(LaunchMcaSampleCount(mc, stream), "MCA sample-count kernel");
+        McaValueParams mv;
+        mv.spans = mca_spans;
+        mv.mca_rows = mca_rows;
+        mv.layer = l;
+        mv.prob = mca.prob;
+        mv.alias = mca.alias;
+        mv.inv_p = mca.inv_p;
+        mv.columns = mca.columns;
+        mv.x = normed;
+        mv.sample_counts = sample_counts;
+        mv.values = sv;
+        mv.value_stride = fused_width;
+        mv.n_heads = n_heads;
+        mv.d_head = dh;
+        mv.d_model = d;
+        AAREN_CUDA_RETURN_IF_ERROR(LaunchMcaValues(mv, stream), "MCA value kernel");
+      }
       if (!step_state.empty()) {
         AttentionStepParams st;
         st.io = io;
@@ -590,13 +726,13 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
     nf.output_dim = od;
     nf.flags = flags;
     AAREN_CUDA_RETURN_IF_ERROR(LaunchNonFinite(nf, stream), "finiteness kernel");
-    // The only synchronisation: the results and the flags come back together.
+    // The only synchronisation: the results, the flags and the MCA counts come back together.
     AAREN_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(host + out_offset, y, n_out * od * 4, cudaMemcpyDeviceToHost, stream),
         "download of outputs");
-    AAREN_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(host + flags_offset, flags, n_live * 4, cudaMemcpyDeviceToHost, stream),
-        "download of flags");
+    AAREN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host + flags_offset, results, results_bytes,
+                                               cudaMemcpyDeviceToHost, stream),
+                               "download of flags and MCA counts");
     AAREN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream), "Forward");
     return absl::OkStatus();
   };
@@ -635,6 +771,20 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
     host_out += n * od;
     *s.position += length[k];
   }
+  // Value-projection FLOPs: what the MCA spans' kernels counted, the exact product elsewhere.
+  const unsigned long long* host_flops =
+      reinterpret_cast<const unsigned long long*>(host + flags_offset + mca_flops_in_results);
+  for (const Span& s : spans) {
+    if (s.mca_counts != nullptr) *s.mca_counts = McaCounts{};
+  }
+  const int64_t exact_per_token = 2 * int64_t{d} * d * c.n_layers;
+  for (int k = 0; k < n_live; ++k) {
+    const Span& s = spans[live[k]];
+    if (s.mca_counts == nullptr) continue;
+    const int64_t exact = exact_per_token * length[k];
+    const int64_t spent = mca_index[k] < 0 ? exact : static_cast<int64_t>(host_flops[mca_index[k]]);
+    *s.mca_counts = McaCounts{spent, exact};
+  }
   return absl::OkStatus();
 }
 
@@ -668,7 +818,12 @@ absl::Status CudaBackend::Forward(absl::Span<const Span> spans) {
     length.push_back(len);
     rows += len;
   }
-  if (live.empty()) return absl::OkStatus();
+  if (live.empty()) {
+    for (const Span& s : spans) {
+      if (s.mca_counts != nullptr) *s.mca_counts = McaCounts{};
+    }
+    return absl::OkStatus();
+  }
   std::lock_guard<std::mutex> lock(im.mu);
   AAREN_CUDA_RETURN_IF_ERROR(cudaSetDevice(im.device), "cudaSetDevice");
   return im.Run(spans, live, length, rows);

@@ -8,8 +8,13 @@
 // (kernels/layer_kernels.h); the scan kernel for spans longer than one token and the step kernel
 // for one-token spans (kernels/attention_kernels.h), both reading and writing each span's state in
 // place in device memory. The only host synchronisation is the final device-to-host copy of the
-// wanted outputs and the per-span finiteness flags. Only rows whose outputs are wanted run the last
-// layer's residual, the final LayerNorm and the head.
+// wanted outputs, the per-span finiteness flags and MCA counts. Only rows whose outputs are wanted
+// run the last layer's residual, the final LayerNorm and the head.
+//
+// Monte-Carlo Attention (Span::mca): between each layer's value GEMM and its attention kernels,
+// the MCA kernels (kernels/mca_kernels.h) overwrite the sampled rows' values with the CPU
+// backend's estimates (same draws, same order of summation); the MCA tables are uploaded by the
+// first Forward that needs them. Span::mca_counts is filled on success.
 //
 // States: Span::state must be device memory from state_memory() (kRunnable), e.g. a slot of the
 // engine's GPU state pool; kStaging memory is page-locked host memory, so evicting a state to the

@@ -2,14 +2,16 @@
 // The CUDA backend against the CPU backend (DESIGN.md section 5: relative error < 1e-4) and the
 // float64 oracle, on random models of every config variant and on the demo models; the
 // streaming-equals-scan invariant on the GPU; extreme scores; spans of 1 to 100k tokens mixed in
-// one Forward; all-or-nothing errors; state memory copies; concurrent Forwards. Every test skips,
-// saying why, on a machine without a GPU.
+// one Forward; all-or-nothing errors; state memory copies; concurrent Forwards; Monte-Carlo
+// Attention against the CPU backend (same draws), its FLOP counts, alpha = 0 as the exact
+// product, and streaming with MCA. Every test skips, saying why, on a machine without a GPU.
 #include "kernels/cuda_backend.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <random>
 #include <thread>
 
@@ -266,6 +268,225 @@ TEST_F(CudaBackendTest, ConcurrentForwardsGiveTheSequentialResults) {
   for (auto& t : threads) t.join();
   // Not bit for bit: which earlier tiles' records a scan tile combines depends on timing.
   for (int i = 0; i < kThreads; ++i) EXPECT_LT(MaxRelativeError(got[i], want[i]), 1e-6) << i;
+}
+
+// ---- Monte-Carlo Attention (core/mca.h, kernels/mca_kernels.h). ----
+
+// The tests' MCA setting: on these models alpha 0.3 spends from one to d_model samples per token
+// and head, so both the sampled and the exact paths run.
+constexpr McaOptions kMca = {.enabled = true, .alpha = 0.3f, .seed = 7};
+
+// Spent FLOPs may differ by this fraction (see ExpectMcaSameAsCpu).
+constexpr double kMcaFlopsTolerance = 1e-3;
+
+std::vector<Piece> WithMca(std::vector<Piece> pieces, const McaOptions& mca) {
+  for (Piece& p : pieces) p.mca = mca;
+  return pieces;
+}
+
+bool FlopsClose(int64_t a, int64_t b) {
+  return std::abs(static_cast<double>(a - b)) <=
+         kMcaFlopsTolerance * static_cast<double>(std::max(a, b));
+}
+
+// Runs `batches` one after another (one Forward each) on the CPU and the GPU, with each piece's
+// MCA options. Per piece: the exact FLOPs agree, and the spent FLOPs agree to 0.1%. Where they
+// agree exactly (every token drew as many samples on both, barring differences that cancel) the
+// piece's outputs agree to kCudaVsCpuTolerance, and a state is compared when all its pieces
+// agreed. A sample count may legitimately differ: r = ceil(((t + 1) alpha_t / alpha)^2), and a
+// token whose squared ratio lies within float rounding of an integer can round to either side
+// with the GPU's scores; such a piece is reported and its outputs are not compared. Returns how
+// many compared pieces drew fewer samples than the exact product would (the sampled path ran).
+int ExpectMcaSameAsCpu(const std::shared_ptr<const Model>& model,
+                       const std::vector<std::vector<Piece>>& batches, int n_states,
+                       const std::string& what) {
+  CpuBackend cpu(model, {.num_threads = 2, .min_scan_chunk = 64});
+  auto gpu_or = cuda::CudaBackend::Create(model);
+  EXPECT_TRUE(gpu_or.ok()) << gpu_or.status();
+  if (!gpu_or.ok()) return 0;
+  const ModelConfig& c = model->config();
+  BackendStates on_cpu(cpu, n_states), on_gpu(**gpu_or, n_states);
+  std::vector<bool> state_comparable(n_states, true);
+  int sampled_and_compared = 0;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const std::vector<Piece>& pieces = batches[b];
+    const absl::Status cpu_st = on_cpu.Run(pieces);
+    EXPECT_TRUE(cpu_st.ok()) << what << ": " << cpu_st;
+    const absl::Status gpu_st = on_gpu.Run(pieces);
+    EXPECT_TRUE(gpu_st.ok()) << what << ": " << gpu_st;
+    if (!cpu_st.ok() || !gpu_st.ok()) return 0;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::string where = absl::StrCat(what, ": batch ", b, ", piece ", i, " (",
+                                             pieces[i].end - pieces[i].begin, " tokens)");
+      const McaCounts& want = on_cpu.counts()[i];
+      const McaCounts& got = on_gpu.counts()[i];
+      const int64_t exact =
+          2 * c.d_model * c.d_model * c.n_layers * (pieces[i].end - pieces[i].begin);
+      EXPECT_EQ(want.value_flops_exact, exact) << where;
+      EXPECT_EQ(got.value_flops_exact, exact) << where;
+      if (!pieces[i].mca.enabled) {
+        EXPECT_EQ(got.value_flops, exact) << where;
+      }
+      // After a differing count the state's (m, u, w) differ too: later pieces on it may draw
+      // differently; nothing more to compare.
+      if (!state_comparable[pieces[i].state]) continue;
+      EXPECT_TRUE(FlopsClose(got.value_flops, want.value_flops))
+          << where << ": value FLOPs " << got.value_flops << " on the GPU, " << want.value_flops
+          << " on the CPU";
+      if (got.value_flops != want.value_flops) {
+        std::cout << where << ": a sample count differs (" << got.value_flops << " vs "
+                  << want.value_flops << " FLOPs; a ceil at a float-rounding boundary); outputs "
+                  << "not compared\n";
+        state_comparable[pieces[i].state] = false;
+        continue;
+      }
+      EXPECT_LT(MaxRelativeError(on_gpu.outputs()[i], on_cpu.outputs()[i]), kCudaVsCpuTolerance)
+          << where << ": outputs";
+      if (got.value_flops < got.value_flops_exact) ++sampled_and_compared;
+    }
+  }
+  for (int k = 0; k < n_states; ++k) {
+    EXPECT_EQ(on_gpu.position(k), on_cpu.position(k));
+    if (!state_comparable[k]) continue;
+    EXPECT_LT(MaxRelativeError(on_gpu.State(k), on_cpu.State(k)), kCudaVsCpuTolerance)
+        << what << ": state " << k;
+  }
+  return sampled_and_compared;
+}
+
+TEST_F(CudaBackendTest, McaMatchesCpu) {
+  struct Case {
+    InputKind input;
+    PositionKind position;
+    int64_t heads, layers, d_model, d_ff;
+  };
+  // d_head 64, 9 (odd: partial warps, unaligned rows) and 80 (a 128-thread value block).
+  const Case cases[] = {{InputKind::kTokens, PositionKind::kSinusoidal, 4, 2, 256, 128},
+                        {InputKind::kFeatures, PositionKind::kNone, 4, 2, 36, 48},
+                        {InputKind::kTokens, PositionKind::kNone, 2, 1, 160, 64}};
+  uint64_t seed = ::testing::UnitTest::GetInstance()->random_seed();
+  for (const Case& k : cases) {
+    const ModelConfig config =
+        MakeConfig(k.input, k.position, k.heads, k.layers, k.d_model, k.d_ff);
+    auto model = RandomModel(config, ++seed);
+    const Sequence a = RandomSequence(config, 400, ++seed);
+    const Sequence b = RandomSequence(config, 3, ++seed);
+    const Sequence e = RandomSequence(config, 60, ++seed);
+    McaOptions other = kMca;
+    other.alpha = 1.0f;
+    other.seed = 8;
+    // A long span (scan kernel), a streaming step (step kernel), a short span wanting its last
+    // output, a span without MCA and one with other options in the same Forward; then MCA
+    // spans continuing the states (their (m, u) seed the importances).
+    std::vector<Piece> first = WithMca({{&a, 0, 300, 0, OutputSelect::kAll},
+                                        {&b, 0, 1, 1, OutputSelect::kAll},
+                                        {&b, 1, 3, 2, OutputSelect::kLast}},
+                                       kMca);
+    first.push_back({&a, 0, 200, 3, OutputSelect::kAll});
+    first.push_back({&e, 0, 60, 4, OutputSelect::kAll, other});
+    const std::vector<Piece> second = WithMca({{&a, 300, 400, 0, OutputSelect::kAll},
+                                               {&b, 1, 2, 1, OutputSelect::kAll},
+                                               {&a, 200, 201, 3, OutputSelect::kAll}},
+                                              kMca);
+    const std::string what = absl::StrCat(config.n_heads, " heads x d_model ", config.d_model,
+                                          " x ", config.n_layers, " layers");
+    EXPECT_GT(ExpectMcaSameAsCpu(model, {first, second}, 5, what), 0)
+        << what << ": no piece that drew samples was compared";
+  }
+}
+
+TEST_F(CudaBackendTest, McaMatchesCpuOnDemoLm) {
+  const char* root = std::getenv("AAREN_SOURCE_DIR");
+  ASSERT_NE(root, nullptr) << "AAREN_SOURCE_DIR not set (CTest sets it)";
+  auto model = Model::Load(std::filesystem::path(root) / "models" / "demo-lm");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const uint64_t seed = ::testing::UnitTest::GetInstance()->random_seed();
+  const Sequence a = RandomSequence((*model)->config(), 500, seed);
+  const Sequence b = RandomSequence((*model)->config(), 1, seed + 1);
+  EXPECT_GT(ExpectMcaSameAsCpu(*model,
+                               {WithMca({{&a, 0, 400, 0}, {&b, 0, 1, 1}}, kMca),
+                                WithMca({{&a, 400, 500, 0}}, kMca)},
+                               2, "demo-lm"),
+            0);
+}
+
+TEST_F(CudaBackendTest, McaWithAlphaZeroIsTheExactProduct) {
+  const ModelConfig config = MakeConfig(InputKind::kTokens, PositionKind::kSinusoidal, 4, 2, 64);
+  const uint64_t seed = ::testing::UnitTest::GetInstance()->random_seed();
+  auto model = RandomModel(config, seed);
+  auto gpu = MakeCuda(model);
+  ASSERT_NE(gpu, nullptr);
+  const Sequence seq = RandomSequence(config, 300, seed + 1);
+  McaOptions zero = kMca;
+  zero.alpha = 0.0f;
+  BackendStates exact(*gpu, 2), mca(*gpu, 2);
+  const std::vector<Piece> pieces = {{&seq, 0, 250, 0}, {&seq, 0, 1, 1}};
+  ASSERT_TRUE(exact.Run(pieces).ok());
+  ASSERT_TRUE(mca.Run(WithMca(pieces, zero)).ok());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    EXPECT_LT(MaxRelativeError(mca.outputs()[i], exact.outputs()[i]), kInvariantTolerance) << i;
+    const int64_t want =
+        2 * config.d_model * config.d_model * config.n_layers * (pieces[i].end - pieces[i].begin);
+    for (const BackendStates* run : {&exact, &mca}) {
+      EXPECT_EQ(run->counts()[i].value_flops, want) << i;
+      EXPECT_EQ(run->counts()[i].value_flops_exact, want) << i;
+    }
+  }
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_LT(MaxRelativeError(mca.State(k), exact.State(k)), kInvariantTolerance) << k;
+  }
+}
+
+TEST_F(CudaBackendTest, McaStreamingEqualsOneSpanOnTheGpu) {
+  const ModelConfig config = MakeConfig(InputKind::kFeatures, PositionKind::kSinusoidal, 4, 2, 64);
+  const uint64_t seed = ::testing::UnitTest::GetInstance()->random_seed();
+  auto model = RandomModel(config, seed);
+  auto gpu = MakeCuda(model);
+  ASSERT_NE(gpu, nullptr);
+  const int64_t n = 400;
+  const Sequence seq = RandomSequence(config, n, seed + 1);
+  BackendStates whole(*gpu, 1), stream(*gpu, 1), chunked(*gpu, 1);
+  ASSERT_TRUE(whole.Run(WithMca({{&seq, 0, n, 0}}, kMca)).ok());
+  const McaCounts want = whole.counts()[0];
+  EXPECT_LT(want.value_flops, want.value_flops_exact) << "no token was sampled";
+  std::vector<float> out_stream, out_chunked;
+  McaCounts got_stream, got_chunked;
+  for (int64_t t = 0; t < n; ++t) {  // the step kernel, (m, u) carried in the state
+    ASSERT_TRUE(stream.Run(WithMca({{&seq, t, t + 1, 0}}, kMca)).ok());
+    out_stream.insert(out_stream.end(), stream.outputs()[0].begin(), stream.outputs()[0].end());
+    got_stream += stream.counts()[0];
+  }
+  std::mt19937_64 rng(seed + 2);
+  std::uniform_int_distribution<int64_t> size(1, 150);
+  for (int64_t t = 0; t < n;) {  // the scan kernel seeded with carried states
+    const int64_t end = std::min(n, t + size(rng));
+    ASSERT_TRUE(chunked.Run(WithMca({{&seq, t, end, 0}}, kMca)).ok());
+    out_chunked.insert(out_chunked.end(), chunked.outputs()[0].begin(), chunked.outputs()[0].end());
+    got_chunked += chunked.counts()[0];
+    t = end;
+  }
+  struct Run {
+    const char* name;
+    const McaCounts& counts;
+    const std::vector<float>& outputs;
+    const BackendStates& states;
+  };
+  for (const Run& run : {Run{"token by token", got_stream, out_stream, stream},
+                         Run{"chunked", got_chunked, out_chunked, chunked}}) {
+    EXPECT_EQ(run.counts.value_flops_exact, want.value_flops_exact) << run.name;
+    EXPECT_TRUE(FlopsClose(run.counts.value_flops, want.value_flops))
+        << run.name << ": " << run.counts.value_flops << " vs " << want.value_flops;
+    if (run.counts.value_flops != want.value_flops) {
+      // See ExpectMcaSameAsCpu: a count at a rounding boundary; the outputs then differ.
+      std::cout << run.name << ": a sample count differs from the one span's; outputs not "
+                << "compared\n";
+      continue;
+    }
+    EXPECT_LT(MaxRelativeError(run.outputs, whole.outputs()[0]), kInvariantTolerance) << run.name;
+    EXPECT_LT(MaxRelativeError(run.states.State(0), whole.State(0)), kInvariantTolerance)
+        << run.name;
+    EXPECT_EQ(run.states.position(0), n) << run.name;
+  }
 }
 
 TEST(CudaBackendWithoutGpuTest, CreateFailsCleanlyWhenNoGpu) {

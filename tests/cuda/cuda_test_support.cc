@@ -38,12 +38,15 @@ absl::Status BackendStates::Run(const std::vector<Piece>& pieces) {
   const ModelConfig& c = backend_.model().config();
   std::vector<Span> spans;
   outputs_.assign(pieces.size(), {});
+  counts_.assign(pieces.size(), McaCounts{-1, -1});  // -1: not written by the backend
   for (size_t i = 0; i < pieces.size(); ++i) {
     const Piece& p = pieces[i];
     Span s = p.seq->Slice(p.begin, p.end, c.n_features);
     s.state = device_state(p.state);
     s.position = &positions_[p.state];
     s.output = p.output;
+    s.mca = p.mca;
+    s.mca_counts = &counts_[i];
     const int64_t n = p.end - p.begin;
     const int64_t rows = p.output == OutputSelect::kAll    ? n
                          : p.output == OutputSelect::kLast ? 1

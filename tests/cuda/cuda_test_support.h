@@ -18,13 +18,14 @@ namespace aaren::testing {
 std::string NoGpuReason();
 
 // One piece of a batch: rows [begin, end) of `seq`, on state `state` (index into the batch's
-// states), wanting `output` rows.
+// states), wanting `output` rows, with Monte-Carlo Attention options `mca` (off by default).
 struct Piece {
   const Sequence* seq = nullptr;
   int64_t begin = 0;
   int64_t end = 0;
   int state = 0;
   OutputSelect output = OutputSelect::kAll;
+  McaOptions mca = {};
 };
 
 // n session states in `backend`'s runnable state memory, starting from the identity at position
@@ -36,9 +37,11 @@ class BackendStates {
   BackendStates(const BackendStates&) = delete;
   BackendStates& operator=(const BackendStates&) = delete;
 
-  // One Forward over `pieces`; returns its status. Outputs of piece i go to outputs()[i].
+  // One Forward over `pieces`; returns its status. Outputs of piece i go to outputs()[i], its
+  // value-projection FLOPs (Span::mca_counts) to counts()[i].
   absl::Status Run(const std::vector<Piece>& pieces);
   const std::vector<std::vector<float>>& outputs() const { return outputs_; }
+  const std::vector<McaCounts>& counts() const { return counts_; }
   // Downloaded copy of state i.
   std::vector<float> State(int i) const;
   int64_t position(int i) const { return positions_[i]; }
@@ -50,6 +53,7 @@ class BackendStates {
   float* block_ = nullptr;
   std::vector<int64_t> positions_;
   std::vector<std::vector<float>> outputs_;
+  std::vector<McaCounts> counts_;
 };
 
 }  // namespace aaren::testing
