@@ -25,7 +25,8 @@
 #include "core/aaren_state.h"
 #include "core/cpu_backend.h"
 
-ABSL_FLAG(std::vector<std::string>, model_dir, {}, "Comma-separated model directories with heldout.jsonl");
+ABSL_FLAG(std::vector<std::string>, model_dir, {},
+          "Comma-separated model directories with heldout.jsonl");
 ABSL_FLAG(std::string, alphas, "0.05,0.1,0.2,0.5,1.0", "MCA alphas to evaluate");
 ABSL_FLAG(uint64_t, seed, 0, "MCA seed");
 ABSL_FLAG(int, threads, 0, "CPU backend threads (0: one per core)");

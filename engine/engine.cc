@@ -72,7 +72,7 @@ void Engine::EnqueueLocked(Session* s, std::unique_ptr<Work> w) {
   cv_.notify_one();
 }
 
-std::unique_ptr<Work> Engine::NewAppendWork(SequenceInput input, OutputMode mode,
+std::unique_ptr<Work> Engine::NewAppendWork(SequenceInput input, OutputMode mode, McaOptions mca,
                                             std::shared_ptr<CancelFlag> cancel,
                                             int64_t n_features) {
   auto w = std::make_unique<Work>();
@@ -80,6 +80,7 @@ std::unique_ptr<Work> Engine::NewAppendWork(SequenceInput input, OutputMode mode
   w->length = input.length(n_features);
   w->input = std::move(input);
   w->mode = mode;
+  w->mca = mca;
   w->cancel = std::move(cancel);
   return w;
 }
@@ -111,6 +112,7 @@ void Engine::Score(ScoreParams params,
   if (params.sequences.empty()) {
     return done(absl::InvalidArgumentError("sequences: empty (at least one sequence)"));
   }
+  if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
   for (size_t i = 0; i < params.sequences.size(); ++i) {
     absl::Status st =
         ValidateInput(model->config(), params.sequences[i], absl::StrCat("sequences[", i, "]"),
@@ -162,7 +164,7 @@ void Engine::Score(ScoreParams params,
     }
   }
   for (size_t i = 0; i < n; ++i) {
-    auto w = NewAppendWork(std::move(params.sequences[i]), params.mode, params.cancel,
+    auto w = NewAppendWork(std::move(params.sequences[i]), params.mode, params.mca, params.cancel,
                            model->config().n_features);
     w->scored = true;
     w->on_done = [this, job, i](absl::StatusOr<AppendResult> r) {
@@ -170,6 +172,7 @@ void Engine::Score(ScoreParams params,
         job->results[i].outputs = std::move(r->outputs);
         job->results[i].output_dim = r->output_dim;
         job->results[i].position = r->position;
+        job->results[i].mca = r->mca;
       } else if (job->status.ok()) {
         job->status = absl::Status(r.status().code(),
                                    absl::StrCat("sequences[", i, "]: ", r.status().message()));
@@ -196,6 +199,7 @@ void Engine::CreateSession(CreateParams params,
       !st.ok()) {
     return done(st);
   }
+  if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
   std::unique_lock<std::mutex> lock(mu_);
   if (absl::Status st = CheckAcceptingLocked(); !st.ok()) {
     lock.unlock();
@@ -208,7 +212,7 @@ void Engine::CreateSession(CreateParams params,
     lock.unlock();
     return done(std::move(info));
   }
-  auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.cancel,
+  auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.mca, params.cancel,
                          (*model)->config().n_features);
   const std::string id = (*s)->id;
   w->on_done = [this, id, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
@@ -261,10 +265,11 @@ void Engine::Append(AppendParams params, AppendCallback done) {
     return done(absl::InvalidArgumentError(
         absl::StrCat("expected_position: ", *params.expected_position, " is negative")));
   }
-  auto w = NewAppendWork(std::move(params.input), params.mode, std::move(params.cancel),
+  if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
+  auto w = NewAppendWork(std::move(params.input), params.mode, params.mca, std::move(params.cancel),
                          model->config().n_features);
   w->expected_position = params.expected_position;
-  w->fingerprint = InputFingerprint(w->input);
+  w->fingerprint = RetryFingerprint(w->input, w->mca);
   w->on_done = std::move(done);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
@@ -320,7 +325,8 @@ void Engine::Generate(GenerateParams params,
   g->on_token =
       std::make_shared<absl::AnyInvocable<void(const GeneratedToken&)>>(std::move(on_token));
   g->on_done = std::move(on_done);
-  auto w = NewAppendWork(std::move(params.prompt), OutputMode::kLast, std::move(params.cancel), 0);
+  auto w = NewAppendWork(std::move(params.prompt), OutputMode::kLast, McaOptions{},
+                         std::move(params.cancel), 0);
   w->kind = Work::Kind::kGenerate;
   w->generate = std::move(g);
   std::unique_lock<std::mutex> lock(mu_);

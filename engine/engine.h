@@ -73,6 +73,7 @@ struct SequenceOutput {
   int64_t output_dim = 0;
   std::string session_id;  // prefill only
   int64_t position = 0;
+  McaCounts mca;  // the sequence's value-projection FLOPs, as AppendResult::mca
 };
 
 // A session's state, portable between engines serving the same model.
@@ -110,12 +111,14 @@ class Engine {
     std::string model;
     std::vector<SequenceInput> sequences;
     OutputMode mode = OutputMode::kAll;
+    McaOptions mca;  // for every sequence (core/mca.h)
     bool prefill = false;
     uint32_t idle_ttl_s = 0;
     std::shared_ptr<CancelFlag> cancel;
   };
   // Scores every sequence from the empty state; with prefill each becomes a new session. All
-  // or nothing: on error no session is created.
+  // or nothing: on error no session is created. INVALID_ARGUMENT naming "mca.alpha" for enabled
+  // MCA with an alpha that is not finite and >= 0.
   void Score(ScoreParams params,
              absl::AnyInvocable<void(absl::StatusOr<std::vector<SequenceOutput>>)> done);
 
@@ -123,6 +126,7 @@ class Engine {
     std::string model;
     std::string session_id;  // empty: random
     SequenceInput prefix;    // may be empty
+    McaOptions mca;          // for the prefix (errors name "mca.alpha")
     uint32_t idle_ttl_s = 0;
     std::shared_ptr<CancelFlag> cancel;
   };
@@ -140,6 +144,10 @@ class Engine {
     SequenceInput input;
     std::optional<int64_t> expected_position;
     OutputMode mode = OutputMode::kAll;
+    // MCA for the appended tokens; part of what a retry must repeat (RetryFingerprint). Samples
+    // are keyed by absolute position, so appending token by token with the same options gives
+    // what one longer append (or Score) gives. Errors name "mca.alpha".
+    McaOptions mca;
     std::shared_ptr<CancelFlag> cancel;
   };
   void Append(AppendParams params, AppendCallback done);
@@ -181,6 +189,7 @@ class Engine {
     int64_t take;  // tokens run this tick
     float* state;  // the session's state in runnable memory (taken under the lock): Span::state
     absl::Status status;
+    McaCounts mca;  // Span::mca_counts of this chunk (added to the work's on success)
   };
   using Completion = absl::AnyInvocable<void()>;
 
@@ -192,7 +201,7 @@ class Engine {
   void Control(const std::string& session_id, absl::string_view field,
                absl::AnyInvocable<Completion(Session*)> op,
                absl::AnyInvocable<void(absl::Status)> on_error);
-  std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode,
+  std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode, McaOptions mca,
                                       std::shared_ptr<CancelFlag> cancel, int64_t n_features);
 
   // Scheduler side (engine_scheduler.cc).

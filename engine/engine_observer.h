@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "core/mca.h"
+
 namespace aaren {
 
 struct ServedModel;
@@ -21,6 +23,12 @@ class EngineObserver {
   // An append (scored = false: to a session) or a Score sequence (scored = true) of `tokens`
   // tokens completed.
   virtual void OnTokens(const ServedModel& model, bool scored, int64_t tokens) = 0;
+  // Value-projection FLOPs of an operation that completed: every append, prefix, Score sequence
+  // and Generate token, with MCA (spent <= exact) or without (spent == exact), so that
+  // spent / exact over all of them is the share of the exact cost actually paid. Called right
+  // after OnTokens for the same operation; never for a replayed append (nothing ran). Counts
+  // are 0 when the backend does not report them.
+  virtual void OnMcaFlops(const ServedModel& model, const McaCounts& counts) {}
 };
 
 }  // namespace aaren

@@ -140,6 +140,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
           r.output_dim = m.output_dim;
           r.position = s->position;
           r.replayed = true;
+          r.mca = rec.mca;
           if (w->mode == OutputMode::kAll && w->length > 1) {
             r.outputs = *rec.outputs;
           } else if (w->mode != OutputMode::kNone) {
@@ -216,7 +217,7 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     }
     store_.LruRemove(s);
     s->SetState(SessionState::kRunning);
-    picked.push_back(Picked{s, w, take, store_.State(s), absl::OkStatus()});
+    picked.push_back(Picked{s, w, take, store_.State(s), absl::OkStatus(), McaCounts{}});
     used += take;
     taken[i] = 1;
   };
@@ -266,6 +267,8 @@ void Engine::RunForward(std::vector<Picked>& picked) {
       }
       sp.state = p.state;
       sp.position = &w->cursor;
+      sp.mca = w->mca;
+      sp.mca_counts = &picked[idx[k]].mca;
       const bool final_chunk = w->done + p.take == w->length;
       if (w->mode == OutputMode::kAll) {
         sp.output = OutputSelect::kAll;
@@ -310,6 +313,7 @@ void Engine::CommitLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     } else {
       Work* w = p.work;
       w->done += p.take;
+      w->mca_count += p.mca;
       stats_.tokens_run += static_cast<uint64_t>(p.take);
       pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - p.take);
       if (w->done == w->length) FinishAppendLocked(s, w, completions);
@@ -326,7 +330,12 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   const int64_t before = s->position;
   s->position = w->cursor;
   if (s->tier != Tier::kScratch) s->last_used_ms = NowUnixMs();
-  if (options_.observer != nullptr) options_.observer->OnTokens(m, w->scored, w->length);
+  const McaCounts mca = w->mca_count;
+  w->mca_count = McaCounts{};  // Generate: the next token counts afresh
+  if (options_.observer != nullptr) {
+    options_.observer->OnTokens(m, w->scored, w->length);
+    options_.observer->OnMcaFlops(m, mca);
+  }
   const float* row =
       w->mode == OutputMode::kAll ? w->outputs.data() + (w->length - 1) * od : w->outputs.data();
   std::copy(row, row + od, store_.LastOutput(s));
@@ -365,6 +374,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
     rec.length = w->length;
     rec.fingerprint = w->fingerprint;
     rec.mode = w->mode;
+    rec.mca = mca;
     rec.outputs.reset();
     if (w->mode == OutputMode::kAll && w->length > 1) {
       rec.outputs = std::make_unique<std::vector<float>>(w->outputs);
@@ -377,6 +387,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   AppendResult r;
   r.output_dim = od;
   r.position = s->position;
+  r.mca = mca;
   if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
   completions.push_back(
       [cb = std::move(owned->on_done), r = std::move(r)]() mutable { cb(std::move(r)); });

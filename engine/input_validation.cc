@@ -2,6 +2,7 @@
 #include "engine/input_validation.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -65,6 +66,25 @@ uint64_t InputFingerprint(const SequenceInput& input) {
   mix(sizes, sizeof(sizes));
   mix(input.tokens.data(), input.tokens.size() * sizeof(int32_t));
   mix(input.features.data(), input.features.size() * sizeof(float));
+  return h;
+}
+
+absl::Status ValidateMca(const McaOptions& mca, absl::string_view field) {
+  if (mca.enabled && !(std::isfinite(mca.alpha) && mca.alpha >= 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".alpha: ", mca.alpha, " is not a finite number >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t RetryFingerprint(const SequenceInput& input, const McaOptions& mca) {
+  uint64_t h = InputFingerprint(input);
+  if (!mca.enabled) return h;
+  uint32_t alpha_bits;
+  std::memcpy(&alpha_bits, &mca.alpha, sizeof(alpha_bits));
+  const uint64_t parts[3] = {1, alpha_bits, mca.seed};
+  const auto* p = reinterpret_cast<const uint8_t*>(parts);
+  for (size_t i = 0; i < sizeof(parts); ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
 }
 

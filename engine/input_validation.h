@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "core/mca.h"
 #include "core/model_config.h"
 
 namespace aaren {
@@ -36,6 +37,15 @@ absl::Status ValidateInput(const ModelConfig& config, const SequenceInput& input
 
 // A 64-bit fingerprint of an input (FNV-1a over its bytes): how a retried append is recognised.
 uint64_t InputFingerprint(const SequenceInput& input);
+
+// Checks MCA options: when enabled, alpha must be finite and >= 0. INVALID_ARGUMENT naming
+// `field`.alpha, e.g. "mca.alpha: -1 is not a finite number >= 0". Disabled options are not
+// checked (their alpha and seed are ignored).
+absl::Status ValidateMca(const McaOptions& mca, absl::string_view field);
+
+// InputFingerprint(input) combined with the MCA options when enabled (alpha and seed change the
+// outputs, so a retry must repeat them to be recognised); equal to InputFingerprint without MCA.
+uint64_t RetryFingerprint(const SequenceInput& input, const McaOptions& mca);
 
 }  // namespace aaren
 

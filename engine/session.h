@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "core/mca.h"
 #include "engine/input_validation.h"
 #include "engine/token_sampler.h"
 
@@ -50,6 +51,9 @@ struct AppendResult {
   int64_t output_dim = 0;
   int64_t position = 0;  // the session's position after the append
   bool replayed = false;
+  // Value-projection FLOPs the append spent and what the exact projection costs (equal without
+  // MCA); a replay reports the first attempt's counts.
+  McaCounts mca;
 };
 using AppendCallback = absl::AnyInvocable<void(absl::StatusOr<AppendResult>)>;
 
@@ -85,8 +89,10 @@ struct Work {
   int64_t length = 0;  // tokens in input
   int64_t done = 0;    // tokens already run (chunked appends)
   OutputMode mode = OutputMode::kAll;
+  McaOptions mca;       // Span::mca of every chunk (Generate: off)
+  McaCounts mca_count;  // summed over the chunks run so far (Generate: since the last token)
   std::optional<int64_t> expected_position;
-  uint64_t fingerprint = 0;  // InputFingerprint(input), for retries
+  uint64_t fingerprint = 0;  // RetryFingerprint(input, mca), for retries
   bool position_checked = false;
   int64_t cursor = 0;           // position of the next token to run
   std::vector<float> outputs;   // ALL: [length, output_dim]; otherwise [output_dim]
@@ -109,6 +115,7 @@ struct AppendRecord {
   int64_t length = 0;
   uint64_t fingerprint = 0;
   OutputMode mode = OutputMode::kAll;
+  McaCounts mca;  // what the append reported
   // ALL with several rows only (one row is the session's last output); null otherwise, so an
   // idle session pays 8 bytes for it.
   std::unique_ptr<std::vector<float>> outputs;

@@ -12,14 +12,15 @@
 namespace aaren {
 
 absl::StatusOr<Engine::AppendParams> AppendParamsFromProto(const v1::AppendRequest& request,
-                                                           absl::string_view field_prefix) {
+                                                           absl::string_view field_prefix,
+                                                           const McaOptions& default_mca) {
   Engine::AppendParams params;
   auto mode = FromProto(request.output_mode(), absl::StrCat(field_prefix, "output_mode"));
   if (!mode.ok()) return mode.status();
-  if (absl::Status st = CheckMca(request.mca(), absl::StrCat(field_prefix, "mca")); !st.ok()) {
-    return st;
-  }
+  auto mca = FromProto(request.mca(), absl::StrCat(field_prefix, "mca"), default_mca);
+  if (!mca.ok()) return mca.status();
   params.mode = *mode;
+  params.mca = *mca;
   params.session_id = request.session_id();
   params.input = FromProto(request.input());
   if (request.has_expected_position()) params.expected_position = request.expected_position();
@@ -33,6 +34,7 @@ void AppendResponseToProto(const std::string& session_id, AppendResult result,
   out->set_position(result.position);
   out->set_session_id(session_id);
   out->set_replayed(result.replayed);
+  ToProto(result.mca, out->mutable_mca_stats());
 }
 
 grpc::ServerUnaryReactor* AarenService::ListModels(grpc::CallbackServerContext* ctx,
@@ -49,14 +51,16 @@ grpc::ServerUnaryReactor* AarenService::Score(grpc::CallbackServerContext* ctx,
                                               v1::ScoreResponse* response) {
   auto* call = new UnaryCall(metrics_, "Score");
   auto mode = FromProto(request->output_mode(), "output_mode");
-  absl::Status st = mode.ok() ? CheckMca(request->mca(), "mca") : mode.status();
-  if (!st.ok()) {
-    call->Done(st);
+  absl::StatusOr<McaOptions> mca =
+      mode.ok() ? FromProto(request->mca(), "mca", default_mca_) : mode.status();
+  if (!mca.ok()) {
+    call->Done(mca.status());
     return call;
   }
   Engine::ScoreParams params;
   params.model = request->model();
   params.mode = *mode;
+  params.mca = *mca;
   params.prefill = request->prefill();
   params.idle_ttl_s = request->idle_ttl_seconds();
   params.cancel = call->cancel();
@@ -71,6 +75,7 @@ grpc::ServerUnaryReactor* AarenService::Score(grpc::CallbackServerContext* ctx,
                        out->set_output_dim(static_cast<uint32_t>(r.output_dim));
                        out->set_session_id(r.session_id);
                        out->set_position(r.position);
+                       ToProto(r.mca, out->mutable_mca_stats());
                      }
                    }
                    call->Done(results.status());
@@ -82,7 +87,13 @@ grpc::ServerUnaryReactor* AarenService::CreateSession(grpc::CallbackServerContex
                                                       const v1::CreateSessionRequest* request,
                                                       v1::Session* response) {
   auto* call = new UnaryCall(metrics_, "CreateSession");
+  auto mca = FromProto(request->mca(), "mca", default_mca_);
+  if (!mca.ok()) {
+    call->Done(mca.status());
+    return call;
+  }
   Engine::CreateParams params;
+  params.mca = *mca;
   params.model = request->model();
   params.session_id = request->session_id();
   params.prefix = FromProto(request->prefix());
@@ -99,7 +110,7 @@ grpc::ServerUnaryReactor* AarenService::Append(grpc::CallbackServerContext* ctx,
                                                const v1::AppendRequest* request,
                                                v1::AppendResponse* response) {
   auto* call = new UnaryCall(metrics_, "Append");
-  auto params = AppendParamsFromProto(*request, "");
+  auto params = AppendParamsFromProto(*request, "", default_mca_);
   if (!params.ok()) {
     call->Done(params.status());
     return call;
@@ -115,7 +126,7 @@ grpc::ServerUnaryReactor* AarenService::Append(grpc::CallbackServerContext* ctx,
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* AarenService::Stream(
     grpc::CallbackServerContext* ctx) {
-  return new StreamReactor(engine_, metrics_);
+  return new StreamReactor(engine_, metrics_, default_mca_);
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* AarenService::Generate(

@@ -2,7 +2,8 @@
 // AarenService: the aaren.v1.Aaren gRPC service (callback API) over an Engine. Handlers check
 // what only the wire can get wrong (enum values, MCA), convert to engine types and hand the
 // work to the engine; replies are sent from the engine's completion callbacks. No handler
-// blocks on model work.
+// blocks on model work. Requests that do not enable MCA get the service's default MCA options
+// (--mca_alpha, --mca_seed; off unless the operator set them).
 #ifndef AAREN_SERVER_AAREN_SERVICE_H_
 #define AAREN_SERVER_AAREN_SERVICE_H_
 
@@ -14,8 +15,10 @@ namespace aaren {
 
 class AarenService final : public v1::Aaren::CallbackService {
  public:
-  // `engine` and `metrics` (may be null) must outlive the service.
-  AarenService(Engine* engine, ServerMetrics* metrics) : engine_(engine), metrics_(metrics) {}
+  // `engine` and `metrics` (may be null) must outlive the service. `default_mca` applies to
+  // requests whose mca.enabled is false (Score, CreateSession prefixes, Append, Stream appends).
+  AarenService(Engine* engine, ServerMetrics* metrics, McaOptions default_mca = {})
+      : engine_(engine), metrics_(metrics), default_mca_(default_mca) {}
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
                                        const v1::ListModelsRequest* request,
@@ -51,11 +54,14 @@ class AarenService final : public v1::Aaren::CallbackService {
  private:
   Engine* engine_;
   ServerMetrics* metrics_;
+  McaOptions default_mca_;
 };
 
-// Builds the engine's append parameters from a request (also used by Stream).
+// Builds the engine's append parameters from a request (also used by Stream); `default_mca`
+// when the request does not enable MCA.
 absl::StatusOr<Engine::AppendParams> AppendParamsFromProto(const v1::AppendRequest& request,
-                                                           absl::string_view field_prefix);
+                                                           absl::string_view field_prefix,
+                                                           const McaOptions& default_mca);
 // Fills an AppendResponse from the engine's result.
 void AppendResponseToProto(const std::string& session_id, AppendResult result,
                            v1::AppendResponse* out);

@@ -47,12 +47,17 @@ absl::StatusOr<OutputMode> FromProto(v1::OutputMode mode, absl::string_view fiel
   }
 }
 
-absl::Status CheckMca(const v1::McaOptions& mca, absl::string_view field) {
-  if (mca.enabled()) {
-    return absl::UnimplementedError(absl::StrCat(
-        field, ".enabled: Monte-Carlo Attention is not available in this server version"));
-  }
-  return absl::OkStatus();
+absl::StatusOr<McaOptions> FromProto(const v1::McaOptions& mca, absl::string_view field,
+                                     const McaOptions& server_default) {
+  if (!mca.enabled()) return server_default;
+  McaOptions out{true, mca.alpha(), mca.seed()};
+  if (absl::Status st = ValidateMca(out, field); !st.ok()) return st;
+  return out;
+}
+
+void ToProto(const McaCounts& counts, v1::McaStats* out) {
+  out->set_value_flops(static_cast<uint64_t>(counts.value_flops));
+  out->set_value_flops_exact(static_cast<uint64_t>(counts.value_flops_exact));
 }
 
 void ToProto(const SessionInfo& info, v1::Session* out) {

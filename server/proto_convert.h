@@ -14,8 +14,11 @@ namespace aaren {
 SequenceInput FromProto(const v1::Sequence& sequence);
 // INVALID_ARGUMENT naming `field` for a value outside the enum.
 absl::StatusOr<OutputMode> FromProto(v1::OutputMode mode, absl::string_view field);
-// UNIMPLEMENTED when MCA is requested: it is not in this version.
-absl::Status CheckMca(const v1::McaOptions& mca, absl::string_view field);
+// A request's MCA options: its own when mca.enabled (INVALID_ARGUMENT naming `field`.alpha unless
+// alpha is finite and >= 0), else the server's default (--mca_alpha, --mca_seed).
+absl::StatusOr<McaOptions> FromProto(const v1::McaOptions& mca, absl::string_view field,
+                                     const McaOptions& server_default);
+void ToProto(const McaCounts& counts, v1::McaStats* out);
 
 void ToProto(const SessionInfo& info, v1::Session* out);
 void ToProto(const ServedModel& model, v1::ModelInfo* out);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -72,6 +73,10 @@ ABSL_FLAG(int64_t, max_sequence_tokens, 1 << 20,
           "Most tokens in one sequence, prefix, append or prompt");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message received or sent");
 ABSL_FLAG(int32_t, threads, 0, "Backend threads (0: one per core)");
+ABSL_FLAG(float, mca_alpha, 0.0f,
+          "Monte-Carlo Attention alpha for requests that do not enable MCA themselves (0: MCA off, "
+          "exact value projections; > 0: MCA with this alpha)");
+ABSL_FLAG(uint64_t, mca_seed, 0, "MCA seed used with --mca_alpha");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(15),
           "On SIGTERM/SIGINT, how long in-flight calls may take before they are cancelled");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(60),
@@ -176,6 +181,14 @@ int Run() {
   if (options.max_sequence_tokens < 1) {
     return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
   }
+  McaOptions default_mca;
+  default_mca.alpha = absl::GetFlag(FLAGS_mca_alpha);
+  default_mca.seed = absl::GetFlag(FLAGS_mca_seed);
+  if (!(std::isfinite(default_mca.alpha) && default_mca.alpha >= 0.0f)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--mca_alpha: ", default_mca.alpha, " is not a finite number >= 0")));
+  }
+  default_mca.enabled = default_mca.alpha > 0.0f;
   std::unique_ptr<MetricsRegistry> metrics_registry = MakeMetricsRegistry();
   ServerMetrics metrics(metrics_registry.get(),
                         BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device}, **registry);
@@ -191,7 +204,7 @@ int Run() {
          {"exporter", metrics_registry->implementation()}});
   }
 
-  AarenService service(&engine, &metrics);
+  AarenService service(&engine, &metrics, default_mca);
   EchoService echo;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -10,9 +10,10 @@
 
 namespace aaren {
 
-StreamReactor::StreamReactor(Engine* engine, ServerMetrics* metrics)
+StreamReactor::StreamReactor(Engine* engine, ServerMetrics* metrics, McaOptions default_mca)
     : engine_(engine),
       metrics_(metrics),
+      default_mca_(default_mca),
       start_(std::chrono::steady_clock::now()),
       cancel_(std::make_shared<CancelFlag>(false)) {
   if (metrics_ != nullptr) metrics_->StreamOpened();
@@ -77,7 +78,7 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
           absl::StrCat("append.session_id: '", append.session_id(),
                        "' is not the stream's session '", session_id_, "'")));
     }
-    params = AppendParamsFromProto(append, "append.");
+    params = AppendParamsFromProto(append, "append.", default_mca_);
     if (!params.ok()) return FailLocked(params.status());
     params->session_id = session_id_;
     params->cancel = cancel_;

@@ -28,8 +28,8 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
  public:
   static constexpr int kMaxInFlight = 64;
 
-  // `metrics` may be null.
-  StreamReactor(Engine* engine, ServerMetrics* metrics);
+  // `metrics` may be null. `default_mca`: for appends that do not enable MCA.
+  StreamReactor(Engine* engine, ServerMetrics* metrics, McaOptions default_mca);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -46,6 +46,7 @@ class StreamReactor : public grpc::ServerBidiReactor<v1::StreamRequest, v1::Stre
 
   Engine* engine_;
   ServerMetrics* metrics_;
+  const McaOptions default_mca_;
   std::chrono::steady_clock::time_point start_;
   std::shared_ptr<CancelFlag> cancel_;
   v1::StreamRequest request_;

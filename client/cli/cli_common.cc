@@ -2,6 +2,7 @@
 #include "client/cli/cli_common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iostream>
 #include <utility>
 
@@ -10,6 +11,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/cli/cli_flags.h"
 
 namespace aaren::cli {
@@ -51,6 +53,28 @@ absl::StatusOr<v1::OutputMode> OutputModeFlag(v1::OutputMode fallback) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("--output_mode must be all, last or none, got '", mode, "'"));
+}
+
+absl::StatusOr<std::optional<v1::McaOptions>> McaFlags() {
+  const std::optional<float> alpha = absl::GetFlag(FLAGS_mca_alpha);
+  if (!alpha.has_value()) return std::nullopt;
+  if (!(std::isfinite(*alpha) && *alpha >= 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mca_alpha must be a finite number >= 0, got ", *alpha));
+  }
+  v1::McaOptions mca;
+  mca.set_enabled(true);
+  mca.set_alpha(*alpha);
+  mca.set_seed(absl::GetFlag(FLAGS_mca_seed));
+  return mca;
+}
+
+std::string McaSummary(uint64_t value_flops, uint64_t value_flops_exact) {
+  const double percent = value_flops_exact == 0 ? 100.0
+                                                : 100.0 * static_cast<double>(value_flops) /
+                                                      static_cast<double>(value_flops_exact);
+  return absl::StrCat("value-projection FLOPs ", value_flops, " of ", value_flops_exact, " exact (",
+                      absl::StrFormat("%.1f", percent), "%)");
 }
 
 absl::string_view OutputModeName(v1::OutputMode mode) {

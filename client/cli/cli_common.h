@@ -39,6 +39,11 @@ std::unique_ptr<client::AarenClient> MakeClient();
 
 // --output_mode (empty: `fallback`) as the wire enum; INVALID_ARGUMENT for other values.
 absl::StatusOr<v1::OutputMode> OutputModeFlag(v1::OutputMode fallback);
+// --mca_alpha / --mca_seed as McaOptions (enabled), or std::nullopt when --mca_alpha is unset;
+// INVALID_ARGUMENT unless alpha is finite and >= 0.
+absl::StatusOr<std::optional<v1::McaOptions>> McaFlags();
+// "value-projection FLOPs 1234 of 5678 exact (21.7%)", for a summary line.
+std::string McaSummary(uint64_t value_flops, uint64_t value_flops_exact);
 // Lower-case name of an output mode ("all", "last", "none").
 absl::string_view OutputModeName(v1::OutputMode mode);
 

@@ -24,3 +24,7 @@ ABSL_FLAG(int, in_flight, 0,
           "Most calls in flight at once; 0 = the subcommand's default (score: 4; bench: "
           "4 for --mode score, 256 for --mode sessions).");
 ABSL_FLAG(int, batch_sequences, 16, "Sequences per Score request.");
+ABSL_FLAG(std::optional<float>, mca_alpha, std::nullopt,
+          "score, stream: Monte-Carlo Attention with this alpha (finite, >= 0; 0: exact). Unset: "
+          "the server's default (--mca_alpha of aaren-server).");
+ABSL_FLAG(uint64_t, mca_seed, 0, "score, stream: MCA seed (with --mca_alpha).");

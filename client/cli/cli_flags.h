@@ -5,6 +5,7 @@
 #define AAREN_CLIENT_CLI_CLI_FLAGS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/flags/declare.h"
@@ -25,5 +26,7 @@ ABSL_DECLARE_FLAG(uint32_t, idle_ttl);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(int, in_flight);
 ABSL_DECLARE_FLAG(int, batch_sequences);
+ABSL_DECLARE_FLAG(std::optional<float>, mca_alpha);
+ABSL_DECLARE_FLAG(uint64_t, mca_seed);
 
 #endif  // AAREN_CLIENT_CLI_CLI_FLAGS_H_

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,10 +70,12 @@ std::vector<Batch> PlanBatches(const std::vector<SequenceRecord>& records, int m
 }
 
 v1::ScoreRequest MakeRequest(const std::string& model, v1::OutputMode mode,
+                             const std::optional<v1::McaOptions>& mca,
                              const std::vector<SequenceRecord>& records, const Batch& batch) {
   v1::ScoreRequest request;
   request.set_model(model);
   request.set_output_mode(mode);
+  if (mca.has_value()) *request.mutable_mca() = *mca;
   for (size_t i = batch.first; i < batch.last; ++i) {
     v1::Sequence* sequence = request.add_sequences();
     sequence->mutable_tokens()->Add(records[i].tokens.begin(), records[i].tokens.end());
@@ -115,6 +118,8 @@ int RunScore(const std::vector<std::string>&) {
   const int in_flight = absl::GetFlag(FLAGS_in_flight);
   absl::StatusOr<v1::OutputMode> mode = OutputModeFlag(v1::OUTPUT_MODE_ALL);
   if (!mode.ok()) return UsageError(mode.status().message());
+  absl::StatusOr<std::optional<v1::McaOptions>> mca = McaFlags();
+  if (!mca.ok()) return UsageError(mca.status().message());
   if (model_name.empty() || input.empty()) return UsageError("--model and --input are required");
   if (output.empty() && *mode != v1::OUTPUT_MODE_NONE) {
     return UsageError("--output is required (unless --output_mode none)");
@@ -144,13 +149,18 @@ int RunScore(const std::vector<std::string>&) {
   ProgressBar bar(total_tokens, "tokens",
                   absl::GetFlag(FLAGS_progress) || ProgressBar::StderrIsTerminal());
   const auto start = std::chrono::steady_clock::now();
+  uint64_t value_flops = 0, value_flops_exact = 0;
   absl::Status status = client->ScoreMany(
       batches.size(), in_flight > 0 ? in_flight : kDefaultInFlight,
-      [&](size_t i) { return MakeRequest(model_name, *mode, *records, batches[i]); },
+      [&](size_t i) { return MakeRequest(model_name, *mode, *mca, *records, batches[i]); },
       [&](size_t i, v1::ScoreResponse& response) -> absl::Status {
         absl::StatusOr<std::string> text =
             FormatBatch(*records, batches[i], *mode, model->output_dim(), response);
         if (!text.ok()) return text.status();
+        for (const v1::SequenceResult& r : response.results()) {
+          value_flops += r.mca_stats().value_flops();
+          value_flops_exact += r.mca_stats().value_flops_exact();
+        }
         if (!output.empty()) out << *text;
         bar.Advance(batches[i].tokens);
         return absl::OkStatus();
@@ -174,6 +184,10 @@ int RunScore(const std::vector<std::string>&) {
             << " tokens in " << seconds << " s ("
             << static_cast<int64_t>(total_tokens / std::max(seconds, 1e-9)) << " tokens/s, "
             << batches.size() << " requests)\n";
+  if (mca->has_value()) {
+    std::cerr << CommandName() << ": MCA alpha " << (*mca)->alpha() << " seed " << (*mca)->seed()
+              << ": " << McaSummary(value_flops, value_flops_exact) << "\n";
+  }
   return kExitOk;
 }
 
@@ -184,7 +198,8 @@ Subcommand ScoreCommand() {
           "scores a JSON Lines file of sequences (the format of aaren-score)",
           "Usage: aaren-cli score --model M --input IN.jsonl --output OUT.jsonl\n"
           "                       [--output_mode all|last|none] [--batch_sequences N]\n"
-          "                       [--max_batch_tokens N] [--in_flight N] [--progress]\n\n"
+          "                       [--max_batch_tokens N] [--in_flight N] [--progress]\n"
+          "                       [--mca_alpha A [--mca_seed S]]\n\n"
           "Input lines: {\"id\": ..., \"tokens\": [ids...]} or {\"id\": ..., \"features\": "
           "[[floats...], ...]}.\n"
           "Output lines: {\"id\": ..., \"outputs\": [[floats...], ...]}, in input order, byte for "
@@ -193,9 +208,12 @@ Subcommand ScoreCommand() {
           "batches of\n"
           "--batch_sequences (and at most --max_batch_tokens tokens), --in_flight requests at a "
           "time.\n"
-          "A bad input line is reported with its line number (exit 2) before anything is sent.",
+          "A bad input line is reported with its line number (exit 2) before anything is sent.\n"
+          "--mca_alpha scores with Monte-Carlo Attention (the same --mca_seed, the same outputs) "
+          "and\n"
+          "reports the value-projection FLOPs spent against the exact cost.",
           {"model", "input", "output", "output_mode", "batch_sequences", "max_batch_tokens",
-           "in_flight", "progress"},
+           "in_flight", "progress", "mca_alpha", "mca_seed"},
           0,
           RunScore};
 }

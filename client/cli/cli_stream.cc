@@ -76,6 +76,8 @@ int RunStream(const std::vector<std::string>&) {
   if (top < 1) return UsageError("--top must be >= 1");
   absl::StatusOr<v1::OutputMode> mode = OutputModeFlag(v1::OUTPUT_MODE_LAST);
   if (!mode.ok()) return UsageError(mode.status().message());
+  absl::StatusOr<std::optional<v1::McaOptions>> mca = McaFlags();
+  if (!mca.ok()) return UsageError(mca.status().message());
 
   auto client = MakeClient();
   absl::StatusOr<v1::ModelInfo> model = ResolveModel(*client);
@@ -116,6 +118,7 @@ int RunStream(const std::vector<std::string>&) {
     v1::AppendRequest request;
     *request.mutable_input() = *input;
     request.set_output_mode(*mode);
+    if (mca->has_value()) *request.mutable_mca() = **mca;
     absl::StatusOr<v1::AppendResponse> reply = stream.Append(request);
     if (!reply.ok()) return ReportError(reply.status());
     PrintOutputs(*model, *input, *reply, vocab_ptr, top);
@@ -130,26 +133,30 @@ int RunStream(const std::vector<std::string>&) {
 }  // namespace
 
 Subcommand StreamCommand() {
-  return {
-      "stream",
-      "interactive streaming session: one append per line of stdin",
-      "Usage: aaren-cli stream --model M                 (a new session)\n"
-      "       aaren-cli stream --session_id S [--model M] (attach; with --model: create S "
-      "if missing)\n"
-      "       [--tokens | --text --vocab vocab.json] [--output_mode last|all|none] [--top N]\n\n"
-      "Each non-empty line of stdin is appended to the session over one bidirectional "
-      "Stream:\n"
-      "  token models: token ids (\"3 1 4\"), or with --text the line's characters mapped by\n"
-      "    --vocab (models/demo-lm/vocab.json); prints, for each output row, the position,\n"
-      "    the input token and the --top most likely next tokens with their probabilities;\n"
-      "  feature models: n_features values per token, comma- or space-separated; prints the\n"
-      "    output values.\n"
-      "--output_mode last (default) prints the last token's row of each line, all every "
-      "row.\n"
-      "A line that does not fit the model is reported and skipped; end with EOF (Ctrl-D).",
-      {"model", "session_id", "tokens", "text", "vocab", "top", "output_mode", "idle_ttl"},
-      0,
-      RunStream};
+  return {"stream",
+          "interactive streaming session: one append per line of stdin",
+          "Usage: aaren-cli stream --model M                 (a new session)\n"
+          "       aaren-cli stream --session_id S [--model M] (attach; with --model: create S "
+          "if missing)\n"
+          "       [--tokens | --text --vocab vocab.json] [--output_mode last|all|none] [--top N]\n"
+          "       [--mca_alpha A [--mca_seed S]]\n\n"
+          "Each non-empty line of stdin is appended to the session over one bidirectional "
+          "Stream:\n"
+          "  token models: token ids (\"3 1 4\"), or with --text the line's characters mapped by\n"
+          "    --vocab (models/demo-lm/vocab.json); prints, for each output row, the position,\n"
+          "    the input token and the --top most likely next tokens with their probabilities;\n"
+          "  feature models: n_features values per token, comma- or space-separated; prints the\n"
+          "    output values.\n"
+          "--output_mode last (default) prints the last token's row of each line, all every "
+          "row.\n"
+          "A line that does not fit the model is reported and skipped; end with EOF (Ctrl-D).\n"
+          "--mca_alpha appends with Monte-Carlo Attention (--mca_seed; samples are keyed by "
+          "position,\n"
+          "so the outputs are those of `score` with the same options).",
+          {"model", "session_id", "tokens", "text", "vocab", "top", "output_mode", "idle_ttl",
+           "mca_alpha", "mca_seed"},
+          0,
+          RunStream};
 }
 
 }  // namespace aaren::cli

@@ -76,8 +76,8 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
   r.AddGauge("aaren_host_tier_slots", "Host-tier capacity in sessions (--host_tier_sessions).");
   r.AddGauge("aaren_host_tier_used_slots", "Host-tier slots in use.");
   r.AddCounter("aaren_mca_value_projection_flops_total",
-               "Monte-Carlo Attention value-projection FLOPs: spent, and exact (what exact "
-               "projection would have cost).");
+               "Value-projection FLOPs of completed operations: spent (less than exact with "
+               "Monte-Carlo Attention), and exact (what exact projection costs).");
   r.AddGauge("aaren_build_info", "Build information; the value is always 1.");
 
   r.Set("aaren_build_info",
@@ -141,6 +141,14 @@ void ServerMetrics::OnForward(const ServedModel& model, bool step, int64_t token
 
 void ServerMetrics::OnQueueWait(double seconds) {
   registry_->Observe("aaren_scheduler_queue_wait_seconds", {}, seconds);
+}
+
+void ServerMetrics::OnMcaFlops(const ServedModel& model, const McaCounts& counts) {
+  if (counts.value_flops_exact == 0 && counts.value_flops == 0) return;
+  registry_->Increment("aaren_mca_value_projection_flops_total", {{"kind", "spent"}},
+                       static_cast<double>(counts.value_flops));
+  registry_->Increment("aaren_mca_value_projection_flops_total", {{"kind", "exact"}},
+                       static_cast<double>(counts.value_flops_exact));
 }
 
 void ServerMetrics::OnTokens(const ServedModel& model, bool scored, int64_t tokens) {

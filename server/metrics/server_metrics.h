@@ -45,6 +45,9 @@ class ServerMetrics final : public EngineObserver {
   void OnForward(const ServedModel& model, bool step, int64_t tokens, double seconds) override;
   void OnQueueWait(double seconds) override;
   void OnTokens(const ServedModel& model, bool scored, int64_t tokens) override;
+  // aaren_mca_value_projection_flops_total{kind="spent"|"exact"}: every completed operation's
+  // counts, MCA or not (so spent / exact is the share of the exact cost paid).
+  void OnMcaFlops(const ServedModel& model, const McaCounts& counts) override;
 
  private:
   MetricsRegistry* registry_;

@@ -384,6 +384,68 @@ TEST_F(EngineTest, ChunkedPrefillGivesTheSameStateAsOneChunk) {
   EXPECT_EQ(whole_stats.tokens_run, 1005u);
 }
 
+// Counts every OnMcaFlops report.
+class McaCountingObserver : public EngineObserver {
+ public:
+  void OnForward(const ServedModel&, bool, int64_t, double) override {}
+  void OnQueueWait(double) override {}
+  void OnTokens(const ServedModel&, bool, int64_t) override {}
+  void OnMcaFlops(const ServedModel&, const McaCounts& counts) override {
+    std::lock_guard<std::mutex> lock(mu);
+    ++calls;
+    total += counts;
+  }
+  std::mutex mu;
+  int calls = 0;
+  McaCounts total;
+};
+
+TEST_F(EngineTest, McaCountsAddUpOverChunksAndReachTheObserver) {
+  McaCountingObserver observer;
+  EngineOptions options = MaxBatchTokens(64);
+  options.observer = &observer;
+  auto chunked = MakeEngine(options);
+  auto whole = MakeEngine();
+  const SequenceInput x = RandomInput("tok", 300, 21);
+  const ModelConfig& c = ConfigOf("tok");
+  const int64_t exact = 2 * c.d_model * c.d_model * c.n_layers * 300;
+  auto score = [&](Engine& e, McaOptions mca) {
+    Engine::ScoreParams p;
+    p.model = "tok";
+    p.sequences = {x};
+    p.mca = mca;
+    auto f = ScoreAsync(e, std::move(p));
+    return Await(f);
+  };
+  const McaOptions mca{true, 0.5f, 4};
+  absl::StatusOr<std::vector<SequenceOutput>> a = score(*chunked, mca);
+  absl::StatusOr<std::vector<SequenceOutput>> b = score(*whole, mca);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << " " << b.status();
+  EXPECT_EQ((*a)[0].mca.value_flops_exact, exact);
+  EXPECT_GT((*a)[0].mca.value_flops, 0);
+  EXPECT_LT((*a)[0].mca.value_flops, exact);
+  // Samples are keyed by position: chunking changes nothing.
+  EXPECT_EQ((*b)[0].mca.value_flops_exact, exact);
+  EXPECT_LT(MaxRelativeError((*a)[0].outputs, (*b)[0].outputs), kTolerance);
+  {
+    std::lock_guard<std::mutex> lock(observer.mu);
+    EXPECT_EQ(observer.calls, 1);
+    EXPECT_EQ(observer.total.value_flops, (*a)[0].mca.value_flops);
+    EXPECT_EQ(observer.total.value_flops_exact, exact);
+  }
+  // Without MCA: spent == exact, reported too.
+  absl::StatusOr<std::vector<SequenceOutput>> off = score(*chunked, McaOptions{});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ((*off)[0].mca.value_flops, exact);
+  EXPECT_EQ((*off)[0].mca.value_flops_exact, exact);
+  // A bad alpha is refused before anything runs.
+  absl::StatusOr<std::vector<SequenceOutput>> bad = score(*chunked, McaOptions{true, -1.0f, 0});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::StartsWith("mca.alpha: "));
+  std::lock_guard<std::mutex> lock(observer.mu);
+  EXPECT_EQ(observer.calls, 2);
+}
+
 TEST_F(EngineTest, CancelledQueuedAppendLeavesTheStateUnchanged) {
   auto engine = MakeEngine();
   const std::string id = Open(*engine, "tok").session_id;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // ValidateInput: every rejection names the request field and the element; InputFingerprint tells
-// different inputs apart.
+// different inputs apart; ValidateMca and RetryFingerprint (MCA options).
 #include "engine/input_validation.h"
 
 #include <gmock/gmock.h>
@@ -171,6 +171,34 @@ TEST(InputFingerprintTest, DifferentInputsDiffer) {
     changed.tokens[i] = 8;
     EXPECT_NE(InputFingerprint(changed), h) << i;
   }
+}
+
+TEST(ValidateMcaTest, EnabledAlphaMustBeFiniteAndNonNegative) {
+  EXPECT_TRUE(ValidateMca(McaOptions{true, 0.0f, 0}, "mca").ok());
+  EXPECT_TRUE(ValidateMca(McaOptions{true, 2.5f, 7}, "mca").ok());
+  for (const float bad : {-1.0f, -1e-30f, std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()}) {
+    const absl::Status st = ValidateMca(McaOptions{true, bad, 0}, "append.mca");
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(st.message()), StartsWith("append.mca.alpha: ")) << bad;
+    // Disabled options are ignored, whatever they hold.
+    EXPECT_TRUE(ValidateMca(McaOptions{false, bad, 0}, "mca").ok()) << bad;
+  }
+}
+
+TEST(RetryFingerprintTest, McaOptionsArePartOfTheRetry) {
+  const SequenceInput x = Tokens({3, 1, 4});
+  EXPECT_EQ(RetryFingerprint(x, McaOptions{}), InputFingerprint(x));
+  EXPECT_EQ(RetryFingerprint(x, McaOptions{false, 0.5f, 9}), InputFingerprint(x));
+  const uint64_t a = RetryFingerprint(x, McaOptions{true, 0.5f, 9});
+  EXPECT_EQ(RetryFingerprint(x, McaOptions{true, 0.5f, 9}), a);
+  absl::flat_hash_set<uint64_t> seen = {InputFingerprint(x), a};
+  for (const McaOptions& other : {McaOptions{true, 0.0f, 9}, McaOptions{true, 0.25f, 9},
+                                  McaOptions{true, 0.5f, 10}, McaOptions{true, 0.0f, 0}}) {
+    seen.insert(RetryFingerprint(x, other));
+  }
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_NE(RetryFingerprint(Tokens({3, 1, 5}), McaOptions{true, 0.5f, 9}), a);
 }
 
 }  // namespace

@@ -24,12 +24,13 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from aaren_client import AarenClient, InvalidArgument, NotFound, aaren_pb2
+from aaren_client import AarenClient, InvalidArgument, Mca, NotFound, aaren_pb2
 from metrics_support import Scrape, free_port, get_metrics_at_once, http_get, wait_until
 
 LM = "demo-lm"
 TS = "demo-ts"
 LM_STATE_BYTES = 1096  # 2 layers x 4 heads x (2 + 32) float32 + the 8-byte position
+LM_D_MODEL, LM_LAYERS = 128, 2
 
 # The metric contract: family -> TYPE.
 CONTRACT = {
@@ -325,8 +326,47 @@ def test_build_info_and_mca(workload, repo):
     assert d["version"] == m.group(1)
     assert re.fullmatch(r"[0-9a-f]{7,40}|unknown", d["git_sha"]), d["git_sha"]
     assert d["backend"] == workload["models"][LM].backend
-    assert s.series("aaren_mca_value_projection_flops_total") == {
-        frozenset({("kind", "spent")}): 0, frozenset({("kind", "exact")}): 0}
+    # Without MCA every completed operation spends exactly the exact value-projection FLOPs:
+    # 2 d_model^2 per token and layer, for the 25 appended and 60 scored tokens.
+    flops = 2 * LM_D_MODEL ** 2 * LM_LAYERS * (5 + 7 + 13 + 60)
+    before = workload["before"]
+    assert set(s.series("aaren_mca_value_projection_flops_total")) == {
+        frozenset({("kind", "spent")}), frozenset({("kind", "exact")})}
+    for kind in ("spent", "exact"):
+        assert (s.value("aaren_mca_value_projection_flops_total", kind=kind)
+                - before.value("aaren_mca_value_projection_flops_total", kind=kind)) == flops, kind
+
+
+def test_mca_flops_counter_moves_by_the_reported_flops(server, client, cleanup):
+    before = server.scrape()
+    mca = Mca(0.5, seed=9)
+    spent = exact = 0
+    for r in client.score_results(LM, [toks(30), toks(17, 3)], mca=mca):
+        spent += r.mca_stats.value_flops
+        exact += r.mca_stats.value_flops_exact
+    sid = client.create_session(LM).session_id
+    cleanup.append(sid)
+    r = client.append(sid, toks(12, 1), mca=mca)
+    spent += r.mca_stats.value_flops
+    exact += r.mca_stats.value_flops_exact
+    with client.stream(session_id=sid) as st:
+        for t in toks(5, 2):
+            r = st.append_result([t], mca=mca)
+            spent += r.mca_stats.value_flops
+            exact += r.mca_stats.value_flops_exact
+    with pytest.raises(InvalidArgument):
+        client.append(sid, [1], mca=Mca(-1.0))                          # rejected: no FLOPs
+    assert exact == 2 * LM_D_MODEL ** 2 * LM_LAYERS * (30 + 17 + 12 + 5)
+    assert 0 < spent < exact
+    after = server.scrape()
+
+    def d(kind):
+        return (after.value("aaren_mca_value_projection_flops_total", kind=kind)
+                - before.value("aaren_mca_value_projection_flops_total", kind=kind))
+
+    assert d("spent") == spent
+    assert d("exact") == exact
+    open_streams_back_to_zero(server)
 
 
 def test_state_pool_eviction(server, client, cleanup):

@@ -140,3 +140,53 @@ def test_bad_model_dir_and_flags(tmp_path):
     _, proc = run_score(tmp_path / "model", [{"tokens": [1]}], tmp_path, "--output_mode", "first",
                         expect_ok=False)
     assert proc.returncode == 2 and "--output_mode" in proc.stderr
+
+
+def mca_summary(proc):
+    """The one-line JSON FLOPs summary aaren-score writes to stderr with --mca_alpha."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('{"mca_enabled"')]
+    assert len(lines) == 1, proc.stderr
+    return json.loads(lines[0])
+
+
+def test_mca_flags_outputs_and_flops_summary(tmp_path):
+    model_dir = REPO / "models" / "demo-lm"
+    records = eval_demo.read_jsonl(model_dir / "heldout.jsonl")[:4]
+    tokens = sum(len(r["tokens"]) for r in records)
+    exact_flops = 2 * 128 * 128 * 2 * tokens  # 2 d_model^2 per token and layer
+    exact, _ = run_score(model_dir, records, tmp_path)
+    mca, proc = run_score(model_dir, records, tmp_path, "--mca_alpha", "0.5", "--mca_seed", "3")
+    s = mca_summary(proc)
+    assert s == {"mca_enabled": True, "mca_alpha": 0.5, "mca_seed": 3, "tokens": tokens,
+                 "value_flops": s["value_flops"], "value_flops_exact": exact_flops}
+    assert 0 < s["value_flops"] < exact_flops
+    assert all(rel_err(m["outputs"], e["outputs"]) > 1e-3 for m, e in zip(mca, exact))
+    # The same seed gives the same outputs, by the scan or token by token; another seed others.
+    again, _ = run_score(model_dir, records, tmp_path, "--mca_alpha", "0.5", "--mca_seed", "3",
+                         "--stream")
+    other, _ = run_score(model_dir, records, tmp_path, "--mca_alpha", "0.5", "--mca_seed", "4")
+    for m, a, o in zip(mca, again, other):
+        assert rel_err(a["outputs"], m["outputs"]) < 1e-5
+        assert rel_err(o["outputs"], m["outputs"]) > 1e-3
+    # alpha 0 spends every sample: the exact result and cost. The summary can go to a file.
+    stats = tmp_path / "stats.json"
+    zero, proc = run_score(model_dir, records, tmp_path, "--mca_alpha", "0", "--mca_stats_file",
+                           str(stats))
+    assert '"mca_enabled"' not in proc.stderr
+    s = json.loads(stats.read_text())
+    assert s["value_flops"] == s["value_flops_exact"] == exact_flops
+    for z, e in zip(zero, exact):
+        assert rel_err(z["outputs"], e["outputs"]) < 1e-5
+    # Without MCA no summary, unless asked for one.
+    _, proc = run_score(model_dir, records, tmp_path)
+    assert '"mca_enabled"' not in proc.stderr
+    _, proc = run_score(model_dir, records, tmp_path, "--mca_stats_file", str(stats))
+    s = json.loads(stats.read_text())
+    assert s["mca_enabled"] is False and s["value_flops"] == s["value_flops_exact"] == exact_flops
+
+
+@pytest.mark.parametrize("alpha", ["-1", "nan", "inf"])
+def test_bad_mca_alpha(tmp_path, alpha):
+    _, proc = run_score(REPO / "models" / "demo-lm", [{"tokens": [1]}], tmp_path,
+                        f"--mca_alpha={alpha}", expect_ok=False)
+    assert proc.returncode == 2 and "--mca_alpha" in proc.stderr, proc.stderr

@@ -19,6 +19,8 @@ from aaren_client import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    Mca,
+    McaStats,
     NotFound,
     aaren_pb2,
 )
@@ -215,6 +217,46 @@ def test_stale_position_is_aborted(client, lm_heldout):
         assert isinstance(e, AarenError) and isinstance(e.__cause__, grpc.RpcError)
     assert client.get_session(s.session_id).position == 8
     client.delete_session(s.session_id)
+
+
+def test_mca_options_and_stats(client, lm_heldout):
+    tokens = lm_heldout[0]["tokens"][:48]
+    n = len(tokens)
+    exact_flops = 2 * 128 * 128 * 2 * n  # 2 d_model^2 per token and layer (demo-lm)
+    [plain] = client.score_results(LM, [tokens])
+    assert plain.mca_stats == McaStats(exact_flops, exact_flops)
+    [a] = client.score_results(LM, [tokens], mca=Mca(0.5, seed=3))
+    assert a.mca_stats.value_flops_exact == exact_flops
+    assert 0 < a.mca_stats.value_flops < exact_flops and a.mca_stats.fraction < 1.0
+    # The same options as a dict or a proto give the same outputs; another seed others.
+    [b] = client.score_results(LM, [tokens], mca={"enabled": True, "alpha": 0.5, "seed": 3})
+    assert rel_err(b.outputs, a.outputs) < 1e-5
+    [c] = client.score_results(LM, [tokens], mca=aaren_pb2.McaOptions(enabled=True, alpha=0.5, seed=4))
+    assert rel_err(c.outputs, a.outputs) > 1e-3
+    # Streaming token by token with the same options matches the scan.
+    with client.stream(model=LM) as s:
+        results = [s.append_result([t], mca=Mca(0.5, seed=3)) for t in tokens]
+        sid = s.session_id
+    got = np.concatenate([r.outputs for r in results], axis=0)
+    assert rel_err(got, a.outputs) < 1e-5
+    assert sum(r.mca_stats.value_flops_exact for r in results) == exact_flops
+    client.delete_session(sid)
+    # Unary appends after an MCA prefix report their own FLOPs.
+    s = client.create_session(LM, prefix=tokens[:10], mca=Mca(0.5, seed=3))
+    r = client.append(s.session_id, tokens[10:], mca=Mca(0.5, seed=3))
+    assert rel_err(r.outputs, a.outputs[10:]) < 1e-5
+    assert r.mca_stats.value_flops_exact == exact_flops * (n - 10) // n
+    assert r.mca_stats.value_flops < r.mca_stats.value_flops_exact
+    [p] = client.prefill(LM, [tokens], mca=Mca(0.5, seed=3))
+    assert p.mca_stats.value_flops_exact == exact_flops
+    assert p.mca_stats.value_flops < exact_flops
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InvalidArgument) as ei:
+            client.append(s.session_id, [1], mca=Mca(bad))
+        assert "mca.alpha" in ei.value.details, ei.value.details
+    assert client.get_session(s.session_id).position == n
+    client.delete_session(s.session_id)
+    client.delete_session(p.session_id)
 
 
 def test_bad_token_is_invalid_argument(client):

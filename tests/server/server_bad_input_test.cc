@@ -461,20 +461,39 @@ TEST_F(BadInputTest, DuplicateSessionId) {
   ExpectSessionsUnchanged();
 }
 
-TEST_F(BadInputTest, McaEnabledIsUnimplemented) {
-  v1::AppendRequest append;
-  append.set_session_id(lm_session_);
-  append.mutable_input()->add_tokens(1);
-  append.mutable_mca()->set_enabled(true);
-  append.mutable_mca()->set_alpha(1.0f);
-  EXPECT_TRUE(
-      HasStatus(Call(stub(), &AarenStub::Append, append).status, Code::UNIMPLEMENTED, {"mca"}));
-  v1::ScoreRequest score;
-  score.set_model(kLm);
-  *score.add_sequences() = Tokens({1, 2});
-  score.mutable_mca()->set_enabled(true);
-  EXPECT_TRUE(
-      HasStatus(Call(stub(), &AarenStub::Score, score).status, Code::UNIMPLEMENTED, {"mca"}));
+TEST_F(BadInputTest, McaAlphaNegativeOrNotFiniteIsNamed) {
+  for (const float alpha :
+       {-1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    SCOPED_TRACE(alpha);
+    v1::AppendRequest append;
+    append.set_session_id(lm_session_);
+    append.mutable_input()->add_tokens(1);
+    append.mutable_mca()->set_enabled(true);
+    append.mutable_mca()->set_alpha(alpha);
+    EXPECT_TRUE(HasStatus(Call(stub(), &AarenStub::Append, append).status, Code::INVALID_ARGUMENT,
+                          {"mca.alpha"}));
+    v1::ScoreRequest score;
+    score.set_model(kLm);
+    *score.add_sequences() = Tokens({1, 2});
+    score.set_prefill(true);
+    score.mutable_mca()->set_enabled(true);
+    score.mutable_mca()->set_alpha(alpha);
+    EXPECT_TRUE(HasStatus(Call(stub(), &AarenStub::Score, score).status, Code::INVALID_ARGUMENT,
+                          {"mca.alpha"}));
+    v1::CreateSessionRequest create;
+    create.set_model(kLm);
+    *create.mutable_prefix() = Tokens({1, 2});
+    create.mutable_mca()->set_enabled(true);
+    create.mutable_mca()->set_alpha(alpha);
+    EXPECT_TRUE(HasStatus(Call(stub(), &AarenStub::CreateSession, create).status,
+                          Code::INVALID_ARGUMENT, {"mca.alpha"}));
+  }
+  // A disabled McaOptions' alpha is ignored, whatever it holds.
+  v1::ScoreRequest ignored;
+  ignored.set_model(kLm);
+  *ignored.add_sequences() = Tokens({1, 2});
+  ignored.mutable_mca()->set_alpha(-1.0f);
+  EXPECT_TRUE(Call(stub(), &AarenStub::Score, ignored).ok());
   ExpectSessionsUnchanged();
 }
 

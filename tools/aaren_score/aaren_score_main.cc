@@ -4,6 +4,7 @@
 //
 //   aaren-score --model_dir DIR --input IN.jsonl --output OUT.jsonl
 //               [--output_mode all|last] [--stream] [--threads N] [--max_batch_tokens N]
+//               [--mca_alpha A [--mca_seed S]] [--mca_stats_file PATH]
 //
 // Default: sequences are packed into ragged batches of up to --max_batch_tokens tokens and scored
 // with the parallel prefix scan (a longer sequence is cut into chunks that carry its state).
@@ -11,12 +12,21 @@
 // sequences of a batch stepping together (one Forward per step), exactly as streaming sessions
 // are served. Both give the same outputs to float32 rounding.
 //
+// --mca_alpha runs the value projections with Monte-Carlo Attention (core/mca.h; samples keyed by
+// seed and absolute position, so --stream and the scan still agree). With --mca_alpha or
+// --mca_stats_file, a one-line JSON summary of the value-projection FLOPs, e.g.
+//   {"mca_enabled":true,"mca_alpha":0.5,"mca_seed":0,"tokens":120,"value_flops":1234,
+//    "value_flops_exact":5678}
+// is written to stderr, or to --mca_stats_file.
+//
 // Exit status: 0 success; 1 runtime failure; 2 bad flags or bad input (each bad line is
 // reported with its line number and field, and no output file is written).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +50,12 @@ ABSL_FLAG(int, threads, 0, "CPU threads (0: all hardware threads).");
 ABSL_FLAG(int64_t, max_batch_tokens, 65536,
           "Most tokens per backend Forward: the scan's batch, or with --stream the number of "
           "sequences stepped together (one token each per Forward).");
+ABSL_FLAG(std::optional<float>, mca_alpha, std::nullopt,
+          "Run with Monte-Carlo Attention at this alpha (finite, >= 0; 0: every sample, exact). "
+          "Unset: exact projections, no MCA.");
+ABSL_FLAG(uint64_t, mca_seed, 0, "MCA seed (with --mca_alpha): same seed and input, same output.");
+ABSL_FLAG(std::string, mca_stats_file, "",
+          "Write the one-line JSON FLOPs summary here instead of stderr (also without MCA).");
 
 namespace aaren {
 namespace {
@@ -54,13 +70,14 @@ struct Piece {  // rows [begin, end) of one record, run as one span
 // lines to `out`.
 absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& records, size_t first,
                         size_t last, bool last_only, bool stream, int64_t max_batch_tokens,
-                        std::string& out) {
+                        const McaOptions& mca, McaCounts& mca_total, std::string& out) {
   const ModelConfig& c = backend.model().config();
   const StateLayout layout = StateLayout::For(c);
   const size_t n = last - first;
   std::vector<std::vector<float>> states(n, std::vector<float>(layout.total_floats()));
   std::vector<int64_t> positions(n, 0);
   std::vector<std::vector<float>> outputs(n);
+  std::vector<McaCounts> counts;  // one per span of the Forward in progress
   for (size_t i = 0; i < n; ++i) {
     ResetState(states[i].data(), layout);
     outputs[i].resize((last_only ? 1 : records[first + i].length) * c.output_dim);
@@ -76,6 +93,7 @@ absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& rec
     }
     s.state = states[p.record].data();
     s.position = &positions[p.record];
+    s.mca = mca;
     const bool ends_record = p.end == rec.length;
     if (last_only) {
       s.output = ends_record ? OutputSelect::kLast : OutputSelect::kNone;
@@ -87,6 +105,15 @@ absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& rec
   };
 
   std::vector<Span> batch;
+  // Runs `batch`, adding its value-projection FLOPs to mca_total.
+  auto forward = [&]() -> absl::Status {
+    counts.assign(batch.size(), McaCounts{});
+    for (size_t k = 0; k < batch.size(); ++k) batch[k].mca_counts = &counts[k];
+    absl::Status st = backend.Forward(batch);
+    if (!st.ok()) return st;
+    for (const McaCounts& c : counts) mca_total += c;
+    return absl::OkStatus();
+  };
   if (stream) {
     int64_t longest = 0;
     for (size_t i = 0; i < n; ++i) longest = std::max(longest, records[first + i].length);
@@ -95,7 +122,7 @@ absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& rec
       for (size_t i = 0; i < n; ++i) {
         if (t < records[first + i].length) batch.push_back(make_span(Piece{i, t, t + 1}));
       }
-      absl::Status st = backend.Forward(batch);
+      absl::Status st = forward();
       if (!st.ok()) return st;
     }
   } else {
@@ -107,7 +134,7 @@ absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& rec
       for (int64_t b = 0; b < len; b += max_batch_tokens) {
         const Piece p{i, b, std::min(len, b + max_batch_tokens)};
         if (batch_tokens + (p.end - p.begin) > max_batch_tokens && !batch.empty()) {
-          absl::Status st = backend.Forward(batch);
+          absl::Status st = forward();
           if (!st.ok()) return st;
           batch.clear();
           batch_tokens = 0;
@@ -117,7 +144,7 @@ absl::Status ScoreGroup(Backend& backend, const std::vector<SequenceRecord>& rec
       }
     }
     if (!batch.empty()) {
-      absl::Status st = backend.Forward(batch);
+      absl::Status st = forward();
       if (!st.ok()) return st;
     }
   }
@@ -146,6 +173,16 @@ int Run() {
     std::cerr << "aaren-score: --max_batch_tokens must be >= 1\n";
     return 2;
   }
+  McaOptions mca;
+  if (const std::optional<float> alpha = absl::GetFlag(FLAGS_mca_alpha); alpha.has_value()) {
+    if (!(std::isfinite(*alpha) && *alpha >= 0.0f)) {
+      std::cerr << "aaren-score: --mca_alpha must be a finite number >= 0, got " << *alpha << "\n";
+      return 2;
+    }
+    mca = McaOptions{true, *alpha, absl::GetFlag(FLAGS_mca_seed)};
+  }
+  const std::string stats_file = absl::GetFlag(FLAGS_mca_stats_file);
+  McaCounts mca_total;
   auto model = Model::Load(model_dir);
   if (!model.ok()) {
     std::cerr << "aaren-score: " << model.status().message() << "\n";
@@ -182,8 +219,9 @@ int Run() {
       group_tokens += (*records)[last++].length;
     }
     std::string text;
-    absl::Status st = ScoreGroup(backend, *records, first, last, mode == "last",
-                                 absl::GetFlag(FLAGS_stream), max_batch_tokens, text);
+    absl::Status st =
+        ScoreGroup(backend, *records, first, last, mode == "last", absl::GetFlag(FLAGS_stream),
+                   max_batch_tokens, mca, mca_total, text);
     if (!st.ok()) {
       std::cerr << "aaren-score: " << st.message() << "\n";
       return 1;
@@ -203,6 +241,24 @@ int Run() {
             << seconds << " s (" << static_cast<int64_t>(tokens / std::max(seconds, 1e-9))
             << " tokens/s, " << (absl::GetFlag(FLAGS_stream) ? "stream" : "scan") << ", "
             << backend.num_threads() << " threads)\n";
+  if (mca.enabled || !stats_file.empty()) {
+    const std::string summary =
+        absl::StrCat("{\"mca_enabled\":", mca.enabled ? "true" : "false",
+                     ",\"mca_alpha\":", mca.alpha, ",\"mca_seed\":", mca.seed,
+                     ",\"tokens\":", tokens, ",\"value_flops\":", mca_total.value_flops,
+                     ",\"value_flops_exact\":", mca_total.value_flops_exact, "}\n");
+    if (stats_file.empty()) {
+      std::cerr << summary;
+    } else {
+      std::ofstream stats(stats_file, std::ios::binary | std::ios::trunc);
+      stats << summary;
+      stats.flush();
+      if (!stats) {
+        std::cerr << "aaren-score: cannot write " << stats_file << "\n";
+        return 1;
+      }
+    }
+  }
   return 0;
 }
 
@@ -213,7 +269,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Scores a JSON Lines file of sequences with an Aaren model.\n"
       "  aaren-score --model_dir DIR --input IN.jsonl --output OUT.jsonl "
-      "[--output_mode all|last] [--stream] [--threads N] [--max_batch_tokens N]");
+      "[--output_mode all|last] [--stream] [--threads N] [--max_batch_tokens N]\n"
+      "      [--mca_alpha A [--mca_seed S]] [--mca_stats_file PATH]");
   absl::ParseCommandLine(argc, argv);
   return aaren::Run();
 }

@@ -17,6 +17,9 @@ __all__ = [
     "AarenClient",
     "AppendResult",
     "PrefillResult",
+    "ScoreResult",
+    "Mca",
+    "McaStats",
     "GeneratedToken",
     "GenerateStream",
     "to_sequence",
@@ -106,16 +109,52 @@ def _output_mode(mode) -> int:
     return int(mode)
 
 
+@dataclass(frozen=True)
+class Mca:
+    """Monte-Carlo Attention options for a request (``mca=Mca(0.5, seed=7)``): ``alpha`` >= 0 is
+    the precision knob (0: every sample, exact; larger: fewer samples, more error); the same
+    ``seed`` and inputs give the same outputs however the tokens are sent."""
+
+    alpha: float
+    seed: int = 0
+
+    def to_proto(self) -> "aaren_pb2.McaOptions":
+        return aaren_pb2.McaOptions(enabled=True, alpha=float(self.alpha), seed=int(self.seed))
+
+
+@dataclass(frozen=True)
+class McaStats:
+    """Value-projection FLOPs an operation spent, and what the exact projection costs (equal
+    without MCA)."""
+
+    value_flops: int
+    value_flops_exact: int
+
+    @property
+    def fraction(self) -> float:
+        """value_flops / value_flops_exact (1.0 when nothing was counted)."""
+        return self.value_flops / self.value_flops_exact if self.value_flops_exact else 1.0
+
+    @classmethod
+    def from_proto(cls, s: "aaren_pb2.McaStats") -> "McaStats":
+        return cls(int(s.value_flops), int(s.value_flops_exact))
+
+
 def _mca(mca) -> Optional["aaren_pb2.McaOptions"]:
+    """``mca=`` of every scoring / append method: None or False (the server's default), True
+    (MCA with alpha 0), :class:`Mca`, a dict of McaOptions fields (``{"enabled": True,
+    "alpha": 0.5, "seed": 1}``) or an ``aaren_pb2.McaOptions``."""
     if mca is None or mca is False:
         return None
     if mca is True:
         return aaren_pb2.McaOptions(enabled=True)
+    if isinstance(mca, Mca):
+        return mca.to_proto()
     if isinstance(mca, aaren_pb2.McaOptions):
         return mca
     if isinstance(mca, Mapping):
         return aaren_pb2.McaOptions(**mca)
-    raise TypeError(f"mca: expected None, bool, dict or McaOptions, got {type(mca).__name__}")
+    raise TypeError(f"mca: expected None, bool, Mca, dict or McaOptions, got {type(mca).__name__}")
 
 
 def _append_request(session_id: str, inputs, expected_position, output_mode, mca) -> "aaren_pb2.AppendRequest":
@@ -145,6 +184,7 @@ class AppendResult:
     session_id: str
     replayed: bool
     output_dim: int
+    mca_stats: Optional[McaStats] = None  # the appended tokens' value-projection FLOPs
 
     @classmethod
     def from_proto(cls, r: "aaren_pb2.AppendResponse") -> "AppendResult":
@@ -154,6 +194,7 @@ class AppendResult:
             session_id=r.session_id,
             replayed=bool(r.replayed),
             output_dim=int(r.output_dim),
+            mca_stats=McaStats.from_proto(r.mca_stats),
         )
 
 
@@ -164,6 +205,17 @@ class PrefillResult:
     session_id: str
     position: int
     outputs: np.ndarray
+    mca_stats: Optional[McaStats] = None
+
+
+@dataclass
+class ScoreResult:
+    """One sequence of :meth:`AarenClient.score_results`: its outputs (as :meth:`AarenClient.score`)
+    and value-projection FLOPs."""
+
+    outputs: np.ndarray
+    position: int
+    mca_stats: McaStats
 
 
 class GeneratedToken(tuple):
@@ -374,6 +426,20 @@ class AarenClient:
         r = self._score(model, sequences, output_mode, mca, False, 0, timeout)
         return [outputs_array(x.outputs, x.output_dim) for x in r.results]
 
+    def score_results(
+        self,
+        model: str,
+        sequences: Iterable[SequenceLike],
+        output_mode="all",
+        mca=None,
+        timeout=_DEFAULT,
+    ) -> List[ScoreResult]:
+        """:meth:`score`, also returning each sequence's :class:`McaStats` (e.g. with
+        ``mca=Mca(0.5)``: how much of the exact value-projection cost was spent)."""
+        r = self._score(model, sequences, output_mode, mca, False, 0, timeout)
+        return [ScoreResult(outputs_array(x.outputs, x.output_dim), int(x.position),
+                            McaStats.from_proto(x.mca_stats)) for x in r.results]
+
     def score_one(self, model: str, sequence: SequenceLike, output_mode="all", mca=None,
                   timeout=_DEFAULT) -> np.ndarray:
         """:meth:`score` of one sequence."""
@@ -391,7 +457,8 @@ class AarenClient:
         """Score with prefill: each sequence becomes a live session (server-made id) whose state is
         the sequence's final state. Returns session ids, positions and outputs."""
         r = self._score(model, sequences, output_mode, mca, True, idle_ttl_seconds, timeout)
-        return [PrefillResult(x.session_id, int(x.position), outputs_array(x.outputs, x.output_dim))
+        return [PrefillResult(x.session_id, int(x.position), outputs_array(x.outputs, x.output_dim),
+                              McaStats.from_proto(x.mca_stats))
                 for x in r.results]
 
     # -- sessions --
@@ -403,13 +470,17 @@ class AarenClient:
         prefix: Optional[SequenceLike] = None,
         idle_ttl_seconds: int = 0,
         timeout=_DEFAULT,
+        mca=None,
     ) -> "aaren_pb2.Session":
         """Creates a session (server-made id when ``session_id`` is empty), optionally seeded
-        with ``prefix`` (one parallel-scan pass)."""
+        with ``prefix`` (one parallel-scan pass, with ``mca`` if given)."""
         req = aaren_pb2.CreateSessionRequest(model=model, session_id=session_id,
                                              idle_ttl_seconds=idle_ttl_seconds)
         if prefix is not None:
             req.prefix.CopyFrom(to_sequence(prefix))
+        m = _mca(mca)
+        if m is not None:
+            req.mca.CopyFrom(m)
         return self._unary(self.stub.CreateSession, req, timeout)
 
     def append(
