@@ -44,7 +44,7 @@ if [[ "$mode" == tests || "$mode" == all ]]; then
       run "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
         "$bundle/bin/cuda_backend_test" '--gtest_filter=-*LongSpans*:*Concurrent*'
     done
-    for t in server_rpc_test server_invariant_test server_bad_input_test server_concurrency_test \
+    for t in server_rpc_test server_invariant_test server_bad_input_test server_concurrency_test server_mca_test \
       server_lifecycle_test; do
       AAREN_SERVER="$bundle/bin/aaren-server" AAREN_TEST_SERVER_ARGS=--device=cuda \
         run "$t --device=cuda" "$bundle/bin/$t"
