@@ -157,6 +157,10 @@ struct CudaBackend::Impl {
   absl::Status UploadMcaTables();
   absl::Status Run(absl::Span<const Span> spans, const std::vector<int32_t>& live,
                    const std::vector<int64_t>& length, int64_t rows);
+  // y = LayerNorm(x (+= add_bias, the previous projection's pending bias)) * gamma + beta over
+  // `rows` rows of d_model.
+  absl::Status LayerNorm(int64_t rows, float* x, const float* add_bias, const float* gamma,
+                         const float* beta, float* y);
   absl::Status Residual(const Layer& w, float* x, const float* attn, int64_t n, float* normed,
                         float* hidden);
 };
@@ -391,6 +395,21 @@ absl::Status CudaBackend::Impl::UploadMcaTables() {
   return absl::OkStatus();
 }
 
+absl::Status CudaBackend::Impl::LayerNorm(int64_t rows, float* x, const float* add_bias,
+                                          const float* gamma, const float* beta, float* y) {
+  LayerNormParams ln;
+  ln.rows = rows;
+  ln.d = static_cast<int>(model->config().d_model);
+  ln.x = x;
+  ln.add_bias = add_bias;
+  ln.gamma = gamma;
+  ln.beta = beta;
+  ln.eps = static_cast<float>(model->config().norm_eps);
+  ln.y = y;
+  AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(ln, stream), "LayerNorm kernel");
+  return absl::OkStatus();
+}
+
 // x += W_o attn + b_o (b_o folded into the LayerNorm); x += W_2 gelu(W_1 LN_2(x) + b_1) (b_2 is
 // added by the next LayerNorm). `normed` and `hidden` are scratch rows.
 absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* attn, int64_t n,
@@ -398,16 +417,7 @@ absl::Status CudaBackend::Impl::Residual(const Layer& w, float* x, const float* 
   const ModelConfig& c = model->config();
   const int d = static_cast<int>(c.d_model), d_ff = static_cast<int>(c.d_ff);
   RETURN_IF_ERROR(Gemm(*blas, cublas, attn, n, d, w.out_weight, d, x, /*accumulate=*/true));
-  LayerNormParams ln;
-  ln.rows = n;
-  ln.d = d;
-  ln.x = x;
-  ln.add_bias = w.out_bias;
-  ln.gamma = w.norm2_weight;
-  ln.beta = w.norm2_bias;
-  ln.eps = static_cast<float>(c.norm_eps);
-  ln.y = normed;
-  AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(ln, stream), "LayerNorm kernel");
+  RETURN_IF_ERROR(LayerNorm(n, x, w.out_bias, w.norm2_weight, w.norm2_bias, normed));
   for (int64_t r0 = 0; r0 < n; r0 += kFfnBlockRows) {
     const int64_t nb = std::min(kFfnBlockRows, n - r0);
     RETURN_IF_ERROR(Gemm(*blas, cublas, normed + r0 * d, nb, d, w.up_weight, d_ff, hidden, false));
@@ -605,16 +615,8 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
     const int n_layers = static_cast<int>(layers.size());
     for (int l = 0; l < n_layers; ++l) {
       const Layer& w = layers[l];
-      LayerNormParams ln;
-      ln.rows = rows;
-      ln.d = d;
-      ln.x = x;
-      ln.add_bias = l > 0 ? layers[l - 1].down_bias : nullptr;
-      ln.gamma = w.norm1_weight;
-      ln.beta = w.norm1_bias;
-      ln.eps = static_cast<float>(c.norm_eps);
-      ln.y = normed;
-      AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(ln, stream), "LayerNorm kernel");
+      RETURN_IF_ERROR(LayerNorm(rows, x, l > 0 ? layers[l - 1].down_bias : nullptr, w.norm1_weight,
+                                w.norm1_bias, normed));
       RETURN_IF_ERROR(Gemm(*blas, cublas, normed, rows, d, w.fused_weight, fused_width, sv, false));
 
       AttentionIo io;
@@ -697,16 +699,7 @@ absl::Status CudaBackend::Impl::Run(absl::Span<const Span> spans, const std::vec
       GatherRowsParams ga{attn, index, as, n_out, d};
       AAREN_CUDA_RETURN_IF_ERROR(LaunchGatherRows(ga, stream), "gather kernel");
       RETURN_IF_ERROR(Residual(w, xs, as, n_out, normed, hidden));
-      LayerNormParams lf;
-      lf.rows = n_out;
-      lf.d = d;
-      lf.x = xs;
-      lf.add_bias = w.down_bias;
-      lf.gamma = norm_f_weight;
-      lf.beta = norm_f_bias;
-      lf.eps = static_cast<float>(c.norm_eps);
-      lf.y = normed;
-      AAREN_CUDA_RETURN_IF_ERROR(LaunchLayerNorm(lf, stream), "LayerNorm kernel");
+      RETURN_IF_ERROR(LayerNorm(n_out, xs, w.down_bias, norm_f_weight, norm_f_bias, normed));
       RETURN_IF_ERROR(Gemm(*blas, cublas, normed, n_out, d, head_weight, od, y, false));
       BiasActivationParams hb;
       hb.y = y;
