@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <Eigen/Core>
+
 #include "core/mca_sampling.h"
 
 namespace aaren {
@@ -64,12 +66,11 @@ void McaValueProjection(const McaTables& tables, int64_t layer, int64_t head, co
   const int64_t d = tables.d_model(), dh = tables.d_head();
   const float* columns = tables.columns(layer, head);
   std::fill(out, out + dh, 0.0f);
-  if (r >= d) {
-    for (int64_t j = 0; j < d; ++j) {
-      const float xj = x[j];
-      const float* col = columns + j * dh;
-      for (int64_t c = 0; c < dh; ++c) out[c] += col[c] * xj;
-    }
+  if (r >= d) {  // the exact product: columns^T x, as one vectorised matrix-vector product
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<Eigen::VectorXf>(out, dh).noalias() =
+        Eigen::Map<const RowMajor>(columns, d, dh).transpose() *
+        Eigen::Map<const Eigen::VectorXf>(x, d);
     return;
   }
   const float* prob = tables.prob(layer, head);
