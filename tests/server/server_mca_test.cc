@@ -14,10 +14,13 @@
 namespace aaren::testing {
 namespace {
 
-// Same samples, other batching or threading: float32 rounding apart (the CPU backend's sums are
-// not bit-reproducible across batchings). Other samples: clearly apart.
+// The same request again: float32 rounding apart at most. The same samples by another path
+// (batched with other sequences, streamed, chunked): rounding differs between the paths, which
+// can move a rare token across a sample-count boundary (one sample more or fewer), so further
+// apart. Other seeds: clearly apart.
 constexpr double kTolerance = 1e-5;
-constexpr double kDifferent = 1e-3;
+constexpr double kAcrossPaths = 1e-3;
+constexpr double kDifferent = 1e-2;
 constexpr char kLm[] = "demo-lm";
 constexpr char kTs[] = "demo-ts";
 constexpr int64_t kLength = 40;
@@ -121,7 +124,8 @@ TEST_F(McaTest, SameSeedSameOutputsOtherSeedOtherOutputs) {
   *batch.mutable_mca() = seed1;
   auto batched = Call(stub(), &AarenStub::Score, batch);
   ASSERT_TRUE(batched.ok()) << StatusString(batched.status);
-  EXPECT_LT(RelativeError(ToVector(batched.response.results(1).outputs()), a.outputs), kTolerance);
+  EXPECT_LT(RelativeError(ToVector(batched.response.results(1).outputs()), a.outputs),
+            kAcrossPaths);
 }
 
 TEST_F(McaTest, StreamingTokenByTokenMatchesScore) {
@@ -150,7 +154,7 @@ TEST_F(McaTest, StreamingTokenByTokenMatchesScore) {
       exact += reply->mca_stats().value_flops_exact();
     }
     EXPECT_TRUE(stream.Finish().ok());
-    EXPECT_LT(RelativeError(streamed, scored.outputs), kTolerance);
+    EXPECT_LT(RelativeError(streamed, scored.outputs), kAcrossPaths);
     EXPECT_EQ(exact, scored.stats.value_flops_exact());
     EXPECT_LT(spent, exact);
 
@@ -173,7 +177,7 @@ TEST_F(McaTest, StreamingTokenByTokenMatchesScore) {
       const std::vector<float> rows = ToVector(appended.response.outputs());
       pieces.insert(pieces.end(), rows.begin(), rows.end());
     }
-    EXPECT_LT(RelativeError(pieces, Rows(scored.outputs, dim, 7, kLength)), kTolerance);
+    EXPECT_LT(RelativeError(pieces, Rows(scored.outputs, dim, 7, kLength)), kAcrossPaths);
   }
 }
 
@@ -198,7 +202,7 @@ TEST_F(McaTest, PrefillKeepsTheMcaState) {
   ASSERT_TRUE(appended.ok()) << StatusString(appended.status);
   EXPECT_LT(RelativeError(ToVector(appended.response.outputs()),
                           Rows(whole.outputs, lm_.output_dim(), 20, kLength)),
-            kTolerance);
+            kAcrossPaths);
 }
 
 TEST_F(McaTest, RetryMustRepeatTheMcaOptions) {
@@ -292,7 +296,7 @@ TEST_F(McaDefaultTest, RequestsWithoutMcaUseTheServerDefault) {
   *append.mutable_input() = x;
   auto appended = Call(stub(), &AarenStub::Append, append);
   ASSERT_TRUE(appended.ok()) << StatusString(appended.status);
-  EXPECT_LT(RelativeError(ToVector(appended.response.outputs()), by_default.outputs), kTolerance);
+  EXPECT_LT(RelativeError(ToVector(appended.response.outputs()), by_default.outputs), kAcrossPaths);
   EXPECT_LT(appended.response.mca_stats().value_flops(),
             appended.response.mca_stats().value_flops_exact());
 
