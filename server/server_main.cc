@@ -190,8 +190,10 @@ int Run() {
   }
   default_mca.enabled = default_mca.alpha > 0.0f;
   std::unique_ptr<MetricsRegistry> metrics_registry = MakeMetricsRegistry();
-  ServerMetrics metrics(metrics_registry.get(),
-                        BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device}, **registry);
+  ServerMetrics metrics(
+      metrics_registry.get(),
+      BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device, metrics_registry->implementation()},
+      **registry);
   options.observer = &metrics;
   Engine engine(registry->get(), options);
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port != 0) {

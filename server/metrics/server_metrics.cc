@@ -81,7 +81,11 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
   r.AddGauge("aaren_build_info", "Build information; the value is always 1.");
 
   r.Set("aaren_build_info",
-        {{"version", build.version}, {"git_sha", build.git_sha}, {"backend", build.backend}}, 1);
+        {{"version", build.version},
+         {"git_sha", build.git_sha},
+         {"backend", build.backend},
+         {"exporter", build.exporter}},
+        1);
   // Every RPC x status code from the start: rate() needs a series' first sample, so an error
   // series that first appeared already above zero would never count in an error ratio.
   for (const char* rpc :

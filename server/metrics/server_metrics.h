@@ -25,6 +25,7 @@ struct BuildInfo {
   std::string version;
   std::string git_sha;
   std::string backend;
+  std::string exporter;  // MetricsRegistry::implementation()
 };
 
 class ServerMetrics final : public EngineObserver {

@@ -47,7 +47,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "aaren_host_tier_slots": ("gauge", frozenset()),
     "aaren_host_tier_used_slots": ("gauge", frozenset()),
     "aaren_mca_value_projection_flops_total": ("counter", frozenset({"kind"})),
-    "aaren_build_info": ("gauge", frozenset({"version", "git_sha", "backend"})),
+    "aaren_build_info": ("gauge", frozenset({"version", "git_sha", "backend", "exporter"})),
 }
 # Labels Prometheus adds to every scraped series, and the histogram bucket bound.
 TARGET_LABELS = frozenset({"job", "instance", "le"})

@@ -320,7 +320,8 @@ def test_build_info_and_mca(workload, repo):
     (labels, value), = s.series("aaren_build_info").items()
     assert value == 1
     d = dict(labels)
-    assert set(d) == {"version", "git_sha", "backend"}
+    assert set(d) == {"version", "git_sha", "backend", "exporter"}
+    assert d["exporter"] in ("builtin", "prometheus-cpp")
     m = re.search(r"project\(\s*\w+\s+VERSION\s+([0-9.]+)", (repo / "CMakeLists.txt").read_text())
     assert m is not None
     assert d["version"] == m.group(1)
