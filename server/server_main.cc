@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -280,8 +281,15 @@ int main(int argc, char** argv) {
   // the binary re-executed once. A value the user set wins.
   if (getenv("OMP_WAIT_POLICY") == nullptr) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
-    // execv failed (no /proc?): carry on with the default policy.
+    // The binary's own path rather than /proc/self/exe, whose name "exe" would become the
+    // process name (ps, top, /proc/PID/comm).
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+      self[n] = '\0';
+      execv(self, argv);
+    }
+    // No /proc, or execv failed: carry on with the default policy.
   }
   // Sessions are small, long-lived allocations made from whichever gRPC thread created them;
   // with glibc's default of 8 malloc arenas per core they scatter over many half-empty arenas
