@@ -48,37 +48,54 @@ ENV AAREN_WITH_CUDA=OFF
 
 FROM builder-${BASE} AS builder
 ARG DEBIAN_FRONTEND=noninteractive
-ARG PROMETHEUS_CPP_VERSION=v1.2.4
-# -march= for the CPU code. Not "native": the image runs on machines other than the builder.
-ARG AAREN_MARCH=x86-64-v3
-# Parallel compile and test jobs (scripts/build.sh, scripts/test.sh).
-ARG JOBS=2
-# The commit the image is built from, for aaren_build_info (the context has no .git):
-#   docker build --build-arg GIT_SHA=$(git rev-parse --short=12 HEAD) ...
-ARG GIT_SHA=unknown
 WORKDIR /src
 
-# Only the dependency script first, so this layer is reused until the script changes.
+# Only the dependency script first, so this layer is reused until the script changes. (Each ARG
+# is declared just before the first step that uses it: a RUN after an ARG whose value changed,
+# such as GIT_SHA, is never taken from the layer cache.)
 COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh
 
-# prometheus-cpp (not packaged by Debian 12), pinned release, core + pull, against the
-# distribution's civetweb; static libraries, so the runtime image needs no copy of them. Installed
-# into /usr/local, where find_package(prometheus-cpp CONFIG) finds it.
-RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends ca-certificates git cmake g++ make \
-      libcivetweb-dev \
- && git clone --quiet --depth 1 --branch "${PROMETHEUS_CPP_VERSION}" \
-      https://github.com/jupp0r/prometheus-cpp.git /tmp/prometheus-cpp \
- && cmake -S /tmp/prometheus-cpp -B /tmp/prometheus-cpp/build -DCMAKE_BUILD_TYPE=Release \
-      -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
-      -DENABLE_PULL=ON -DENABLE_PUSH=OFF -DENABLE_COMPRESSION=OFF -DENABLE_TESTING=OFF \
-      -DUSE_THIRDPARTY_LIBRARIES=OFF -DGENERATE_PKGCONFIG=OFF \
- && cmake --build /tmp/prometheus-cpp/build -j "${JOBS}" \
- && cmake --install /tmp/prometheus-cpp/build --prefix /usr/local \
- && rm -rf /tmp/prometheus-cpp /var/lib/apt/lists/*
+# Parallel compile and test jobs (prometheus-cpp, scripts/build.sh, scripts/test.sh).
+ARG JOBS=2
+ARG PROMETHEUS_CPP_VERSION=v1.2.4
+
+# The metrics exporter behind server/metrics/metrics_registry.h (both serve the same series):
+#   prometheus-cpp  (default) prometheus-cpp, pinned release, cloned from GitHub and built here;
+#   builtin         the server's own exporter on Debian's civetweb: nothing is fetched but Debian
+#                   packages, so the image builds where GitHub cannot be reached.
+# aaren_build_info{exporter} says which one an image has.
+ARG METRICS_EXPORTER=prometheus-cpp
+# prometheus-cpp (not packaged by Debian 12): core + pull, against the distribution's civetweb;
+# static libraries, so the runtime image needs no copy of them. Installed into /usr/local, where
+# find_package(prometheus-cpp CONFIG) finds it. `civetweb` (the executable) is needed as well as
+# libcivetweb-dev: the -dev package's CMake config imports /usr/bin/civetweb, and
+# find_package(civetweb) fails without it.
+RUN case "${METRICS_EXPORTER}" in \
+      builtin) echo "METRICS_EXPORTER=builtin: prometheus-cpp is not fetched" ;; \
+      prometheus-cpp) \
+        apt-get update -qq \
+        && apt-get install -y -qq --no-install-recommends ca-certificates git cmake g++ make \
+             libcivetweb-dev civetweb \
+        && git clone --quiet --depth 1 --branch "${PROMETHEUS_CPP_VERSION}" \
+             https://github.com/jupp0r/prometheus-cpp.git /tmp/prometheus-cpp \
+        && cmake -S /tmp/prometheus-cpp -B /tmp/prometheus-cpp/build -DCMAKE_BUILD_TYPE=Release \
+             -DBUILD_SHARED_LIBS=OFF -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
+             -DENABLE_PULL=ON -DENABLE_PUSH=OFF -DENABLE_COMPRESSION=OFF -DENABLE_TESTING=OFF \
+             -DUSE_THIRDPARTY_LIBRARIES=OFF -DGENERATE_PKGCONFIG=OFF \
+        && cmake --build /tmp/prometheus-cpp/build -j "${JOBS}" \
+        && cmake --install /tmp/prometheus-cpp/build --prefix /usr/local \
+        && rm -rf /tmp/prometheus-cpp /var/lib/apt/lists/* ;; \
+      *) echo "METRICS_EXPORTER must be prometheus-cpp or builtin, got '${METRICS_EXPORTER}'" >&2; \
+         exit 1 ;; \
+    esac
 
 COPY . .
+# -march= for the CPU code. Not "native": the image runs on machines other than the builder.
+ARG AAREN_MARCH=x86-64-v3
+# The commit the image is built from, for aaren_build_info (the context has no .git):
+#   docker build --build-arg GIT_SHA=$(git rev-parse --short=12 HEAD) ...
+ARG GIT_SHA=unknown
 # The build context has no .git (.dockerignore) and scripts/check-format.sh lists the sources
 # with `git ls-files`: a throwaway index of the context gives it the same list.
 RUN git init --quiet && git add --all

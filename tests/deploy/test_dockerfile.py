@@ -135,7 +135,21 @@ def test_prometheus_cpp_is_built_from_the_pinned_release():
                  "-DENABLE_TESTING=OFF", "-DUSE_THIRDPARTY_LIBRARIES=OFF"):
         assert flag in step, flag
     assert "libcivetweb-dev" in step  # USE_THIRDPARTY_LIBRARIES=OFF: the system civetweb
+    # The -dev package's CMake config imports /usr/bin/civetweb, which only `civetweb` ships.
+    assert re.search(r"(?<![\w-])civetweb(?![\w-])", step.replace("libcivetweb-dev", "")), step
     assert "cmake --install" in step
+
+
+def test_metrics_exporter_argument_selects_the_offline_build():
+    builder = builder_stage()
+    assert "METRICS_EXPORTER=prometheus-cpp" in builder.args("ARG")
+    (step,) = [r for r in builder.args("RUN") if "prometheus-cpp" in r]
+    # builtin: nothing fetched; prometheus-cpp: the clone; anything else: an error.
+    cases = re.findall(r"(\S+)\) ", step[step.index('case "${METRICS_EXPORTER}" in'):])
+    assert cases[:3] == ["builtin", "prometheus-cpp", "*"], cases
+    builtin = step[step.index("builtin)"):step.index(";;")]
+    assert "git" not in builtin and "apt-get" not in builtin
+    assert "exit 1" in step[step.index("*)"):]
 
 
 def test_builder_runs_the_ci_scripts_in_order():
