@@ -92,6 +92,28 @@ def load_yaml(path: Path):
         return yaml.safe_load(f)
 
 
+COMPOSE_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def with_defaults(value):
+    """`value` with every ${NAME:-default} replaced by its default (compose with none of the
+    variables set); no other $ form may be used."""
+    if isinstance(value, dict):
+        return {k: with_defaults(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_defaults(v) for v in value]
+    if isinstance(value, str):
+        out = COMPOSE_VARIABLE.sub(lambda m: m.group(2), value)
+        assert "$" not in out, f"only ${{NAME:-default}} variables are used: {value}"
+        return out
+    return value
+
+
+def load_compose() -> dict:
+    """deploy/docker-compose.yml as compose reads it with no variables set."""
+    return with_defaults(load_yaml(DEPLOY / "docker-compose.yml"))
+
+
 def load_yaml_all(path: Path) -> list:
     with open(path, encoding="utf-8") as f:
         return [doc for doc in yaml.safe_load_all(f) if doc is not None]

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """deploy/docker-compose.yml: parses, has the three services with pinned images and the right
-ports, builds the CPU image from the root Dockerfile, and mounts files that exist."""
+ports, builds the CPU image from the root Dockerfile, and mounts files that exist. Variables are
+read with their defaults, as compose does with none of them set. (tests/image runs the file
+under podman-compose.)"""
 
 from __future__ import annotations
 
@@ -8,14 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEPLOY, GRPC_PORT, METRICS_PORT, REPO, load_yaml
+from conftest import COMPOSE_VARIABLE, DEPLOY, GRPC_PORT, METRICS_PORT, REPO, load_compose, load_yaml
 
 COMPOSE = DEPLOY / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return load_yaml(COMPOSE)
+    return load_compose()
+
+
+def test_variables_are_documented():
+    text = COMPOSE.read_text(encoding="utf-8")
+    header = "".join(l for l in text.splitlines(keepends=True) if l.startswith("#"))
+    for name, _ in COMPOSE_VARIABLE.findall(text):
+        assert name in header, f"{name} is not described in the file's header"
 
 
 def test_services(compose):

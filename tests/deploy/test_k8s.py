@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import DEPLOY, GRPC_PORT, METRICS_PORT, REPO, load_yaml, load_yaml_all
+from conftest import DEPLOY, GRPC_PORT, METRICS_PORT, REPO, load_compose, load_yaml, load_yaml_all
 
 K8S = DEPLOY / "k8s"
 EXPECTED_KINDS = {
@@ -72,7 +72,7 @@ def test_container_ports(container):
 
 
 def test_container_image_matches_compose_and_version(container):
-    compose = load_yaml(DEPLOY / "docker-compose.yml")
+    compose = load_compose()
     assert container["image"] == compose["services"]["aaren"]["image"]
     version = re.search(r"project\(aaren_serve VERSION ([0-9.]+)",
                         (REPO / "CMakeLists.txt").read_text()).group(1)
