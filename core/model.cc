@@ -143,6 +143,18 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Load(const std::filesystem::
 
   const std::filesystem::path weights_path = dir / "model.safetensors";
   ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_path));
+  absl::StatusOr<std::shared_ptr<const Model>> model =
+      FromSafetensors(ModelNameFromDir(dir), std::move(config), file);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(),
+                        absl::StrCat(weights_path.string(), ": ", model.status().message()));
+  }
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> Model::FromSafetensors(std::string name,
+                                                                    ModelConfig config,
+                                                                    const SafetensorsFile& file) {
   // Only tensors with an expected name and shape are read; the others enter as shape-only
   // placeholders, enough for FromTensors to report them, so an unexpected multi-GB tensor costs
   // nothing.
@@ -154,11 +166,24 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Load(const std::filesystem::
     const bool wanted = it != expected.end() && it->second == info.shape;
     tensors.emplace(info.name, wanted ? file.ReadFloat32(info) : Tensor{info.shape, {}});
   }
+  return FromTensors(std::move(name), std::move(config), std::move(tensors));
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> Model::FromBytes(std::string name,
+                                                              absl::string_view config_json,
+                                                              absl::Span<const uint8_t> weights) {
+  absl::StatusOr<ModelConfig> config = ParseModelConfig(config_json);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::FromBytes(weights);
+  if (!file.ok()) {
+    return absl::Status(file.status().code(),
+                        absl::StrCat("model.safetensors: ", file.status().message()));
+  }
   absl::StatusOr<std::shared_ptr<const Model>> model =
-      FromTensors(ModelNameFromDir(dir), std::move(config), std::move(tensors));
+      FromSafetensors(std::move(name), *std::move(config), *file);
   if (!model.ok()) {
     return absl::Status(model.status().code(),
-                        absl::StrCat(weights_path.string(), ": ", model.status().message()));
+                        absl::StrCat("model.safetensors: ", model.status().message()));
   }
   return model;
 }

@@ -19,7 +19,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "core/model_config.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 namespace aaren {
@@ -54,6 +57,15 @@ class Model {
   // last path component. NOT_FOUND for a missing file, INVALID_ARGUMENT for anything malformed
   // (the message names the file and the field or tensor).
   static absl::StatusOr<std::shared_ptr<const Model>> Load(const std::filesystem::path& dir);
+
+  // The same as Load from the two files' contents (tests and fuzzing); errors as Load's.
+  static absl::StatusOr<std::shared_ptr<const Model>> FromBytes(std::string name,
+                                                                absl::string_view config_json,
+                                                                absl::Span<const uint8_t> weights);
+  // A model from a validated config and an opened weights file (the tensors it names).
+  static absl::StatusOr<std::shared_ptr<const Model>> FromSafetensors(std::string name,
+                                                                      ModelConfig config,
+                                                                      const SafetensorsFile& file);
 
   // Builds a model from tensors already in memory. `config` is validated; the tensor set must be
   // exactly ExpectedTensors(config), and every value must be finite.
