@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/state_bounds.h"
 #include "core/status_macros.h"
 
 namespace aaren {
@@ -52,10 +53,82 @@ void Engine::ReleaseScratchLocked(Session* s) {
 }
 
 SessionInfo Engine::InfoLocked(const Session* s) const {
-  return SessionInfo{s->id,         s->model->name,
-                     s->position,   static_cast<uint64_t>(s->model->config().state_bytes()),
-                     s->idle_ttl_s, s->tier,
-                     s->created_ms, s->last_used_ms};
+  SessionInfo info;
+  info.session_id = s->id;
+  info.uid = s->uid;
+  info.model = s->model->name;
+  info.position = s->position;
+  info.state_bytes = static_cast<uint64_t>(s->model->config().state_bytes());
+  info.idle_ttl_s = s->idle_ttl_s;
+  info.tier = s->tier;
+  info.created_ms = s->created_ms;
+  info.last_used_ms = s->last_used_ms;
+  return info;
+}
+
+absl::StatusOr<Session*> Engine::FindLocked(const SessionRef& ref, absl::string_view field) {
+  return store_.Find(store_.InternTenant(ref.tenant), ref.id, field);
+}
+
+namespace {
+
+// Bytes a reply carries besides its output floats (ids, positions, MCA stats, framing): an
+// overestimate, so that an accepted reply always fits.
+constexpr int64_t kReplyOverheadBytes = 256;
+
+int64_t OutputFloats(const ServedModel& m, int64_t tokens, OutputMode mode) {
+  switch (mode) {
+    case OutputMode::kAll:
+      return tokens * m.output_dim;
+    case OutputMode::kLast:
+      return m.output_dim;
+    case OutputMode::kNone:
+      break;
+  }
+  return 0;
+}
+
+// What a queued work item holds in memory: its input, its output buffer, the state snapshot of
+// a chunked append, the record itself.
+int64_t WorkBytes(const ServedModel& m, const Work& w) {
+  int64_t bytes = static_cast<int64_t>(sizeof(Work)) +
+                  static_cast<int64_t>(w.input.tokens.size() * sizeof(int32_t) +
+                                       w.input.features.size() * sizeof(float)) +
+                  OutputFloats(m, w.length, w.mode) * 4;
+  if (w.length > 1) bytes += m.state_floats * 4;
+  return bytes;
+}
+
+}  // namespace
+
+absl::Status Engine::CheckReplyBytes(const ServedModel& m, int64_t tokens, OutputMode mode,
+                                     absl::string_view field) const {
+  if (options_.max_reply_bytes <= 0) return absl::OkStatus();
+  const int64_t bytes = OutputFloats(m, tokens, mode) * 4 + kReplyOverheadBytes;
+  if (bytes <= options_.max_reply_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      field, ": the reply would be ", bytes, " bytes (", tokens, " tokens x ", m.output_dim,
+      " outputs x 4), more than --max_message_bytes (", options_.max_reply_bytes,
+      "); send fewer tokens per call or use output_mode LAST or NONE"));
+}
+
+absl::Status Engine::CheckBudgetLocked(int64_t bytes) const {
+  if (options_.memory_budget_bytes <= 0) return absl::OkStatus();
+  const int64_t used = store_.memory_bytes() + reserved_bytes_.load(std::memory_order_relaxed);
+  if (used + bytes <= options_.memory_budget_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("--memory_budget_bytes: this call needs ", bytes, " bytes and ", used,
+                   " of the ", options_.memory_budget_bytes,
+                   " are in use (sessions and queued work); retry later, or "
+                   "delete sessions"));
+}
+
+absl::Status Engine::ReserveLocked(Work& w, int64_t bytes) {
+  RETURN_IF_ERROR(CheckBudgetLocked(bytes));
+  reserved_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  w.reserved_bytes += bytes;
+  w.budget = &reserved_bytes_;
+  return absl::OkStatus();
 }
 
 void Engine::ReadyLocked(Session* s) {
@@ -113,11 +186,36 @@ void Engine::Score(ScoreParams params,
     return done(absl::InvalidArgumentError("sequences: empty (at least one sequence)"));
   }
   if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
+  // Every cost known from the request, before any work: each sequence, the request's tokens,
+  // the reply's bytes.
+  const int64_t n_features = model->config().n_features;
+  int64_t total_tokens = 0, reply_floats = 0;
   for (size_t i = 0; i < params.sequences.size(); ++i) {
     absl::Status st =
         ValidateInput(model->config(), params.sequences[i], absl::StrCat("sequences[", i, "]"),
                       options_.max_sequence_tokens, /*allow_empty=*/false);
     if (!st.ok()) return done(st);
+    const int64_t n = params.sequences[i].length(n_features);
+    total_tokens += n;
+    reply_floats += OutputFloats(*model, n, params.mode);
+  }
+  if (total_tokens > options_.max_request_tokens) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "sequences: ", total_tokens, " tokens in all, more than --max_request_tokens (",
+        options_.max_request_tokens, "); split them over several calls")));
+  }
+  if (options_.max_reply_bytes > 0) {
+    const int64_t bytes =
+        reply_floats * 4 + kReplyOverheadBytes * static_cast<int64_t>(params.sequences.size());
+    if (bytes > options_.max_reply_bytes) {
+      return done(
+          absl::ResourceExhaustedError(absl::StrCat("sequences: the reply would be ", bytes,
+                                                    " bytes of outputs, more than "
+                                                    "--max_message_bytes (",
+                                                    options_.max_reply_bytes,
+                                                    "); use output_mode LAST or NONE, "
+                                                    "or fewer or shorter sequences per call")));
+    }
   }
   auto job = std::make_shared<ScoreJob>();
   job->done = std::move(done);
@@ -130,12 +228,26 @@ void Engine::Score(ScoreParams params,
     lock.unlock();
     return job->done(st);
   }
+  // The whole call's memory (inputs, outputs, scratch states or new sessions) in one check, so
+  // that it is refused before any session is made.
+  std::vector<std::unique_ptr<Work>> works(n);
+  int64_t work_bytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    works[i] = NewAppendWork(std::move(params.sequences[i]), params.mode, params.mca, params.cancel,
+                             n_features);
+    work_bytes += WorkBytes(*model, *works[i]) + SessionStore::SessionBytes(*model);
+  }
+  if (absl::Status st = CheckBudgetLocked(work_bytes); !st.ok()) {
+    lock.unlock();
+    return job->done(st);
+  }
+  const uint32_t tenant = store_.InternTenant(params.tenant);
   std::vector<Session*> sessions(n);
   const int64_t now = NowUnixMs();
   for (size_t i = 0; i < n; ++i) {
     absl::Status st;
     if (params.prefill) {
-      auto s = store_.Create(model, "", params.idle_ttl_s, now, "sequences");
+      auto s = store_.Create(model, tenant, "", params.idle_ttl_s, now, "sequences");
       if (s.ok()) {
         sessions[i] = *s;
         job->results[i].session_id = (*s)->id;
@@ -163,11 +275,17 @@ void Engine::Score(ScoreParams params,
       return job->done(st);
     }
   }
+  const SessionRef owner(params.tenant, "");
   for (size_t i = 0; i < n; ++i) {
-    auto w = NewAppendWork(std::move(params.sequences[i]), params.mode, params.mca, params.cancel,
-                           model->config().n_features);
+    std::unique_ptr<Work> w = std::move(works[i]);
+    // Checked above for the whole call; prefill sessions are counted by the store itself.
+    const int64_t bytes =
+        WorkBytes(*model, *w) + (params.prefill ? 0 : SessionStore::SessionBytes(*model));
+    reserved_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    w->reserved_bytes = bytes;
+    w->budget = &reserved_bytes_;
     w->scored = true;
-    w->on_done = [this, job, i](absl::StatusOr<AppendResult> r) {
+    w->on_done = [this, job, i, owner](absl::StatusOr<AppendResult> r) {
       if (r.ok()) {
         job->results[i].outputs = std::move(r->outputs);
         job->results[i].output_dim = r->output_dim;
@@ -179,7 +297,8 @@ void Engine::Score(ScoreParams params,
       }
       if (--job->remaining != 0) return;
       if (!job->status.ok()) {
-        for (const std::string& id : job->prefill_ids) DeleteSession(id, [](absl::Status) {});
+        // All or nothing: the sessions made for it are gone before the caller hears.
+        RemoveSessionsNow(owner.tenant, job->prefill_ids);
         return job->done(job->status);
       }
       job->done(std::move(job->results));
@@ -200,60 +319,72 @@ void Engine::CreateSession(CreateParams params,
     return done(st);
   }
   if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
+  auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.mca, params.cancel,
+                         (*model)->config().n_features);
   std::unique_lock<std::mutex> lock(mu_);
-  if (absl::Status st = CheckAcceptingLocked(); !st.ok()) {
-    lock.unlock();
-    return done(st);
+  absl::Status st = CheckAcceptingLocked();
+  if (st.ok()) {
+    st = CheckBudgetLocked(SessionStore::SessionBytes(**model) +
+                           (w->length > 0 ? WorkBytes(**model, *w) : 0));
   }
-  auto s = store_.Create(*model, params.session_id, params.idle_ttl_s, NowUnixMs(), "session_id");
-  if (!s.ok() || params.prefix.empty()) {
+  absl::StatusOr<Session*> s =
+      st.ok() ? store_.Create(*model, store_.InternTenant(params.tenant), params.session_id,
+                              params.idle_ttl_s, NowUnixMs(), "session_id")
+              : absl::StatusOr<Session*>(st);
+  if (!s.ok() || w->length == 0) {
     absl::StatusOr<SessionInfo> info =
         s.ok() ? absl::StatusOr<SessionInfo>(InfoLocked(*s)) : s.status();
     lock.unlock();
     return done(std::move(info));
   }
-  auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.mca, params.cancel,
-                         (*model)->config().n_features);
-  const std::string id = (*s)->id;
-  w->on_done = [this, id, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
+  if (absl::Status r = ReserveLocked(*w, WorkBytes(**model, *w)); !r.ok()) {
+    store_.Remove(*s, /*expired=*/false);
+    lock.unlock();
+    return done(r);
+  }
+  const SessionRef ref(params.tenant, (*s)->id);
+  w->on_done = [this, ref, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
     if (!r.ok()) {
-      DeleteSession(id, [](absl::Status) {});
+      // The session is gone before the caller hears of the failure (a retry with the same id
+      // must not meet ALREADY_EXISTS).
+      RemoveSessionsNow(ref.tenant, {ref.id});
       return done(absl::Status(r.status().code(), absl::StrCat("prefix: ", r.status().message())));
     }
-    done(GetSession(id));
+    done(GetSession(ref));
   };
   EnqueueLocked(*s, std::move(w));
 }
 
-absl::StatusOr<SessionInfo> Engine::OpenSession(const std::string& session_id,
-                                                const std::string& model, bool create_if_missing,
-                                                uint32_t idle_ttl_s) {
+absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std::string& model,
+                                                bool create_if_missing, uint32_t idle_ttl_s) {
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
-  if (!session_id.empty()) {
-    auto s = store_.Find(session_id, "open.session_id");
+  if (!ref.id.empty()) {
+    auto s = FindLocked(ref, "open.session_id");
     if (s.ok()) {
       if (!model.empty() && (*s)->model->name != model) {
-        return absl::InvalidArgumentError(absl::StrCat("open.model: session '", session_id,
+        return absl::InvalidArgumentError(absl::StrCat("open.model: session '", ref.id,
                                                        "' serves model '", (*s)->model->name,
                                                        "', not '", model, "'"));
       }
       return InfoLocked(*s);
     }
-    if (!create_if_missing) return s.status();
+    if (!create_if_missing || s.status().code() != absl::StatusCode::kNotFound) return s.status();
   }
   if (model.empty()) {
     return absl::InvalidArgumentError(
         "open.model: required to create a session (empty session_id or create_if_missing)");
   }
   ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(model, "open.model"));
-  ASSIGN_OR_RETURN(Session * s,
-                   store_.Create(m, session_id, idle_ttl_s, NowUnixMs(), "open.session_id"));
+  RETURN_IF_ERROR(CheckBudgetLocked(SessionStore::SessionBytes(*m)));
+  ASSIGN_OR_RETURN(Session * s, store_.Create(m, store_.InternTenant(ref.tenant), ref.id,
+                                              idle_ttl_s, NowUnixMs(), "open.session_id"));
   return InfoLocked(s);
 }
 
 void Engine::Append(AppendParams params, AppendCallback done) {
-  absl::StatusOr<const ServedModel*> found = ModelOfSession(params.session_id);
+  const SessionRef ref(params.tenant, params.session_id);
+  absl::StatusOr<const ServedModel*> found = ModelOfSession(ref);
   if (!found.ok()) return done(found.status());
   const ServedModel* model = *found;
   if (absl::Status st = ValidateInput(model->config(), params.input, "input",
@@ -266,6 +397,10 @@ void Engine::Append(AppendParams params, AppendCallback done) {
         absl::StrCat("expected_position: ", *params.expected_position, " is negative")));
   }
   if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
+  const int64_t length = params.input.length(model->config().n_features);
+  if (absl::Status st = CheckReplyBytes(*model, length, params.mode, "input"); !st.ok()) {
+    return done(st);
+  }
   auto w = NewAppendWork(std::move(params.input), params.mode, params.mca, std::move(params.cancel),
                          model->config().n_features);
   w->expected_position = params.expected_position;
@@ -273,8 +408,14 @@ void Engine::Append(AppendParams params, AppendCallback done) {
   w->on_done = std::move(done);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
-  auto s = store_.Find(params.session_id, "session_id");
+  auto s = FindLocked(ref, "session_id");
   if (st.ok() && !s.ok()) st = s.status();
+  if (st.ok() && params.expected_uid != 0 && (*s)->uid != params.expected_uid) {
+    // The id now names another session: the one this caller appended to was deleted.
+    st = absl::NotFoundError(absl::StrCat("session_id: session '", ref.id,
+                                          "' was deleted (the id now names a new session)"));
+  }
+  if (st.ok()) st = ReserveLocked(*w, WorkBytes(*model, *w));
   if (!st.ok()) {
     lock.unlock();
     return w->on_done(st);
@@ -285,7 +426,8 @@ void Engine::Append(AppendParams params, AppendCallback done) {
 void Engine::Generate(GenerateParams params,
                       absl::AnyInvocable<void(const GeneratedToken&)> on_token,
                       absl::AnyInvocable<void(absl::Status)> on_done) {
-  absl::StatusOr<const ServedModel*> found = ModelOfSession(params.session_id);
+  const SessionRef ref(params.tenant, params.session_id);
+  absl::StatusOr<const ServedModel*> found = ModelOfSession(ref);
   if (!found.ok()) return on_done(found.status());
   const ServedModel* model = *found;
   if (model->config().input_kind != InputKind::kTokens) {
@@ -299,6 +441,11 @@ void Engine::Generate(GenerateParams params,
   }
   if (params.max_tokens == 0) {
     return on_done(absl::InvalidArgumentError("max_tokens: must be at least 1"));
+  }
+  if (params.max_tokens > options_.max_generate_tokens) {
+    return on_done(absl::InvalidArgumentError(absl::StrCat("max_tokens: ", params.max_tokens,
+                                                           " is more than --max_generate_tokens (",
+                                                           options_.max_generate_tokens, ")")));
   }
   if (!(params.sampling.temperature >= 0.0f) || !std::isfinite(params.sampling.temperature)) {
     return on_done(absl::InvalidArgumentError("temperature: must be finite and >= 0"));
@@ -325,14 +472,17 @@ void Engine::Generate(GenerateParams params,
   g->on_token =
       std::make_shared<absl::AnyInvocable<void(const GeneratedToken&)>>(std::move(on_token));
   g->on_done = std::move(on_done);
+  g->flow = std::move(params.flow);
   auto w = NewAppendWork(std::move(params.prompt), OutputMode::kLast, McaOptions{},
                          std::move(params.cancel), 0);
   w->kind = Work::Kind::kGenerate;
   w->generate = std::move(g);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
-  auto s = store_.Find(params.session_id, "session_id");
+  auto s = FindLocked(ref, "session_id");
   if (st.ok() && !s.ok()) st = s.status();
+  // The prompt, the output row and the record; tokens themselves are sent as they come.
+  if (st.ok()) st = ReserveLocked(*w, WorkBytes(*model, *w) + model->output_dim * 4);
   if (!st.ok()) {
     lock.unlock();
     return w->generate->on_done(st);
@@ -340,24 +490,98 @@ void Engine::Generate(GenerateParams params,
   EnqueueLocked(*s, std::move(w));
 }
 
-absl::StatusOr<const ServedModel*> Engine::ModelOfSession(const std::string& session_id) {
+void Engine::AckGenerated(const std::shared_ptr<GenerateFlow>& flow, int64_t tokens) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Session * s, store_.Find(session_id, "session_id"));
+  flow->unacked = std::max<int64_t>(0, flow->unacked - tokens);
+  if (flow->parked != nullptr && flow->unacked < flow->window) {
+    Session* s = flow->parked;
+    flow->parked = nullptr;
+    ReadyLocked(s);
+    cv_.notify_one();
+  }
+}
+
+absl::StatusOr<const ServedModel*> Engine::ModelOfSession(const SessionRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(Session * s, FindLocked(ref, "session_id"));
   return s->model;
 }
 
-absl::StatusOr<SessionInfo> Engine::GetSession(const std::string& session_id) {
+absl::StatusOr<SessionInfo> Engine::GetSession(const SessionRef& ref) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(Session * s, store_.Find(session_id, "session_id"));
+  ASSIGN_OR_RETURN(Session * s, FindLocked(ref, "session_id"));
   return InfoLocked(s);
 }
 
-void Engine::Control(const std::string& session_id, absl::string_view field,
+void Engine::RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint32_t t = store_.InternTenant(tenant);
+    for (const std::string& id : ids) {
+      absl::StatusOr<Session*> s = store_.Find(t, id, "session_id");
+      if (!s.ok() || (*s)->state != SessionState::kIdle) continue;
+      while ((*s)->has_work()) {
+        std::unique_ptr<Work> w = (*s)->Pop();
+        pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+        FailWorkLocked(
+            *w, absl::NotFoundError(absl::StrCat("session_id: session '", id, "' was deleted")),
+            completions);
+      }
+      if ((*s)->in_ready) {
+        ready_.erase(std::remove(ready_.begin(), ready_.end(), *s), ready_.end());
+        (*s)->in_ready = false;
+      }
+      store_.Remove(*s, /*expired=*/false);
+    }
+  }
+  for (Completion& c : completions) c();
+}
+
+void Engine::SweepCancelled(const SessionRef& ref) {
+  std::vector<Completion> completions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto s = FindLocked(ref, "session_id");
+    if (!s.ok()) return;
+    SweepQueueLocked(*s, completions);
+    // A cancelled head that is not running (a parked Generate, say) goes at the next tick.
+    if ((*s)->has_work() && (*s)->head->cancelled() && (*s)->state == SessionState::kIdle) {
+      if ((*s)->head->kind == Work::Kind::kGenerate && (*s)->head->generate->flow != nullptr) {
+        (*s)->head->generate->flow->parked = nullptr;
+      }
+      ReadyLocked(*s);
+      cv_.notify_one();
+    }
+  }
+  for (Completion& c : completions) c();
+}
+
+void Engine::SweepQueueLocked(Session* s, std::vector<Completion>& completions) {
+  if (!s->has_work()) return;
+  Work* prev = s->head;  // the head itself is left to the scheduler (it may be running)
+  while (prev->next != nullptr) {
+    Work* w = prev->next;
+    if (!w->cancelled()) {
+      prev = w;
+      continue;
+    }
+    prev->next = w->next;
+    if (s->tail == w) s->tail = prev;
+    std::unique_ptr<Work> owned(w);
+    pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (owned->length - owned->done));
+    FailWorkLocked(*owned, absl::CancelledError("the request was cancelled or its deadline passed"),
+                   completions);
+  }
+}
+
+void Engine::Control(const SessionRef& ref, absl::string_view field,
                      absl::AnyInvocable<Completion(Session*)> op,
-                     absl::AnyInvocable<void(absl::Status)> on_error) {
+                     absl::AnyInvocable<void(absl::Status)> on_error,
+                     std::shared_ptr<CancelFlag> cancel) {
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
-  auto s = store_.Find(session_id, field);
+  auto s = FindLocked(ref, field);
   if (st.ok() && !s.ok()) st = s.status();
   if (!st.ok()) {
     lock.unlock();
@@ -366,6 +590,7 @@ void Engine::Control(const std::string& session_id, absl::string_view field,
   auto w = std::make_unique<Work>();
   w->kind = Work::Kind::kControl;
   w->control = std::move(op);
+  w->cancel = std::move(cancel);
   // A control op fails only by its own logic; a pending-work failure (session deleted first)
   // reaches on_error through on_done.
   w->on_done = [on_error = std::move(on_error)](absl::StatusOr<AppendResult> r) mutable {
@@ -374,11 +599,27 @@ void Engine::Control(const std::string& session_id, absl::string_view field,
   EnqueueLocked(*s, std::move(w));
 }
 
-void Engine::DeleteSession(const std::string& session_id,
-                           absl::AnyInvocable<void(absl::Status)> done) {
+void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
+                           std::shared_ptr<CancelFlag> cancel) {
+  {
+    // A Generate at the head of the queue would hold the delete back for up to
+    // max_generate_tokens steps (or forever, for a client that stopped reading): end it at its
+    // next token instead.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto s = FindLocked(ref, "session_id");
+    if (s.ok() && (*s)->has_work() && (*s)->head->kind == Work::Kind::kGenerate) {
+      GenerateProgress& g = *(*s)->head->generate;
+      g.stop_requested = true;
+      if (g.flow != nullptr && g.flow->parked != nullptr) {
+        g.flow->parked = nullptr;
+        ReadyLocked(*s);
+        cv_.notify_one();
+      }
+    }
+  }
   auto shared_done = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(std::move(done));
   Control(
-      session_id, "session_id",
+      ref, "session_id",
       [this, shared_done](Session* s) -> Completion {
         // Work queued behind the delete fails: the session is gone. (The delete itself was
         // taken off the queue before it ran.)
@@ -396,21 +637,25 @@ void Engine::DeleteSession(const std::string& session_id,
           (*shared_done)(absl::OkStatus());
         };
       },
-      [shared_done](absl::Status st) { (*shared_done)(st); });
+      [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel));
 }
 
-void Engine::ForkSession(const std::string& session_id, const std::string& new_session_id,
+void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_id,
                          uint32_t idle_ttl_s,
-                         absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done) {
+                         absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done,
+                         std::shared_ptr<CancelFlag> cancel) {
   auto shared_done =
       std::make_shared<absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)>>(std::move(done));
   Control(
-      session_id, "session_id",
+      ref, "session_id",
       [this, new_session_id, idle_ttl_s, shared_done](Session* src) -> Completion {
         absl::StatusOr<SessionInfo> result;
-        auto dst = store_.Create(src->model, new_session_id,
-                                 idle_ttl_s != 0 ? idle_ttl_s : src->idle_ttl_s, NowUnixMs(),
-                                 "new_session_id");
+        const absl::Status budget = CheckBudgetLocked(SessionStore::SessionBytes(*src->model));
+        absl::StatusOr<Session*> dst =
+            budget.ok() ? store_.Create(src->model, src->tenant, new_session_id,
+                                        idle_ttl_s != 0 ? idle_ttl_s : src->idle_ttl_s, NowUnixMs(),
+                                        "new_session_id")
+                        : absl::StatusOr<Session*>(budget);
         if (dst.ok()) {
           // After Create: it may have moved `src` to the host tier to make room.
           if (absl::Status st = store_.CopySession(*dst, src); st.ok()) {
@@ -428,15 +673,16 @@ void Engine::ForkSession(const std::string& session_id, const std::string& new_s
           (*shared_done)(std::move(result));
         };
       },
-      [shared_done](absl::Status st) { (*shared_done)(st); });
+      [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel));
 }
 
-void Engine::ExportSession(const std::string& session_id,
-                           absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done) {
+void Engine::ExportSession(const SessionRef& ref,
+                           absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done,
+                           std::shared_ptr<CancelFlag> cancel) {
   auto shared_done =
       std::make_shared<absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)>>(std::move(done));
   Control(
-      session_id, "session_id",
+      ref, "session_id",
       [this, shared_done](Session* s) -> Completion {
         const ServedModel& m = *s->model;
         SessionSnapshot snap;
@@ -455,7 +701,7 @@ void Engine::ExportSession(const std::string& session_id,
         }
         return [shared_done, snap = std::move(snap)]() mutable { (*shared_done)(std::move(snap)); };
       },
-      [shared_done](absl::Status st) { (*shared_done)(st); });
+      [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel));
 }
 
 namespace {
@@ -477,9 +723,9 @@ absl::Status ValidateSnapshot(const SessionSnapshot& snap, const ServedModel& m)
     return absl::InvalidArgumentError(absl::StrCat("snapshot.state: ", snap.state.size() * 4,
                                                    " bytes, expected ", m.state_floats * 4));
   }
-  if (snap.position < 0) {
+  if (snap.position < 0 || snap.position > kMaxPosition) {
     return absl::InvalidArgumentError(
-        absl::StrCat("snapshot.position: ", snap.position, " is negative"));
+        absl::StrCat("snapshot.position: ", snap.position, " is not in [0, 2^53]"));
   }
   if (snap.output_dim != m.output_dim) {
     return absl::InvalidArgumentError(
@@ -507,14 +753,15 @@ absl::Status ValidateSnapshot(const SessionSnapshot& snap, const ServedModel& m)
           absl::StrCat("snapshot.last_output[", i, "]: not a finite value"));
     }
   }
-  return absl::OkStatus();
+  // Finite is not enough: the state must be one some sequence of `position` tokens produces,
+  // or the session could never be appended to.
+  return CheckReachableState(snap.state.data(), snap.position, m.bounds, "snapshot.state");
 }
 
 }  // namespace
 
 absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapshot,
-                                                  const std::string& session_id,
-                                                  uint32_t idle_ttl_s) {
+                                                  const SessionRef& ref, uint32_t idle_ttl_s) {
   if (snapshot.format_version != SessionSnapshot::kFormatVersion) {
     return absl::InvalidArgumentError(absl::StrCat(
         "snapshot.format_version: ", snapshot.format_version,
@@ -524,8 +771,9 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   RETURN_IF_ERROR(ValidateSnapshot(snapshot, *m));
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
-  ASSIGN_OR_RETURN(Session * s,
-                   store_.Create(m, session_id, idle_ttl_s, NowUnixMs(), "session_id"));
+  RETURN_IF_ERROR(CheckBudgetLocked(SessionStore::SessionBytes(*m)));
+  ASSIGN_OR_RETURN(Session * s, store_.Create(m, store_.InternTenant(ref.tenant), ref.id,
+                                              idle_ttl_s, NowUnixMs(), "session_id"));
   if (absl::Status st = store_.WriteState(s, snapshot.state.data()); !st.ok()) {
     store_.Remove(s, /*expired=*/false);
     return st;

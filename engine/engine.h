@@ -28,6 +28,7 @@
 #ifndef AAREN_ENGINE_ENGINE_H_
 #define AAREN_ENGINE_ENGINE_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -53,12 +54,22 @@ struct EngineOptions {
   int64_t max_batch_tokens = 8192;  // tokens per Forward (per tick and model)
   int64_t batch_delay_us = 0;
   int64_t max_sequence_tokens = 1 << 20;  // per sequence, prefix or append
+  int64_t max_request_tokens = 1 << 21;   // per Score call, all sequences together
+  // The largest reply message the transport can send (--max_message_bytes); 0: no limit. A
+  // Score or append whose outputs cannot fit is refused before any work.
+  int64_t max_reply_bytes = 0;
+  uint32_t max_generate_tokens = 4096;  // Generate's max_tokens may not exceed it
+  // Memory the engine may hold for sessions (state, last output row, bookkeeping; every tier)
+  // and for queued work (inputs and outputs); 0: no limit. New sessions and work beyond it are
+  // refused with RESOURCE_EXHAUSTED naming --memory_budget_bytes.
+  int64_t memory_budget_bytes = 0;
   int64_t interactive_tokens = 16;
   EngineObserver* observer = nullptr;  // optional; must outlive the engine
 };
 
 struct SessionInfo {
   std::string session_id;
+  uint64_t uid = 0;  // Session::uid: which incarnation of session_id this is
   std::string model;
   int64_t position = 0;
   uint64_t state_bytes = 0;
@@ -89,6 +100,17 @@ struct SessionSnapshot {
   std::vector<float> last_output;  // output_dim values, or empty at position 0
 };
 
+// Flow control between a Generate call and the transport sending its tokens: the engine samples
+// the next token only while fewer than `window` tokens are unacknowledged, and the transport
+// calls Engine::AckGenerated once per token it has sent. So a client that does not read stops
+// generation instead of filling memory. Shared by the transport and the engine.
+struct GenerateFlow {
+  explicit GenerateFlow(int64_t window_tokens) : window(window_tokens) {}
+  const int64_t window;
+  int64_t unacked = 0;        // guarded by the engine's lock
+  Session* parked = nullptr;  // the session, while its Generate waits for acks (engine lock)
+};
+
 struct EngineStats {
   uint64_t ticks = 0;
   uint64_t forward_calls = 0;
@@ -107,7 +129,10 @@ class Engine {
   const ModelRegistry& models() const { return *models_; }
   const EngineOptions& options() const { return options_; }
 
+  // Every call names the tenant it acts for (SessionRef, session.h): sessions it creates belong
+  // to that tenant, and it sees only that tenant's sessions.
   struct ScoreParams {
+    std::string tenant;
     std::string model;
     std::vector<SequenceInput> sequences;
     OutputMode mode = OutputMode::kAll;
@@ -118,11 +143,15 @@ class Engine {
   };
   // Scores every sequence from the empty state; with prefill each becomes a new session. All
   // or nothing: on error no session is created. INVALID_ARGUMENT naming "mca.alpha" for enabled
-  // MCA with an alpha that is not finite and >= 0.
+  // MCA with an alpha that is not finite and >= 0, naming "sequences" and --max_request_tokens
+  // for more tokens in all than that; RESOURCE_EXHAUSTED naming --max_message_bytes when the
+  // outputs cannot fit one reply, --memory_budget_bytes when they cannot be held. Every check
+  // is made before any work.
   void Score(ScoreParams params,
              absl::AnyInvocable<void(absl::StatusOr<std::vector<SequenceOutput>>)> done);
 
   struct CreateParams {
+    std::string tenant;
     std::string model;
     std::string session_id;  // empty: random
     SequenceInput prefix;    // may be empty
@@ -134,13 +163,17 @@ class Engine {
   void CreateSession(CreateParams params,
                      absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done);
 
-  // Stream open: attaches to `session_id` or creates a session (no prefix). `model`, when set,
-  // must match an attached session's model.
-  absl::StatusOr<SessionInfo> OpenSession(const std::string& session_id, const std::string& model,
+  // Stream open: attaches to `ref` or creates a session (no prefix; ref.id empty: a random
+  // id). `model`, when set, must match an attached session's model.
+  absl::StatusOr<SessionInfo> OpenSession(const SessionRef& ref, const std::string& model,
                                           bool create_if_missing, uint32_t idle_ttl_s);
 
   struct AppendParams {
+    std::string tenant;
     std::string session_id;
+    // When non-zero, the append applies only to this incarnation (SessionInfo::uid) of the
+    // session: NOT_FOUND if the session was deleted and made again under the same id.
+    uint64_t expected_uid = 0;
     SequenceInput input;
     std::optional<int64_t> expected_position;
     OutputMode mode = OutputMode::kAll;
@@ -150,9 +183,13 @@ class Engine {
     McaOptions mca;
     std::shared_ptr<CancelFlag> cancel;
   };
+  // Appends in order, once (expected_position). Refused before any work: RESOURCE_EXHAUSTED
+  // naming --max_message_bytes when the outputs cannot fit one reply (output mode ALL),
+  // --memory_budget_bytes; OUT_OF_RANGE when the position would pass kMaxPosition.
   void Append(AppendParams params, AppendCallback done);
 
   struct GenerateParams {
+    std::string tenant;
     std::string session_id;
     uint32_t max_tokens = 0;
     SampleOptions sampling;
@@ -160,23 +197,43 @@ class Engine {
     SequenceInput prompt;
     std::vector<int32_t> stop_tokens;
     std::shared_ptr<CancelFlag> cancel;
+    // Optional flow control (see GenerateFlow); without it tokens are produced as fast as the
+    // model runs.
+    std::shared_ptr<GenerateFlow> flow;
   };
   // on_token runs once per generated token (scheduler thread), then on_done once.
+  // INVALID_ARGUMENT naming --max_generate_tokens when max_tokens exceeds it. While it runs,
+  // later operations on the session wait behind it (each still honours its own cancellation);
+  // DeleteSession ends it at its next token (NOT_FOUND: the session was deleted).
   void Generate(GenerateParams params, absl::AnyInvocable<void(const GeneratedToken&)> on_token,
                 absl::AnyInvocable<void(absl::Status)> on_done);
+  // The transport sent `tokens` of a flow-controlled Generate: generation may go on.
+  void AckGenerated(const std::shared_ptr<GenerateFlow>& flow, int64_t tokens = 1);
 
-  absl::StatusOr<SessionInfo> GetSession(const std::string& session_id);
-  // Queued behind the session's pending work; fails that work's successors with NOT_FOUND.
-  void DeleteSession(const std::string& session_id, absl::AnyInvocable<void(absl::Status)> done);
-  void ForkSession(const std::string& session_id, const std::string& new_session_id,
-                   uint32_t idle_ttl_s, absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done);
-  void ExportSession(const std::string& session_id,
-                     absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done);
-  // NOT_FOUND naming snapshot.model when no such model is served; INVALID_ARGUMENT naming the
-  // snapshot field for any other mismatch (format_version, config_hash, layout, sizes,
-  // non-finite values).
-  absl::StatusOr<SessionInfo> ImportSession(const SessionSnapshot& snapshot,
-                                            const std::string& session_id, uint32_t idle_ttl_s);
+  absl::StatusOr<SessionInfo> GetSession(const SessionRef& ref);
+  // Queued behind the session's pending work; fails that work's successors with NOT_FOUND. A
+  // Generate running on the session is ended at its next token instead of waited for.
+  // Control operations (delete, fork, export) honour `cancel`: one cancelled (or past its
+  // deadline) while queued never runs.
+  void DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
+                     std::shared_ptr<CancelFlag> cancel = nullptr);
+  // The fork belongs to ref's tenant.
+  void ForkSession(const SessionRef& ref, const std::string& new_session_id, uint32_t idle_ttl_s,
+                   absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done,
+                   std::shared_ptr<CancelFlag> cancel = nullptr);
+  void ExportSession(const SessionRef& ref,
+                     absl::AnyInvocable<void(absl::StatusOr<SessionSnapshot>)> done,
+                     std::shared_ptr<CancelFlag> cancel = nullptr);
+  // Makes `ref` (ref.id empty: a random id) from a snapshot. NOT_FOUND naming snapshot.model
+  // when no such model is served; INVALID_ARGUMENT naming the snapshot field for any other
+  // mismatch (format_version, config_hash, layout, sizes, non-finite values, a position past
+  // kMaxPosition, a state no sequence can produce: core/state_bounds.h).
+  absl::StatusOr<SessionInfo> ImportSession(const SessionSnapshot& snapshot, const SessionRef& ref,
+                                            uint32_t idle_ttl_s);
+
+  // A call on `ref` was cancelled or passed its deadline: its queued work is dropped now rather
+  // than when it reaches the head of the session's queue (which a long Generate may hold).
+  void SweepCancelled(const SessionRef& ref);
 
   // Stops accepting work (UNAVAILABLE), finishes what is queued, stops the scheduler.
   void Shutdown();
@@ -197,12 +254,27 @@ class Engine {
   absl::Status CheckAcceptingLocked() const;
   void EnqueueLocked(Session* s, std::unique_ptr<Work> w);
   SessionInfo InfoLocked(const Session* s) const;
-  absl::StatusOr<const ServedModel*> ModelOfSession(const std::string& session_id);
-  void Control(const std::string& session_id, absl::string_view field,
+  absl::StatusOr<Session*> FindLocked(const SessionRef& ref, absl::string_view field);
+  absl::StatusOr<const ServedModel*> ModelOfSession(const SessionRef& ref);
+  void Control(const SessionRef& ref, absl::string_view field,
                absl::AnyInvocable<Completion(Session*)> op,
-               absl::AnyInvocable<void(absl::Status)> on_error);
+               absl::AnyInvocable<void(absl::Status)> on_error, std::shared_ptr<CancelFlag> cancel);
   std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode, McaOptions mca,
                                       std::shared_ptr<CancelFlag> cancel, int64_t n_features);
+  // Reply bytes of outputs for `tokens` tokens in `mode` (with a message overhead), checked
+  // against max_reply_bytes: RESOURCE_EXHAUSTED naming `field` and --max_message_bytes.
+  absl::Status CheckReplyBytes(const ServedModel& m, int64_t tokens, OutputMode mode,
+                               absl::string_view field) const;
+  // Reserves `bytes` of the memory budget for `w` (released when the Work is destroyed):
+  // RESOURCE_EXHAUSTED naming --memory_budget_bytes when they do not fit.
+  absl::Status ReserveLocked(Work& w, int64_t bytes);
+  absl::Status CheckBudgetLocked(int64_t bytes) const;
+  // Drops cancelled work queued behind the head (which may be running).
+  void SweepQueueLocked(Session* s, std::vector<Completion>& completions);
+  // Removes the tenant's sessions `ids` now (their queued work fails with NOT_FOUND): how a
+  // failed CreateSession or prefill Score undoes the sessions it made before it replies. Takes
+  // the lock; sessions running in a Forward are skipped (none is, from a completion).
+  void RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids);
 
   // Scheduler side (engine_scheduler.cc).
   void SchedulerLoop();
@@ -228,6 +300,7 @@ class Engine {
   SessionStore store_;
   std::deque<Session*> ready_;  // idle sessions with pending work, in arrival order
   int64_t pending_tokens_ = 0;
+  std::atomic<int64_t> reserved_bytes_{0};  // queued work's share of memory_budget_bytes
   bool stopping_ = false;
   int64_t next_expiry_ms_ = 0;
   EngineStats stats_;

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/state_bounds.h"
 #include "engine/engine.h"
 
 namespace aaren {
@@ -76,6 +77,7 @@ void Engine::SchedulerLoop() {
 
 void Engine::FailWorkLocked(Work& w, absl::Status status, std::vector<Completion>& completions) {
   if (w.kind == Work::Kind::kGenerate) {
+    if (w.generate->flow != nullptr) w.generate->flow->parked = nullptr;
     completions.push_back([cb = std::move(w.generate->on_done), status]() mutable { cb(status); });
   } else {
     completions.push_back([cb = std::move(w.on_done), status]() mutable { cb(status); });
@@ -112,7 +114,24 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
       continue;
     }
     const ServedModel& m = *s->model;
+    if (w->kind == Work::Kind::kGenerate) {
+      // Work queued behind a Generate may wait long: drop what was cancelled meanwhile.
+      SweepQueueLocked(s, completions);
+    }
     if (w->kind == Work::Kind::kGenerate && w->length == 0) {
+      GenerateProgress& g = *w->generate;
+      if (g.stop_requested) {
+        FailHeadLocked(s,
+                       absl::NotFoundError(absl::StrCat("session_id: session '", s->id,
+                                                        "' was deleted while generating")),
+                       completions);
+        continue;
+      }
+      if (g.flow != nullptr && g.flow->unacked >= g.flow->window) {
+        // The client has not read the last `window` tokens: wait for AckGenerated.
+        g.flow->parked = s;
+        return true;
+      }
       if (s->position == 0) {
         FailHeadLocked(s,
                        absl::FailedPreconditionError(
@@ -121,7 +140,6 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
         continue;
       }
       const float* last = store_.LastOutput(s);
-      GenerateProgress& g = *w->generate;
       g.pending = SampleToken(absl::MakeConstSpan(last, static_cast<size_t>(m.output_dim)),
                               g.sampling, g.rng);
       w->input.tokens.assign(1, g.pending.token);
@@ -160,6 +178,14 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
                        completions);
         continue;
       }
+      if (s->position + w->length > kMaxPosition) {
+        FailHeadLocked(s,
+                       absl::OutOfRangeError(absl::StrCat(
+                           "input: the session is at position ", s->position, "; ", w->length,
+                           " more tokens would pass the largest position, 2^53")),
+                       completions);
+        continue;
+      }
       w->position_checked = true;
       w->cursor = s->position;
     }
@@ -174,7 +200,9 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
   for (Session* s : ready_) {
     s->in_ready = false;
     if (!AdvanceLocked(s, completions)) continue;  // removed
-    if (s->has_work()) runnable.push_back(s);
+    const bool parked = s->has_work() && s->head->kind == Work::Kind::kGenerate &&
+                        s->head->generate->flow != nullptr && s->head->generate->flow->parked == s;
+    if (s->has_work() && !parked) runnable.push_back(s);
     // Work that ended here (cancelled, aborted, replayed) may have unpinned it: evictable again.
     if (!s->pinned()) store_.LruPushFront(s);
   }
@@ -348,6 +376,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
       g.prompt_pending = false;
     } else {
       ++g.generated;
+      if (g.flow != nullptr) ++g.flow->unacked;
       const GeneratedToken t{g.pending.token, s->position, g.pending.logprob};
       completions.push_back([cb = g.on_token, t] { (*cb)(t); });
       finished = g.generated >= g.max_tokens || g.stop_tokens.contains(t.token);
@@ -363,6 +392,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
       return;
     }
     std::unique_ptr<Work> owned = s->Pop();
+    if (owned->generate->flow != nullptr) owned->generate->flow->parked = nullptr;
     completions.push_back(
         [cb = std::move(owned->generate->on_done)]() mutable { cb(absl::OkStatus()); });
     return;

@@ -76,6 +76,7 @@ absl::Status ModelRegistry::Add(std::shared_ptr<const Model> model, std::string 
   served->name = name;
   served->layout = StateLayout::For(model->config());
   served->state_floats = served->layout.total_floats();
+  served->bounds = ComputeStateBounds(*model);
   served->output_dim = model->config().output_dim;
   served->config_hash = std::move(config_hash);
   ASSIGN_OR_RETURN(served->backend, make_backend(model));

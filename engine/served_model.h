@@ -18,6 +18,7 @@
 #include "core/aaren_state.h"
 #include "core/backend.h"
 #include "core/model.h"
+#include "core/state_bounds.h"
 
 namespace aaren {
 
@@ -31,6 +32,8 @@ struct ServedModel {
   StateLayout layout;
   int64_t state_floats = 0;  // layout.total_floats()
   int64_t output_dim = 0;
+  // What every reachable state satisfies (ImportSession checks snapshots against it).
+  StateBounds bounds;
 
   const ModelConfig& config() const { return model->config(); }
 };

@@ -13,11 +13,13 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/mca.h"
 #include "engine/input_validation.h"
 #include "engine/token_sampler.h"
@@ -26,6 +28,26 @@ namespace aaren {
 
 struct ServedModel;
 struct Session;
+struct GenerateFlow;  // engine.h
+
+// Sessions belong to tenants: a session id names a session only within its tenant's namespace,
+// and another tenant's lookup of it finds nothing. With authentication off every caller is the
+// anonymous tenant "". Tenant names match [A-Za-z0-9._-]{1,64} (server/auth/tokens_file.h).
+inline constexpr absl::string_view kAnonymousTenant = "";
+
+// Names a session: the tenant that owns it and its id in that tenant's namespace.
+struct SessionRef {
+  std::string tenant;
+  std::string id;
+
+  SessionRef() = default;
+  SessionRef(std::string tenant_name, std::string session_id)
+      : tenant(std::move(tenant_name)), id(std::move(session_id)) {}
+  // Implicit on purpose: a bare id names a session of the anonymous tenant (no authentication),
+  // which is what in-process callers (tests, benchmarks, tools) mean.
+  SessionRef(std::string session_id) : id(std::move(session_id)) {}  // NOLINT
+  SessionRef(const char* session_id) : id(session_id) {}             // NOLINT
+};
 
 enum class OutputMode : uint8_t { kAll = 0, kLast = 1, kNone = 2 };
 
@@ -76,6 +98,8 @@ struct GenerateProgress {
   // Shared: a token's completion may run after the Work is gone.
   std::shared_ptr<absl::AnyInvocable<void(const GeneratedToken&)>> on_token;
   absl::AnyInvocable<void(absl::Status)> on_done;
+  std::shared_ptr<GenerateFlow> flow;  // optional flow control
+  bool stop_requested = false;         // DeleteSession: end at the next token
 };
 
 struct Work {
@@ -105,7 +129,17 @@ struct Work {
   // kControl: runs under the engine lock; returns what to run after the lock is released.
   absl::AnyInvocable<absl::AnyInvocable<void()>(Session*)> control;
   Work* next = nullptr;
+  // Bytes of the engine's memory budget this work holds (its input and outputs), given back
+  // when it is destroyed.
+  int64_t reserved_bytes = 0;
+  std::atomic<int64_t>* budget = nullptr;
 
+  Work() = default;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  ~Work() {
+    if (budget != nullptr) budget->fetch_sub(reserved_bytes, std::memory_order_relaxed);
+  }
   bool cancelled() const { return cancel && cancel->load(std::memory_order_relaxed); }
 };
 
@@ -123,6 +157,11 @@ struct AppendRecord {
 
 struct Session {
   std::string id;
+  uint32_t tenant = 0;  // SessionStore::InternTenant's index of the owning tenant
+  // Which incarnation of `id` this is: random, fixed at creation. A session deleted and made
+  // again under the same id has another uid, so a Stream attached to the old one cannot append
+  // to the new one.
+  uint64_t uid = 0;
   const ServedModel* model = nullptr;
   int64_t position = 0;
   Tier tier = Tier::kPool;

@@ -13,20 +13,35 @@
 
 namespace aaren {
 
-std::string NewSessionId() {
-  uint8_t bytes[16];
+namespace {
+
+// `n` bytes from the kernel's CSPRNG.
+void RandomBytes(uint8_t* out, size_t n) {
   size_t got = 0;
-  while (got < sizeof(bytes)) {
-    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (n < 0) {
+  while (got < n) {
+    const ssize_t r = getrandom(out + got, n - got, 0);
+    if (r < 0) {
       if (errno == EINTR) continue;
       std::perror("aaren: getrandom");
       std::abort();
     }
-    got += static_cast<size_t>(n);
+    got += static_cast<size_t>(r);
   }
+}
+
+}  // namespace
+
+std::string NewSessionId() {
+  uint8_t bytes[16];
+  RandomBytes(bytes, sizeof(bytes));
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+uint64_t NewSessionUid() {
+  uint64_t uid = 0;
+  while (uid == 0) RandomBytes(reinterpret_cast<uint8_t*>(&uid), sizeof(uid));
+  return uid;
 }
 
 absl::Status ValidateSessionId(absl::string_view id, absl::string_view field) {

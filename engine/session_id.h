@@ -5,6 +5,7 @@
 #ifndef AAREN_ENGINE_SESSION_ID_H_
 #define AAREN_ENGINE_SESSION_ID_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -17,6 +18,9 @@ inline constexpr size_t kMaxSessionIdLength = 128;
 // A fresh 128-bit random id (32 hex digits). Thread-safe. Aborts only if the kernel's random
 // source fails, which getrandom(2) does not do once the pool is initialised.
 std::string NewSessionId();
+
+// A fresh random 64-bit session incarnation number (Session::uid), never 0. Thread-safe.
+uint64_t NewSessionUid();
 
 // OK when `id` is a valid client-chosen id; otherwise INVALID_ARGUMENT naming `field`.
 absl::Status ValidateSessionId(absl::string_view id, absl::string_view field);

@@ -102,19 +102,45 @@ static absl::StatusOr<int32_t> AcquireIdentity(StatePool& pool,
   return slot;
 }
 
-absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::string_view id,
-                                              uint32_t idle_ttl_s, int64_t now_ms,
-                                              absl::string_view id_field) {
+int64_t SessionStore::SessionBytes(const ServedModel& m) {
+  // The state and last output row in their slots, the Session record, its map entry and id.
+  return (m.state_floats + m.output_dim) * static_cast<int64_t>(sizeof(float)) +
+         static_cast<int64_t>(sizeof(Session)) + 64;
+}
+
+uint32_t SessionStore::InternTenant(absl::string_view name) {
+  auto it = tenant_index_.find(name);
+  if (it != tenant_index_.end()) return it->second;
+  const auto index = static_cast<uint32_t>(tenant_names_.size());
+  tenant_names_.emplace_back(name);
+  tenant_sessions_.push_back(0);
+  tenant_index_.emplace(std::string(name), index);
+  return index;
+}
+
+int64_t SessionStore::TenantSessions(uint32_t tenant) const {
+  return tenant < tenant_sessions_.size() ? tenant_sessions_[tenant] : 0;
+}
+
+absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, uint32_t tenant,
+                                              absl::string_view id, uint32_t idle_ttl_s,
+                                              int64_t now_ms, absl::string_view id_field) {
   std::string new_id;
   if (id.empty()) {
     new_id = NewSessionId();
   } else {
     if (absl::Status st = ValidateSessionId(id, id_field); !st.ok()) return st;
-    if (sessions_.contains(id)) {
+    if (sessions_.contains(Key{tenant, id})) {
       return absl::AlreadyExistsError(
           absl::StrCat(id_field, ": session '", id, "' already exists"));
     }
     new_id = std::string(id);
+  }
+  if (limits_.max_sessions_per_tenant > 0 &&
+      tenant_sessions_[tenant] >= limits_.max_sessions_per_tenant) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sessions: this tenant has ", tenant_sessions_[tenant],
+                     " sessions, the limit of --max_sessions_per_tenant; delete some first"));
   }
   // Pool first (evicting the LRU idle session if needed), else the host tier; the host tier too
   // when the pool's memory cannot be allocated.
@@ -145,12 +171,16 @@ absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, absl::st
     ++host_used_;
   }
   s->id = std::move(new_id);
+  s->tenant = tenant;
+  s->uid = NewSessionUid();
   s->model = model;
   s->idle_ttl_s = idle_ttl_s != 0 ? idle_ttl_s : limits_.default_idle_ttl_s;
   s->created_ms = s->last_used_ms = now_ms;
   Session* raw = s.get();
-  expired_ids_.erase(raw->id);
-  sessions_.emplace(absl::string_view(raw->id), std::move(s));
+  if (!expired_ids_.empty()) expired_ids_.erase(ExpiredKey(tenant, raw->id));
+  sessions_.emplace(KeyOf(raw), std::move(s));
+  ++tenant_sessions_[tenant];
+  memory_bytes_ += SessionBytes(*model);
   if (raw->tier == Tier::kPool) LruPushFront(raw);
   ++created_;
   return raw;
@@ -169,11 +199,14 @@ void SessionStore::ReleaseScratch(Session* s) {
   s->slot = -1;
 }
 
-absl::StatusOr<Session*> SessionStore::Find(absl::string_view id, absl::string_view field) const {
-  auto it = sessions_.find(id);
+absl::StatusOr<Session*> SessionStore::Find(uint32_t tenant, absl::string_view id,
+                                            absl::string_view field) const {
+  auto it = sessions_.find(Key{tenant, id});
   if (it != sessions_.end()) return it->second.get();
   if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty session id"));
-  if (expired_ids_.contains(id)) {
+  // Only a valid id is ever echoed back.
+  if (absl::Status st = ValidateSessionId(id, field); !st.ok()) return st;
+  if (!expired_ids_.empty() && expired_ids_.contains(ExpiredKey(tenant, std::string(id)))) {
     return absl::NotFoundError(absl::StrCat(
         field, ": session '", id, "' expired (idle longer than its idle TTL) and was removed"));
   }
@@ -198,13 +231,16 @@ void SessionStore::Remove(Session* s, bool expired) {
       if (it != expired_ids_.end() && it->second == old_seq) expired_ids_.erase(it);
       expired_order_.pop_front();
     }
-    expired_ids_[s->id] = ++expiry_seq_;
-    expired_order_.emplace_back(s->id, expiry_seq_);
+    ExpiredKey key(s->tenant, s->id);
+    expired_ids_[key] = ++expiry_seq_;
+    expired_order_.emplace_back(std::move(key), expiry_seq_);
   } else {
     ++deleted_;
   }
+  --tenant_sessions_[s->tenant];
+  memory_bytes_ -= SessionBytes(*s->model);
   s->state = SessionState::kClosed;
-  auto it = sessions_.find(absl::string_view(s->id));
+  auto it = sessions_.find(KeyOf(s));
   removed_.push_back(std::move(it->second));
   sessions_.erase(it);
 }

@@ -23,6 +23,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -42,6 +43,7 @@ struct StoreLimits {
   int64_t host_sessions = 1000000;  // --host_tier_sessions
   uint32_t default_idle_ttl_s = 3600;
   size_t expired_ids_remembered = 100000;
+  int64_t max_sessions_per_tenant = 0;  // --max_sessions_per_tenant; 0: no limit
 };
 
 struct StoreCounts {
@@ -62,14 +64,26 @@ class SessionStore {
   SessionStore(const ModelRegistry& models, StoreLimits limits);
   ~SessionStore();
 
-  // A new idle session at position 0 with the identity state and a zero last output row. `id`
-  // empty: a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`), ALREADY_EXISTS,
-  // RESOURCE_EXHAUSTED when both tiers are full or their memory cannot be allocated; a failed
-  // copy's status (then nothing changed).
-  absl::StatusOr<Session*> Create(const ServedModel* model, absl::string_view id,
+  // Tenants by index: 0 is the anonymous tenant "", others are numbered as first seen. Names
+  // are never forgotten (there are as many as the operator's token file has had).
+  uint32_t InternTenant(absl::string_view name);
+  const std::string& TenantName(uint32_t tenant) const { return tenant_names_[tenant]; }
+  // Sessions the tenant has in the store (both tiers).
+  int64_t TenantSessions(uint32_t tenant) const;
+
+  // A new idle session of `tenant` at position 0 with the identity state and a zero last output
+  // row. `id` empty: a random one. Errors: INVALID_ARGUMENT (bad id, naming `id_field`),
+  // ALREADY_EXISTS (only ever for the tenant's own id), RESOURCE_EXHAUSTED naming
+  // --max_sessions_per_tenant when the tenant has that many, or when both tiers are full or
+  // their memory cannot be allocated; a failed copy's status (then nothing changed).
+  absl::StatusOr<Session*> Create(const ServedModel* model, uint32_t tenant, absl::string_view id,
                                   uint32_t idle_ttl_s, int64_t now_ms, absl::string_view id_field);
-  // NOT_FOUND naming `field`; says so when the session expired.
-  absl::StatusOr<Session*> Find(absl::string_view id, absl::string_view field) const;
+  // The tenant's session `id`. INVALID_ARGUMENT naming `field` for an id that is not a valid
+  // session id (checked first, so an oversized or binary id is never echoed); NOT_FOUND naming
+  // `field` otherwise, saying so when the session expired. Another tenant's session of the same
+  // id gives exactly the NOT_FOUND of an id that never existed.
+  absl::StatusOr<Session*> Find(uint32_t tenant, absl::string_view id,
+                                absl::string_view field) const;
   // Erases an idle session with no pending work and frees its slot. The Session object stays
   // valid (state kClosed) until FreeRemoved(), so a caller iterating sessions may still test it.
   void Remove(Session* s, bool expired);
@@ -113,6 +127,10 @@ class SessionStore {
   int64_t ExpireIdle(int64_t now_ms);
 
   StoreCounts counts() const;
+  // Host and device memory the store's sessions hold: per session its state, last output row
+  // and bookkeeping (SessionBytes). Scratch sessions are not counted (their Score reserves them).
+  int64_t memory_bytes() const { return memory_bytes_; }
+  static int64_t SessionBytes(const ServedModel& m);
   uint32_t default_idle_ttl_s() const { return limits_.default_idle_ttl_s; }
 
  private:
@@ -134,17 +152,35 @@ class SessionStore {
   absl::StatusOr<bool> EvictOne();
   bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
 
+  // A session's key: its tenant and id (a view of Session::id).
+  struct Key {
+    uint32_t tenant;
+    absl::string_view id;
+    bool operator==(const Key& o) const { return tenant == o.tenant && id == o.id; }
+    template <typename H>
+    friend H AbslHashValue(H h, const Key& k) {
+      return H::combine(std::move(h), k.tenant, k.id);
+    }
+  };
+  static Key KeyOf(const Session* s) { return Key{s->tenant, s->id}; }
+
   StoreLimits limits_;
-  absl::flat_hash_map<absl::string_view, std::unique_ptr<Session>> sessions_;  // key: s->id
+  absl::flat_hash_map<Key, std::unique_ptr<Session>> sessions_;
+  std::vector<std::string> tenant_names_{std::string(kAnonymousTenant)};
+  absl::flat_hash_map<std::string, uint32_t> tenant_index_{{std::string(kAnonymousTenant), 0}};
+  std::vector<int64_t> tenant_sessions_{0};
   absl::flat_hash_map<const ServedModel*, ModelSlots> slots_;
+  int64_t memory_bytes_ = 0;
   int64_t pool_used_ = 0;
   int64_t host_used_ = 0;
   Session* lru_head_ = nullptr;
   Session* lru_tail_ = nullptr;
   std::vector<std::unique_ptr<Session>> removed_;
-  // Recently expired ids -> the sequence number of their latest expiry, oldest first in order.
-  absl::flat_hash_map<std::string, uint64_t> expired_ids_;
-  std::deque<std::pair<std::string, uint64_t>> expired_order_;
+  // Recently expired (tenant, id) -> the sequence number of their latest expiry, oldest first
+  // in order.
+  using ExpiredKey = std::pair<uint32_t, std::string>;
+  absl::flat_hash_map<ExpiredKey, uint64_t> expired_ids_;
+  std::deque<std::pair<ExpiredKey, uint64_t>> expired_order_;
   uint64_t expiry_seq_ = 0;
   uint64_t created_ = 0, evicted_ = 0, expired_ = 0, deleted_ = 0;
 };

@@ -575,6 +575,7 @@ TEST_F(EngineTest, ShutdownFinishesQueuedWorkThenRefusesNewRequests) {
   snap.config_hash = registry_->Find("tok")->config_hash;
   snap.layout = registry_->Find("tok")->layout;
   snap.state.assign(static_cast<size_t>(registry_->Find("tok")->state_floats), 0.0f);
+  ResetState(snap.state.data(), snap.layout);  // a valid position-0 snapshot
   snap.output_dim = 37;
   EXPECT_EQ(engine->ImportSession(snap, "", 0).status().code(), unavailable);
   engine->Shutdown();  // idempotent

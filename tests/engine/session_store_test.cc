@@ -49,7 +49,7 @@ class SessionStoreTest : public ::testing::Test {
 
   Session* MustCreate(SessionStore& store, const ServedModel* m, absl::string_view id,
                       int64_t now_ms = 1000, uint32_t ttl = 0) {
-    absl::StatusOr<Session*> s = store.Create(m, id, ttl, now_ms, "session_id");
+    absl::StatusOr<Session*> s = store.Create(m, 0, id, ttl, now_ms, "session_id");
     EXPECT_TRUE(s.ok()) << s.status();
     return s.ok() ? *s : nullptr;
   }
@@ -129,7 +129,7 @@ TEST_F(SessionStoreTest, CreateWithServerIdStartsIdleAtTheIdentityState) {
     }
   }
 
-  absl::StatusOr<Session*> found = store->Find(s->id, "session_id");
+  absl::StatusOr<Session*> found = store->Find(0, s->id, "session_id");
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(*found, s);
   const StoreCounts c = store->counts();
@@ -154,16 +154,17 @@ TEST_F(SessionStoreTest, CreateWithClientIdAndItsErrors) {
   EXPECT_EQ(s->id, "chat-1.user_A");
   EXPECT_EQ(s->idle_ttl_s, 5u);
 
-  absl::StatusOr<Session*> dup = store->Create(feat_, "chat-1.user_A", 0, 1000, "open.session_id");
+  absl::StatusOr<Session*> dup =
+      store->Create(feat_, 0, "chat-1.user_A", 0, 1000, "open.session_id");
   EXPECT_EQ(dup.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(dup.status().message()), HasSubstr("open.session_id"));
   EXPECT_THAT(std::string(dup.status().message()), HasSubstr("chat-1.user_A"));
 
-  absl::StatusOr<Session*> bad = store->Create(tok_, "no spaces", 0, 1000, "new_session_id");
+  absl::StatusOr<Session*> bad = store->Create(tok_, 0, "no spaces", 0, 1000, "new_session_id");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("new_session_id"));
 
-  bad = store->Create(tok_, std::string(129, 'a'), 0, 1000, "session_id");
+  bad = store->Create(tok_, 0, std::string(129, 'a'), 0, 1000, "session_id");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store->counts().created, 1u);
   EXPECT_EQ(store->counts().pool, 1);
@@ -171,10 +172,10 @@ TEST_F(SessionStoreTest, CreateWithClientIdAndItsErrors) {
 
 TEST_F(SessionStoreTest, FindUnknownAndEmptyIds) {
   auto store = MakeStore(4, 4);
-  absl::StatusOr<Session*> s = store->Find("nope", "session_id");
+  absl::StatusOr<Session*> s = store->Find(0, "nope", "session_id");
   EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("session_id: no session 'nope'"));
-  s = store->Find("", "open.session_id");
+  s = store->Find(0, "", "open.session_id");
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("open.session_id"));
 }
@@ -326,26 +327,26 @@ TEST_F(SessionStoreTest, BothTiersFullIsResourceExhausted) {
   auto store = MakeStore(/*pool=*/1, /*host=*/1);
   MustCreate(*store, tok_, "a");
   MustCreate(*store, tok_, "b");
-  absl::StatusOr<Session*> c = store->Create(tok_, "c", 0, 1000, "session_id");
+  absl::StatusOr<Session*> c = store->Create(tok_, 0, "c", 0, 1000, "session_id");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("--max_sessions"));
-  c = store->Create(tok_, "", 0, 1000, "session_id");
+  c = store->Create(tok_, 0, "", 0, 1000, "session_id");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
   const StoreCounts counts = store->counts();
   EXPECT_EQ(counts.created, 2u);
   EXPECT_EQ(counts.pool, 1);
   EXPECT_EQ(counts.host, 1);
-  EXPECT_EQ(store->Find("c", "session_id").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Find(0, "c", "session_id").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SessionStoreTest, PoolOfBusySessionsAndNoHostTierIsResourceExhausted) {
   auto store = MakeStore(/*pool=*/1, /*host=*/0);
   Session* a = MustCreate(*store, tok_, "a");
-  absl::StatusOr<Session*> b = store->Create(tok_, "b", 0, 1000, "session_id");
+  absl::StatusOr<Session*> b = store->Create(tok_, 0, "b", 0, 1000, "session_id");
   EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(a->tier, Tier::kPool);
   store->Remove(a, /*expired=*/false);
-  b = store->Create(tok_, "b", 0, 1000, "session_id");
+  b = store->Create(tok_, 0, "b", 0, 1000, "session_id");
   EXPECT_TRUE(b.ok()) << b.status();
 }
 
@@ -361,11 +362,11 @@ TEST_F(SessionStoreTest, ExpireIdleRemovesSessionsPastTheirTtlAndFindSaysExpired
   EXPECT_EQ(host->state, aaren::SessionState::kClosed);
   store->FreeRemoved();
 
-  absl::StatusOr<Session*> found = store->Find("a", "session_id");
+  absl::StatusOr<Session*> found = store->Find(0, "a", "session_id");
   EXPECT_EQ(found.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(found.status().message()), HasSubstr("expired"));
   EXPECT_THAT(std::string(found.status().message()), HasSubstr("session_id"));
-  EXPECT_TRUE(store->Find("b", "session_id").ok());
+  EXPECT_TRUE(store->Find(0, "b", "session_id").ok());
   StoreCounts counts = store->counts();
   EXPECT_EQ(counts.expired, 2u);
   EXPECT_EQ(counts.pool, 1);
@@ -376,7 +377,7 @@ TEST_F(SessionStoreTest, ExpireIdleRemovesSessionsPastTheirTtlAndFindSaysExpired
   // The id may be used again; then it is simply a live session.
   Session* again = MustCreate(*store, tok_, "a", 20000);
   ASSERT_NE(again, nullptr);
-  EXPECT_TRUE(store->Find("a", "session_id").ok());
+  EXPECT_TRUE(store->Find(0, "a", "session_id").ok());
 }
 
 TEST_F(SessionStoreTest, ExpireIdleRemovesHostTierSessions) {
@@ -412,7 +413,7 @@ TEST_F(SessionStoreTest, ExpiredIdsAreRememberedUpToTheLimit) {
   store->FreeRemoved();
   int expired = 0, unknown = 0;
   for (const char* id : {"e1", "e2", "e3"}) {
-    absl::Status st = store->Find(id, "session_id").status();
+    absl::Status st = store->Find(0, id, "session_id").status();
     ASSERT_EQ(st.code(), absl::StatusCode::kNotFound);
     (st.message().find("expired") != absl::string_view::npos ? expired : unknown)++;
   }
@@ -432,8 +433,10 @@ TEST_F(SessionStoreTest, AnIdExpiredTwiceIsRememberedByItsLatestExpiry) {
   MustCreate(*store, tok_, "y", 6000, 1);
   ASSERT_EQ(store->ExpireIdle(8000), 1);
   store->FreeRemoved();
-  EXPECT_THAT(std::string(store->Find("y", "session_id").status().message()), HasSubstr("expired"));
-  EXPECT_THAT(std::string(store->Find("x", "session_id").status().message()), HasSubstr("expired"));
+  EXPECT_THAT(std::string(store->Find(0, "y", "session_id").status().message()),
+              HasSubstr("expired"));
+  EXPECT_THAT(std::string(store->Find(0, "x", "session_id").status().message()),
+              HasSubstr("expired"));
 }
 
 TEST_F(SessionStoreTest, ScratchSlotsStartAtTheIdentityHaveNoLimitAndAreReused) {
@@ -503,7 +506,7 @@ TEST_F(SessionStoreTest, RemoveFreesTheSessionAndItsSlot) {
   EXPECT_EQ(a->state, aaren::SessionState::kClosed);
   EXPECT_EQ(b->state, aaren::SessionState::kClosed);
   store->FreeRemoved();
-  absl::StatusOr<Session*> found = store->Find("b", "session_id");
+  absl::StatusOr<Session*> found = store->Find(0, "b", "session_id");
   EXPECT_EQ(found.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(found.status().message()), HasSubstr("no session 'b'"));
   StoreCounts counts = store->counts();
