@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// aaren-server: serves Aaren models over gRPC (aaren.v1.Aaren, grpc.health.v1, reflection).
+// aaren-server: serves Aaren models over gRPC (aaren.v1.Aaren, grpc.health.v1, reflection),
+// optionally over TLS / mutual TLS with bearer-token tenants (README, "Security").
 // With no flags it serves the bundled demo models on port 50051. SIGTERM/SIGINT: health goes
 // NOT_SERVING, no new calls are accepted, in-flight calls get --drain_timeout to finish, then
 // the process exits 0.
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,8 +35,12 @@
 #include "core/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/served_model.h"
-#include "server/aaren_service.h"
+#include "server/aaren_v1/aaren_service.h"
+#include "server/auth/authenticator.h"
+#include "server/auth/reflection_gate.h"
+#include "server/auth/tls_credentials.h"
 #include "server/backend_choice.h"
+#include "server/call_env.h"
 #include "server/echo_service.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_registry.h"
@@ -90,6 +96,29 @@ ABSL_FLAG(int32_t, metrics_port, 8002,
           "Port of the Prometheus /metrics endpoint (8002, as Triton's); 0 disables it");
 ABSL_FLAG(std::string, metrics_host, "",
           "Address the metrics endpoint listens on; empty: the same as --host");
+ABSL_FLAG(int64_t, max_request_tokens, 1 << 21,
+          "Most tokens in one Score call, all its sequences together");
+ABSL_FLAG(uint32_t, max_generate_tokens, 4096, "Largest max_tokens a Generate call may ask for");
+ABSL_FLAG(int64_t, memory_budget_bytes, 0,
+          "If > 0, memory the engine may hold for sessions (every tier) and queued work; new "
+          "sessions and work beyond it get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_sessions_per_tenant, 0,
+          "If > 0, most sessions one tenant may hold (both tiers)");
+ABSL_FLAG(int64_t, max_streams_per_tenant, 0,
+          "If > 0, most Stream and Generate calls one tenant may have open at once");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate (chain) of the gRPC port; with --tls_key_file the port speaks TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: with TLS on, clients must present a certificate they signed "
+          "(mutual TLS)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "File of `TENANT TOKEN` lines: every call but health needs `authorization: Bearer "
+          "TOKEN`, and sessions belong to the token's tenant. Re-read on SIGHUP");
+ABSL_FLAG(bool, reflection, true,
+          "Serve gRPC server reflection (with --auth_tokens_file it needs a token too)");
+ABSL_FLAG(bool, access_log, false,
+          "Log one line per call: rpc, tenant, status code, duration, peer (never the payload)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(std::string, log_format, "text", "text (logfmt) or json");
 
@@ -172,6 +201,18 @@ int Run() {
   options.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.batch_delay_us = absl::GetFlag(FLAGS_batch_delay_us);
   options.max_sequence_tokens = absl::GetFlag(FLAGS_max_sequence_tokens);
+  options.max_request_tokens = absl::GetFlag(FLAGS_max_request_tokens);
+  options.max_reply_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_generate_tokens = absl::GetFlag(FLAGS_max_generate_tokens);
+  options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
+  options.store.max_sessions_per_tenant = absl::GetFlag(FLAGS_max_sessions_per_tenant);
+  if (options.max_request_tokens < options.max_sequence_tokens) {
+    return Fail(
+        absl::InvalidArgumentError("--max_request_tokens: must be at least --max_sequence_tokens"));
+  }
+  if (options.max_generate_tokens < 1) {
+    return Fail(absl::InvalidArgumentError("--max_generate_tokens: must be at least 1"));
+  }
   if (options.store.pool_sessions < 1 || options.store.host_sessions < 0) {
     return Fail(
         absl::InvalidArgumentError("--max_sessions must be >= 1 and --host_tier_sessions >= 0"));
@@ -196,10 +237,31 @@ int Run() {
       BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device, metrics_registry->implementation()},
       **registry);
   options.observer = &metrics;
+
+  // Security: TLS credentials and bearer tokens (README, "Security").
+  TlsFiles tls{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+               absl::GetFlag(FLAGS_tls_client_ca_file)};
+  auto credentials = MakeServerCredentials(tls);
+  if (!credentials.ok()) return Fail(credentials.status());
+  std::unique_ptr<Authenticator> auth;
+  if (const std::string path = absl::GetFlag(FLAGS_auth_tokens_file); !path.empty()) {
+    auto made = Authenticator::Create(path);
+    if (!made.ok()) return Fail(made.status());
+    auth = *std::move(made);
+  }
+
   Engine engine(registry->get(), options);
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port != 0) {
     std::string host = absl::GetFlag(FLAGS_metrics_host);
-    if (host.empty()) host = absl::GetFlag(FLAGS_host);
+    if (host.empty()) {
+      // The metrics endpoint is plaintext and unauthenticated: once the gRPC port is protected,
+      // it stays on this machine unless the operator says otherwise.
+      host = tls.enabled() || auth != nullptr ? "127.0.0.1" : absl::GetFlag(FLAGS_host);
+    } else if ((tls.enabled() || auth != nullptr) && host != "127.0.0.1" && host != "::1" &&
+               host != "localhost") {
+      Log(LogLevel::kWarn, "metrics endpoint is plaintext without authentication",
+          {{"metrics_host", host}});
+    }
     auto bound = metrics_registry->Serve(host, metrics_port, [&] { metrics.Collect(engine); });
     if (!bound.ok()) return Fail(bound.status());
     Log(LogLevel::kInfo, "metrics",
@@ -207,17 +269,37 @@ int Run() {
          {"exporter", metrics_registry->implementation()}});
   }
 
-  AarenService service(&engine, &metrics, default_mca);
+  TenantStreams tenant_streams(absl::GetFlag(FLAGS_max_streams_per_tenant));
+  CallEnv env;
+  env.engine = &engine;
+  env.metrics = &metrics;
+  env.auth = auth.get();
+  env.streams = &tenant_streams;
+  env.access_log = absl::GetFlag(FLAGS_access_log);
+  env.default_mca = default_mca;
+  std::atomic<int64_t> active_calls{0};
+  env.active_calls = &active_calls;
+  AarenService service(&env);
   EchoService echo;
+  const bool enable_echo = absl::GetFlag(FLAGS_enable_echo);
   grpc::EnableDefaultHealthCheckService(true);
+  const bool reflection = absl::GetFlag(FLAGS_reflection);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection behind the token check (or off); every unknown method: UNIMPLEMENTED naming it.
+  std::vector<std::unique_ptr<grpc::Service>> stand_ins;
+  stand_ins.push_back(std::make_unique<v1::Aaren::Service>());
+  if (enable_echo) stand_ins.push_back(std::make_unique<v1::BenchEcho::Service>());
+  std::unique_ptr<ReflectionGate> gate =
+      ReflectionGate::Create(reflection ? auth.get() : nullptr, std::move(stand_ins));
   grpc::ServerBuilder builder;
+  if (!reflection || auth != nullptr) builder.SetOption(std::make_unique<WithoutReflection>());
   const std::string address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, *credentials, &port);
   builder.RegisterService(&service);
-  if (absl::GetFlag(FLAGS_enable_echo)) builder.RegisterService(&echo);
+  if (enable_echo) builder.RegisterService(&echo);
+  builder.RegisterCallbackGenericService(gate.get());
   const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
@@ -242,6 +324,13 @@ int Run() {
       {{"address", absl::StrCat(absl::GetFlag(FLAGS_host), ":", port)},
        {"models", absl::StrCat((*registry)->models().size())},
        {"device", choice->device},
+       {"tls", !tls.enabled()               ? "off"
+               : tls.client_ca_file.empty() ? "on"
+                                            : "mutual"},
+       {"auth", auth != nullptr ? "bearer tokens" : "off"},
+       {"reflection", !reflection       ? "off"
+                      : auth != nullptr ? "with a token"
+                                        : "on"},
        {"max_sessions", absl::StrCat(options.store.pool_sessions)},
        {"max_batch_tokens", absl::StrCat(options.max_batch_tokens)}});
   if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
@@ -251,20 +340,48 @@ int Run() {
     std::filesystem::rename(tmp, path);
   }
 
-  // SIGTERM/SIGINT are blocked in every thread (see main) and taken here.
+  // SIGTERM/SIGINT/SIGHUP are blocked in every thread (see main) and taken here: SIGHUP re-reads
+  // the tokens file, the others stop the server.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    if (auth == nullptr) {
+      Log(LogLevel::kInfo, "SIGHUP: nothing to reload (no --auth_tokens_file)");
+      continue;
+    }
+    absl::StatusOr<size_t> tokens = auth->Reload();
+    if (tokens.ok()) {
+      Log(LogLevel::kInfo, "tokens reloaded",
+          {{"file", auth->path()}, {"tokens", absl::StrCat(*tokens)}});
+    } else {
+      Log(LogLevel::kError, "tokens reload failed; the previous tokens stay in force",
+          {{"error", std::string(tokens.status().message())}});
+    }
+  }
   const absl::Duration drain = absl::GetFlag(FLAGS_drain_timeout);
   Log(LogLevel::kInfo, "draining",
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"timeout", absl::FormatDuration(drain)}});
   health->SetServingStatus(false);
   health->SetServingStatus("aaren.v1.Aaren", false);
-  server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(drain));
+  // gRPC's Shutdown waits for the deadline or for every connection to go away, and an idle
+  // client keeps its connection for seconds after the GOAWAY. So the drain waits only for the
+  // calls in flight (of aaren.v1 and the other protocols; health and reflection are not waited
+  // for), then closes every connection at once.
+  const auto deadline = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(drain);
+  std::thread shutdown([&] { server->Shutdown(deadline); });
+  do {  // at least once: Shutdown has stopped new calls by the first check
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } while (active_calls.load(std::memory_order_acquire) > 0 &&
+           std::chrono::system_clock::now() < deadline);
+  grpc_server_cancel_all_calls(server->c_server());
+  shutdown.join();
   engine.Shutdown();
   metrics_registry.reset();  // stops /metrics before the engine it reads goes away
   Log(LogLevel::kInfo, "stopped");
@@ -301,6 +418,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::SetProgramUsageMessage(

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "server/proto_convert.h"
+#include "server/aaren_v1/proto_convert.h"
 
 #include <cstring>
 
@@ -19,7 +19,7 @@ absl::StatusOr<std::vector<float>> FloatsFromBytes(const std::string& bytes,
         absl::StrCat(field, ": ", bytes.size(), " bytes is not a whole number of float32"));
   }
   std::vector<float> values(bytes.size() / sizeof(float));
-  std::memcpy(values.data(), bytes.data(), bytes.size());
+  if (!values.empty()) std::memcpy(values.data(), bytes.data(), bytes.size());
   return values;
 }
 

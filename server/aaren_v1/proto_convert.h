@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Conversions between aaren.v1 protobuf messages and the engine's types, with request checks
 // the engine cannot make (enum values, MCA options). Errors name the request field.
-#ifndef AAREN_SERVER_PROTO_CONVERT_H_
-#define AAREN_SERVER_PROTO_CONVERT_H_
+#ifndef AAREN_SERVER_AAREN_V1_PROTO_CONVERT_H_
+#define AAREN_SERVER_AAREN_V1_PROTO_CONVERT_H_
 
 #include "aaren/v1/aaren.pb.h"
 #include "absl/status/statusor.h"
@@ -31,4 +31,4 @@ void SetFloats(const std::vector<float>& values, google::protobuf::RepeatedField
 
 }  // namespace aaren
 
-#endif  // AAREN_SERVER_PROTO_CONVERT_H_
+#endif  // AAREN_SERVER_AAREN_V1_PROTO_CONVERT_H_

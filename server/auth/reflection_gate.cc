@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "server/auth/reflection_gate.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/client_callback.h>
+
+#include <algorithm>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/status_convert.h"
+
+namespace aaren {
+namespace {
+
+constexpr char kReflectionPlugin[] = "proto_server_reflection";
+constexpr char kReflectionMethod[] =
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+// Finishes a call at once with `status`.
+class Refuse final : public grpc::ServerGenericBidiReactor {
+ public:
+  explicit Refuse(grpc::Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+// Relays one ServerReflectionInfo stream between the caller (Caller, the server side) and the
+// inner server (Inner, the client side): each frame read from one side is written to the other,
+// one in flight each way. The inner call's status ends the caller's. Both halves live in one
+// Relay, deleted when both calls are done.
+class Relay {
+ public:
+  Relay(const std::shared_ptr<grpc::Channel>& channel, grpc::GenericCallbackServerContext* ctx)
+      : caller_(this), inner_(this), stub_(channel) {
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+      client_ctx_.set_deadline(ctx->deadline());
+    }
+    stub_.PrepareBidiStreamingCall(&client_ctx_, kReflectionMethod, grpc::StubOptions(), &inner_);
+    inner_.StartRead(&from_inner_);
+    inner_.StartCall();
+    caller_.StartRead(&from_caller_);
+  }
+  grpc::ServerGenericBidiReactor* caller() { return &caller_; }
+
+ private:
+  class Caller final : public grpc::ServerGenericBidiReactor {
+   public:
+    explicit Caller(Relay* r) : r_(r) {}
+    void OnReadDone(bool ok) override {
+      if (ok) {
+        r_->inner_.StartWrite(&r_->from_caller_);
+      } else {
+        r_->inner_.StartWritesDone();
+      }
+    }
+    void OnWriteDone(bool ok) override {
+      if (ok) {
+        r_->inner_.StartRead(&r_->from_inner_);
+      } else {
+        r_->client_ctx_.TryCancel();
+      }
+    }
+    void OnCancel() override { r_->client_ctx_.TryCancel(); }
+    void OnDone() override { r_->Release(); }
+
+   private:
+    Relay* r_;
+  };
+  class Inner final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    explicit Inner(Relay* r) : r_(r) {}
+    void OnReadDone(bool ok) override {
+      if (ok) r_->caller_.StartWrite(&r_->from_inner_);
+    }
+    void OnWriteDone(bool ok) override {
+      if (ok) r_->caller_.StartRead(&r_->from_caller_);
+    }
+    void OnDone(const grpc::Status& status) override {
+      r_->caller_.Finish(status);
+      r_->Release();
+    }
+
+   private:
+    Relay* r_;
+  };
+
+  void Release() {
+    bool last = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last = ++done_ == 2;
+    }
+    if (last) delete this;
+  }
+
+  Caller caller_;
+  Inner inner_;
+  grpc::GenericStub stub_;
+  grpc::ClientContext client_ctx_;
+  grpc::ByteBuffer from_caller_, from_inner_;
+  std::mutex mu_;
+  int done_ = 0;
+};
+
+}  // namespace
+
+void WithoutReflection::UpdatePlugins(
+    std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) {
+  plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                  return p->name() == kReflectionPlugin;
+                                }),
+                 plugins->end());
+}
+
+std::unique_ptr<ReflectionGate> ReflectionGate::Create(
+    const Authenticator* auth, std::vector<std::unique_ptr<grpc::Service>> stand_ins) {
+  auto gate = std::unique_ptr<ReflectionGate>(new ReflectionGate());
+  gate->auth_ = auth;
+  if (auth == nullptr) return gate;
+  gate->stand_ins_ = std::move(stand_ins);
+  grpc::ServerBuilder builder;  // keeps the reflection plugin; no port: in-process only
+  for (auto& s : gate->stand_ins_) builder.RegisterService(s.get());
+  gate->inner_ = builder.BuildAndStart();
+  if (gate->inner_ != nullptr) gate->channel_ = gate->inner_->InProcessChannel({});
+  return gate;
+}
+
+ReflectionGate::~ReflectionGate() {
+  if (inner_ != nullptr) inner_->Shutdown();
+}
+
+grpc::ServerGenericBidiReactor* ReflectionGate::CreateReactor(
+    grpc::GenericCallbackServerContext* ctx) {
+  if (ctx->method() != kReflectionMethod || channel_ == nullptr) {
+    return new Refuse(
+        grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                     absl::StrCat("method ", ctx->method().substr(0, 256), " is not served here")));
+  }
+  if (absl::StatusOr<std::string> tenant = auth_->Authenticate(*ctx); !tenant.ok()) {
+    return new Refuse(ToGrpcStatus(tenant.status()));
+  }
+  return (new Relay(channel_, ctx))->caller();
+}
+
+}  // namespace aaren
