@@ -6,6 +6,8 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -22,7 +24,38 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   }
 }
 
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentialsFromFiles(
+    const std::string& ca_file, const std::string& cert_file, const std::string& key_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its key (and a key its certificate)");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+  }
+  if (!cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(key_file);
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 grpc::ChannelArguments MakeChannelArguments(const ClientOptions& options) {
   grpc::ChannelArguments args;
@@ -32,7 +65,10 @@ grpc::ChannelArguments MakeChannelArguments(const ClientOptions& options) {
 }
 
 AarenClient::AarenClient(const std::string& target, ClientOptions options)
-    : AarenClient(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+    : AarenClient(grpc::CreateCustomChannel(target,
+                                            options.credentials != nullptr
+                                                ? options.credentials
+                                                : grpc::InsecureChannelCredentials(),
                                             MakeChannelArguments(options)),
                   options) {}
 
@@ -45,10 +81,12 @@ AarenClient::AarenClient(std::shared_ptr<grpc::Channel> channel, ClientOptions o
 
 void AarenClient::PrepareUnaryContext(grpc::ClientContext& context) const {
   SetDeadline(context, options_.timeout);
+  if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
 }
 
 void AarenClient::PrepareStreamContext(grpc::ClientContext& context) const {
   SetDeadline(context, options_.stream_timeout);
+  if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
 }
 
 template <typename Stub, typename Request, typename Response>

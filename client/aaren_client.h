@@ -20,6 +20,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
 #include <cstddef>
@@ -43,6 +44,12 @@ struct ClientOptions {
   // Largest message the channel sends or receives. gRPC's default receive limit (4 MiB) is too
   // small for Score responses of long sequences with every output row.
   int max_message_bytes = 64 << 20;
+  // Channel credentials of the string-target constructor; null: plaintext. For a server with
+  // --tls_cert_file, see TlsCredentialsFromFiles.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Bearer token for a server with --auth_tokens_file: sent as `authorization: Bearer TOKEN` on
+  // every call (over plaintext too: protect it with TLS beyond a trusted network). Empty: none.
+  std::string token;
   // Deadline of each unary call and of each Generate call; zero or negative: none.
   absl::Duration timeout = absl::ZeroDuration();
   // Deadline of each Stream (and BenchEcho.Echo) call, which lives as long as its session is
@@ -137,6 +144,14 @@ class AarenClient {
 
 // The gRPC channel arguments the string-target constructor uses (exposed for custom channels).
 grpc::ChannelArguments MakeChannelArguments(const ClientOptions& options);
+
+// TLS channel credentials: the server's certificate is verified against the PEM CAs in
+// `ca_file` (empty: the system's roots); `cert_file` and `key_file` (both or neither) are the
+// client's certificate and key for a server that requires mutual TLS. NOT_FOUND naming the file
+// when one cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentialsFromFiles(
+    const std::string& ca_file, const std::string& cert_file = "",
+    const std::string& key_file = "");
 
 }  // namespace aaren::client
 

@@ -181,7 +181,9 @@ int RunBench(const std::vector<std::string>&) {
         absl::StrCat("--mode must be stream, echo, score or sessions, got '", mode, "'"));
   }
   if (absl::GetFlag(FLAGS_model).empty()) return UsageError("--model is required");
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   absl::StatusOr<v1::ModelInfo> model = client->GetModel(absl::GetFlag(FLAGS_model));
   if (!model.ok()) return ReportError(model.status());
 

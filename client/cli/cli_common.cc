@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 #include <utility>
 
@@ -38,10 +39,25 @@ int UsageError(absl::string_view message) {
   return kExitUsage;
 }
 
-std::unique_ptr<client::AarenClient> MakeClient() {
+absl::StatusOr<std::unique_ptr<client::AarenClient>> MakeClient() {
   client::ClientOptions options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca_file);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert_file);
+  const std::string key = absl::GetFlag(FLAGS_tls_key_file);
+  if (!ca.empty() || !cert.empty() || !key.empty()) {
+    auto credentials = client::TlsCredentialsFromFiles(ca, cert, key);
+    if (!credentials.ok()) {
+      return absl::Status(credentials.status().code(),
+                          absl::StrCat("--tls_*_file: ", credentials.status().message()));
+    }
+    options.credentials = *std::move(credentials);
+  }
+  options.token = absl::GetFlag(FLAGS_token);
+  if (options.token.empty()) {
+    if (const char* env = std::getenv("AAREN_TOKEN"); env != nullptr) options.token = env;
+  }
   return std::make_unique<client::AarenClient>(absl::GetFlag(FLAGS_target), options);
 }
 

@@ -35,7 +35,9 @@ int ReportError(const absl::Status& status, int exit_status = kExitFailure);
 int UsageError(absl::string_view message);
 
 // A client for --target with --timeout and --max_message_bytes.
-std::unique_ptr<client::AarenClient> MakeClient();
+// A client from the global flags (target, timeout, max_message_bytes, TLS files, token or
+// $AAREN_TOKEN); an error naming the flag when a TLS file cannot be read.
+absl::StatusOr<std::unique_ptr<client::AarenClient>> MakeClient();
 
 // --output_mode (empty: `fallback`) as the wire enum; INVALID_ARGUMENT for other values.
 absl::StatusOr<v1::OutputMode> OutputModeFlag(v1::OutputMode fallback);

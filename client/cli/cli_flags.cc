@@ -8,6 +8,14 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(60),
           "Deadline of each unary call and of generate, e.g. 500ms, 30s, 5m; 0 = none. "
           "Streams (stream, bench) have none.");
 ABSL_FLAG(int, max_message_bytes, 64 << 20, "Largest message sent or received.");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "Connect with TLS, verifying the server against these PEM CAs (a server with "
+          "--tls_cert_file).");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "With --tls_ca_file: this client's PEM certificate (a server that requires mutual TLS).");
+ABSL_FLAG(std::string, tls_key_file, "", "The PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token (a server with --auth_tokens_file); default: $AAREN_TOKEN.");
 
 ABSL_FLAG(std::string, model, "", "Model name, as listed by `aaren-cli models`.");
 ABSL_FLAG(std::string, session_id, "", "Session id.");

@@ -122,7 +122,9 @@ int RunGenerate(const std::vector<std::string>&) {
   if (absl::GetFlag(FLAGS_session_id).empty() && absl::GetFlag(FLAGS_model).empty()) {
     return UsageError("--session_id (or --model, for a new temporary session) is required");
   }
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   absl::StatusOr<Target> target = ResolveTarget(*client);
   if (!target.ok()) return ReportError(target.status());
   int exit_status = GenerateFrom(*client, *target);

@@ -128,7 +128,9 @@ int RunScore(const std::vector<std::string>&) {
     return UsageError("--batch_sequences and --max_batch_tokens must be >= 1, --in_flight >= 0");
   }
 
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   absl::StatusOr<v1::ModelInfo> model = client->GetModel(model_name);
   if (!model.ok()) return ReportError(model.status());
   absl::StatusOr<std::vector<SequenceRecord>> records =

@@ -17,7 +17,9 @@ namespace aaren::cli {
 namespace {
 
 int RunHealth(const std::vector<std::string>&) {
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   auto health = client->Health(absl::GetFlag(FLAGS_service));
   if (!health.ok()) return ReportError(health.status());
   std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(health->status()) << "\n";
@@ -31,7 +33,9 @@ std::string InputDescription(const v1::ModelInfo& m) {
 }
 
 int RunModels(const std::vector<std::string>&) {
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   auto models = client->ListModels();
   if (!models.ok()) return ReportError(models.status());
   if (absl::GetFlag(FLAGS_json)) {

@@ -155,7 +155,9 @@ int Import(client::AarenClient& client) {
 int RunSession(const std::vector<std::string>& args) {
   const std::string& action = args[0];
   const std::string session_id = absl::GetFlag(FLAGS_session_id);
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   if (action == "create") return Create(*client);
   if (action == "import") return Import(*client);
   if (action != "get" && action != "delete" && action != "fork" && action != "export") {

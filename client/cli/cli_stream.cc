@@ -79,7 +79,9 @@ int RunStream(const std::vector<std::string>&) {
   absl::StatusOr<std::optional<v1::McaOptions>> mca = McaFlags();
   if (!mca.ok()) return UsageError(mca.status().message());
 
-  auto client = MakeClient();
+  auto made = MakeClient();
+  if (!made.ok()) return ReportError(made.status(), kExitUsage);
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   absl::StatusOr<v1::ModelInfo> model = ResolveModel(*client);
   if (!model.ok()) return ReportError(model.status());
   absl::StatusOr<std::optional<Vocab>> vocab = VocabFlagFor(*model);

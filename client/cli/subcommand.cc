@@ -19,7 +19,9 @@
 namespace aaren::cli {
 namespace {
 
-constexpr const char* kGlobalFlags[] = {"target", "timeout", "max_message_bytes"};
+constexpr const char* kGlobalFlags[] = {"target",      "timeout",       "max_message_bytes",
+                                        "tls_ca_file", "tls_cert_file", "tls_key_file",
+                                        "token"};
 // absl's own flags, passed through to absl::ParseCommandLine.
 constexpr const char* kAbslFlags[] = {"flagfile", "fromenv", "tryfromenv", "undefok", "helpfull"};
 

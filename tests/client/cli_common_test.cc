@@ -73,12 +73,30 @@ TEST_F(CliCommonTest, MakeClientUsesTheGlobalFlags) {
   absl::SetFlag(&FLAGS_target, "127.0.0.1:1");
   absl::SetFlag(&FLAGS_timeout, absl::Seconds(5));
   absl::SetFlag(&FLAGS_max_message_bytes, 1 << 20);
-  std::unique_ptr<client::AarenClient> client = MakeClient();
-  ASSERT_NE(client, nullptr);
+  absl::SetFlag(&FLAGS_token, "a-token-of-sixteen+");
+  absl::StatusOr<std::unique_ptr<client::AarenClient>> made = MakeClient();
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::unique_ptr<client::AarenClient> client = *std::move(made);
   EXPECT_EQ(client->options().timeout, absl::Seconds(5));
   EXPECT_EQ(client->options().max_message_bytes, 1 << 20);
+  EXPECT_EQ(client->options().token, "a-token-of-sixteen+");
+  EXPECT_EQ(client->options().credentials, nullptr);  // no TLS flag: plaintext
   // Nothing listens on port 1: the call fails as the server being unavailable.
   EXPECT_EQ(client->ListModels().status().code(), absl::StatusCode::kUnavailable);
+  absl::SetFlag(&FLAGS_token, "");
+}
+
+TEST_F(CliCommonTest, MakeClientReadsTheTokenFromTheEnvironmentAndNamesBadTlsFiles) {
+  setenv("AAREN_TOKEN", "from-the-environment", 1);
+  absl::StatusOr<std::unique_ptr<client::AarenClient>> made = MakeClient();
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ((*made)->options().token, "from-the-environment");
+  unsetenv("AAREN_TOKEN");
+  absl::SetFlag(&FLAGS_tls_ca_file, "/nonexistent/ca.pem");
+  made = MakeClient();
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(made.status().message()), testing::HasSubstr("/nonexistent/ca.pem"));
+  absl::SetFlag(&FLAGS_tls_ca_file, "");
 }
 
 TEST_F(CliCommonTest, OutputModeFlag) {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence as SequenceT, Union
@@ -27,6 +28,7 @@ __all__ = [
     "features",
     "outputs_array",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "tls_credentials",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -277,6 +279,25 @@ class GenerateStream:
 # ---- the client ----
 
 
+def tls_credentials(ca_file: Optional[str] = None, cert_file: Optional[str] = None,
+                    key_file: Optional[str] = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files: the CAs that verify the server (None: the system's
+    roots), and this client's certificate and key for mutual TLS (both or neither)."""
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("tls_cert_file and tls_key_file go together")
+
+    def read(path):
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file),
+                                        private_key=read(key_file),
+                                        certificate_chain=read(cert_file))
+
+
+
 class AarenClient:
     """Synchronous client of an Aaren Serve server (service ``aaren.v1.Aaren``).
 
@@ -284,7 +305,12 @@ class AarenClient:
     Generate (None: no deadline; streams take their own). ``max_message_bytes``: the channel's send
     and receive limits. ``channel``: use this channel instead of making one (``target``,
     ``max_message_bytes``, ``credentials`` and ``options`` are then ignored). ``credentials``:
-    grpc.ChannelCredentials for a TLS channel (default insecure). ``options``: extra channel options.
+    grpc.ChannelCredentials for a TLS channel (default insecure). ``tls_ca_file``: a PEM file of CA
+    certificates: connect with TLS and verify the server against them (a server started with
+    ``--tls_cert_file``); ``tls_cert_file``/``tls_key_file``: this client's certificate and key for
+    a server that requires mutual TLS. ``token``: bearer token for a server started with
+    ``--auth_tokens_file``, sent as ``authorization: Bearer TOKEN`` on every call (default: the
+    ``AAREN_TOKEN`` environment variable, if set). ``options``: extra channel options.
 
     Every failed RPC raises an :class:`~aaren_client.errors.AarenError` subclass carrying
     ``code`` (grpc.StatusCode) and ``details``. Messages (ModelInfo, Session, SessionSnapshot)
@@ -302,11 +328,20 @@ class AarenClient:
         channel: Optional[grpc.Channel] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Optional[List[tuple]] = None,
+        tls_ca_file: Optional[str] = None,
+        tls_cert_file: Optional[str] = None,
+        tls_key_file: Optional[str] = None,
+        token: Optional[str] = None,
     ):
         self.target = target
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._own_channel = channel is None
+        if token is None:
+            token = os.environ.get("AAREN_TOKEN") or None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if credentials is None and (tls_ca_file or tls_cert_file or tls_key_file):
+            credentials = tls_credentials(tls_ca_file, tls_cert_file, tls_key_file)
         if channel is None:
             opts = [
                 ("grpc.max_send_message_length", int(max_message_bytes)),
@@ -343,7 +378,7 @@ class AarenClient:
 
     def _unary(self, method, request, timeout):
         try:
-            return method(request, timeout=self._timeout(timeout))
+            return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
 
@@ -551,7 +586,7 @@ class AarenClient:
         if prompt is not None:
             req.prompt.CopyFrom(to_sequence(prompt))
         try:
-            call = self.stub.Generate(req, timeout=self._timeout(timeout))
+            call = self.stub.Generate(req, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as e:  # pragma: no cover - grpc raises on iteration
             raise from_rpc_error(e) from e
         return GenerateStream(call)

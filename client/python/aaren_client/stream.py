@@ -78,7 +78,8 @@ class StreamSession:
         if self._call is not None:
             raise RuntimeError("StreamSession is already open")
         self._call = self._client.stub.Stream(self._request_iterator(self._requests),
-                                              timeout=self._timeout)
+                                              timeout=self._timeout,
+                                              metadata=self._client._metadata)
         self._requests.put(aaren_pb2.StreamRequest(open=self._open_request))
         r = self._recv()
         if r.WhichOneof("response") != "session":
