@@ -64,10 +64,12 @@ def _read_port(port_file: Path) -> Optional[int]:
 
 
 def start_server(tmp: Path, extra_args: List[str], metrics_port: int = 0,
-                 cls: Type[ServerProcess] = ServerProcess) -> ServerProcess:
+                 cls: Type[ServerProcess] = ServerProcess,
+                 client_kwargs: Optional[dict] = None) -> ServerProcess:
     """Starts the server on the demo models, loopback, ephemeral gRPC port; waits for SERVING.
 
-    Returns a `cls` (a ServerProcess subclass may add helpers)."""
+    Returns a `cls` (a ServerProcess subclass may add helpers). ``client_kwargs`` are passed to
+    the AarenClient that waits for SERVING (e.g. ``tls_ca_file`` for a TLS server)."""
     from aaren_client import AarenClient, AarenError
 
     exe = Path(SERVER_EXE)
@@ -102,7 +104,7 @@ def start_server(tmp: Path, extra_args: List[str], metrics_port: int = 0,
         assert 0 < cur < 65536, cur
         srv.port = cur
         srv.target = f"127.0.0.1:{cur}"
-        with AarenClient(srv.target) as c:
+        with AarenClient(srv.target, **(client_kwargs or {})) as c:
             last = None
             while True:
                 if proc.poll() is not None:

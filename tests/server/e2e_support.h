@@ -137,6 +137,18 @@ std::string CreateSession(AarenStub& stub, const std::string& model,
 // equal model, position, state and last output. Fails the test on error.
 std::string SnapshotBytes(AarenStub& stub, const std::string& session_id);
 
+// ---- The process from outside ----
+
+// A loopback TCP port that was free a moment ago (bind to 0, read it, close).
+int FreePort();
+// GET http://127.0.0.1:`port`/metrics: the body, or "" (and a test failure) on error.
+std::string ScrapeMetrics(int port);
+// The value of the series `name{labels}` (labels exactly as exposed, e.g. `rpc="Score",code="OK"`)
+// in a scrape; NaN when absent.
+double MetricValue(const std::string& scrape, const std::string& name, const std::string& labels);
+// The process's resident set size in bytes (/proc/PID/status VmRSS); -1 if unreadable.
+int64_t ResidentBytes(pid_t pid);
+
 // ---- A server per test suite ----
 
 // Base fixture for tests that share one server per test suite. `Derived` provides

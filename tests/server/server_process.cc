@@ -135,6 +135,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Server
   }
   close(log_fd);
   server->pid_ = pid;
+  server->credentials_ = flags.credentials;
 
   const auto deadline = Clock::now() + flags.start_timeout;
   auto failure = [&](absl::string_view what) {
@@ -190,14 +191,17 @@ ServerProcess::~ServerProcess() {
 
 std::string ServerProcess::address() const { return absl::StrCat("127.0.0.1:", port_); }
 
-std::shared_ptr<grpc::Channel> ServerProcess::NewChannel() const {
+std::shared_ptr<grpc::Channel> ServerProcess::NewChannel(
+    std::shared_ptr<grpc::ChannelCredentials> credentials) const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // A distinct argument set gives each channel its own subchannel (TCP connection).
   static std::atomic<int> channel_counter{0};
   args.SetInt("aaren.test.channel_id", channel_counter.fetch_add(1));
-  return grpc::CreateCustomChannel(address(), grpc::InsecureChannelCredentials(), args);
+  if (credentials == nullptr) credentials = credentials_;
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(address(), credentials, args);
 }
 
 std::string ServerProcess::Log() const { return ReadFile(log_path_); }

@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 
 namespace aaren::testing {
 
@@ -36,6 +37,9 @@ struct ServerFlags {
   std::vector<std::string> extra;
   // How long to wait for the port file and then for the health service to say SERVING.
   std::chrono::seconds start_timeout{60};
+  // Credentials of NewChannel() and the health check: null for plaintext, TLS (and a client
+  // certificate) for a server started with --tls_cert_file.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 class ServerProcess {
@@ -55,8 +59,10 @@ class ServerProcess {
   std::string address() const;  // "127.0.0.1:<port>"
   pid_t pid() const { return pid_; }
 
-  // A fresh channel to the server (its own TCP connection) that accepts messages of any size.
-  std::shared_ptr<grpc::Channel> NewChannel() const;
+  // A fresh channel to the server (its own TCP connection) that accepts messages of any size,
+  // with ServerFlags::credentials, or with `credentials` when given.
+  std::shared_ptr<grpc::Channel> NewChannel(
+      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr) const;
 
   // Everything the server wrote to stdout and stderr so far.
   std::string Log() const;
@@ -77,6 +83,7 @@ class ServerProcess {
 
   pid_t pid_ = -1;
   int port_ = 0;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::optional<int> exit_status_;
   std::filesystem::path dir_;  // temp dir: port file and log
   std::filesystem::path log_path_;
