@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev libeigen3-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libspdlog-dev
-  libcivetweb-dev prometheus python3-yaml libssl-dev openssl
+  libcivetweb-dev prometheus python3-yaml libssl-dev openssl librocksdb-dev zlib1g-dev
   clang libclang-rt-14-dev libomp-14-dev
   python3-grpcio python3-protobuf
   python3 python3-numpy python3-torch python3-pytest

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// MemoryStore: a StateStore (state_store.h) that keeps its records in process memory. Use it in
+// tests (FailCommits injects commit failures; commits() and writes() count what was applied) and
+// as --state_store=memory: where records need to outlive a session's eviction but not the process.
+// Nothing survives the process, so "durable" here means only "applied".
+#ifndef AAREN_ENGINE_STORE_MEMORY_STORE_H_
+#define AAREN_ENGINE_STORE_MEMORY_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/store/state_store.h"
+
+namespace aaren {
+
+// Thread-safe: every method may be called from any thread. Scan holds the store's lock while it
+// calls fn, so fn must not call back into the store.
+class MemoryStore : public StateStore {
+ public:
+  MemoryStore() = default;
+  MemoryStore(const MemoryStore&) = delete;
+  MemoryStore& operator=(const MemoryStore&) = delete;
+
+  // "memory:".
+  std::string Describe() const override;
+  // Applies the batch's writes in order, all at once under the lock. While FailCommits has set
+  // an error, returns that error and applies nothing.
+  absl::Status Commit(const std::vector<StoreWrite>& batch) override;
+  absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) override;
+  absl::Status Scan(absl::string_view prefix, ScanFn fn) override;
+  // Always 0.
+  int64_t DiskBytes() const override { return 0; }
+
+  // Test hook: while `st` is not OK every Commit (an empty batch too) returns `st` and applies
+  // nothing; absl::OkStatus() makes commits succeed again.
+  void FailCommits(absl::Status st);
+  // Commit calls that returned OK (empty batches included).
+  int64_t commits() const;
+  // Writes (puts and deletes) that successful commits applied.
+  int64_t writes() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::string, std::less<>> records_ ABSL_GUARDED_BY(mu_);
+  absl::Status fail_commits_ ABSL_GUARDED_BY(mu_);
+  int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace aaren
+
+#endif  // AAREN_ENGINE_STORE_MEMORY_STORE_H_

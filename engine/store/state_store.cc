@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "engine/store/state_store.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "engine/store/memory_store.h"
+#include "engine/store/rocksdb_store.h"
+
+namespace aaren {
+
+absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(absl::string_view spec) {
+  if (spec.empty()) return nullptr;
+  if (spec == "memory:") return std::make_unique<MemoryStore>();
+  if (absl::StartsWith(spec, "redis://")) {
+    return absl::InvalidArgumentError("--state_store: redis:// stores are not built yet");
+  }
+  absl::string_view path = spec;
+  if (absl::ConsumePrefix(&path, "rocksdb:") && path.empty()) {
+    return absl::InvalidArgumentError(
+        "--state_store: rocksdb: needs a directory, e.g. rocksdb:/var/lib/aaren/state");
+  }
+  absl::StatusOr<std::unique_ptr<RocksDbStore>> store = RocksDbStore::Open(std::string(path));
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<StateStore>(std::move(*store));
+}
+
+}  // namespace aaren
