@@ -29,6 +29,8 @@ int64_t SteadyNowNs() {
 
 Engine::Engine(const ModelRegistry* models, EngineOptions options)
     : models_(models), options_(options), store_(*models, options.store) {
+  store_.set_remove_hook([this](Session* s) { OnRemovedLocked(s); });
+  next_checkpoint_ms_ = NowUnixMs() + options_.checkpoint_interval_ms;
   scheduler_ = std::thread([this] { SchedulerLoop(); });
 }
 
@@ -333,7 +335,13 @@ void Engine::CreateSession(CreateParams params,
               : absl::StatusOr<Session*>(st);
   if (!s.ok() || w->length == 0) {
     absl::StatusOr<SessionInfo> info =
-        s.ok() ? absl::StatusOr<SessionInfo>(InfoLocked(*s)) : s.status();
+        s.ok() ? absl::StatusOr<SessionInfo>(SessionInfo{}) : s.status();
+    if (s.ok()) {
+      const SessionInfo made = InfoLocked(*s);
+      MarkDirtyLocked(*s);
+      absl::Status durable = AwaitDurableLocked(lock);  // (a failed commit removed it)
+      info = durable.ok() ? absl::StatusOr<SessionInfo>(made) : durable;
+    }
     lock.unlock();
     return done(std::move(info));
   }
@@ -357,7 +365,7 @@ void Engine::CreateSession(CreateParams params,
 
 absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std::string& model,
                                                 bool create_if_missing, uint32_t idle_ttl_s) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
   if (!ref.id.empty()) {
     auto s = FindLocked(ref, "open.session_id");
@@ -379,7 +387,10 @@ absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std
   RETURN_IF_ERROR(CheckBudgetLocked(SessionStore::SessionBytes(*m)));
   ASSIGN_OR_RETURN(Session * s, store_.Create(m, store_.InternTenant(ref.tenant), ref.id,
                                               idle_ttl_s, NowUnixMs(), "open.session_id"));
-  return InfoLocked(s);
+  const SessionInfo made = InfoLocked(s);
+  MarkDirtyLocked(s);
+  RETURN_IF_ERROR(AwaitDurableLocked(lock));
+  return made;
 }
 
 void Engine::Append(AppendParams params, AppendCallback done) {
@@ -631,10 +642,21 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
               absl::NotFoundError(absl::StrCat("session_id: session '", s->id, "' was deleted")),
               failed);
         }
+        // kAck: what to make again if the delete cannot be written.
+        std::optional<SessionRecord> undo;
+        if (durable() && ack() && s->stored) {
+          absl::StatusOr<SessionRecord> r = RecordLocked(s);
+          if (r.ok()) undo = *std::move(r);
+        }
+        const bool stored = s->stored;
+        const std::string key = SessionKey(store_.TenantName(s->tenant), s->id);
         store_.Remove(s, /*expired=*/false);
-        return [shared_done, failed = std::move(failed)]() mutable {
+        if (undo.has_value()) tombstones_.insert_or_assign(key, std::move(undo));
+        Completion reply =
+            ReplyLaterLocked(stored, [shared_done](const absl::Status& st) { (*shared_done)(st); });
+        return [reply = std::move(reply), failed = std::move(failed)]() mutable {
           for (auto& f : failed) f();
-          (*shared_done)(absl::OkStatus());
+          reply();
         };
       },
       [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel));
@@ -661,6 +683,16 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
           if (absl::Status st = store_.CopySession(*dst, src); st.ok()) {
             (*dst)->position = src->position;
             result = InfoLocked(*dst);
+            MarkDirtyLocked(*dst);
+            src->last_used_ms = NowUnixMs();
+            return ReplyLaterLocked(
+                true, [shared_done, result = std::move(result)](const absl::Status& st) mutable {
+                  if (st.ok()) {
+                    (*shared_done)(std::move(result));
+                  } else {
+                    (*shared_done)(st);
+                  }
+                });
           } else {
             store_.Remove(*dst, /*expired=*/false);
             result = st;
@@ -769,7 +801,7 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   }
   ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(snapshot.model, "snapshot.model"));
   RETURN_IF_ERROR(ValidateSnapshot(snapshot, *m));
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
   RETURN_IF_ERROR(CheckBudgetLocked(SessionStore::SessionBytes(*m)));
   ASSIGN_OR_RETURN(Session * s, store_.Create(m, store_.InternTenant(ref.tenant), ref.id,
@@ -781,7 +813,10 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   // Create zeroed the last output row: a position-0 snapshot has none.
   std::copy(snapshot.last_output.begin(), snapshot.last_output.end(), store_.LastOutput(s));
   s->position = snapshot.position;
-  return InfoLocked(s);
+  const SessionInfo made = InfoLocked(s);
+  MarkDirtyLocked(s);
+  RETURN_IF_ERROR(AwaitDurableLocked(lock));
+  return made;
 }
 
 EngineStats Engine::stats() {

@@ -24,6 +24,20 @@
 // once: validation, unknown session), or later on the scheduler thread. They must not block
 // and must not call back into the Engine synchronously with a lock of their own held.
 //
+// Durability (DESIGN.md 7.2; engine_durability.cc). With a StateStore, every change to a
+// session (append, prefix, prefill, Generate token, create, fork, import, delete, expiry) marks
+// it; the scheduler writes the marked sessions' records (and deletes of removed ones) as one
+// StateStore::Commit:
+//   kCheckpoint: every checkpoint_interval_ms and at Shutdown. Replies go out at once; kill -9
+//     loses at most the changes of the last interval. A failed commit is retried at the next.
+//   kAck: after every tick (one commit, one sync, however many sessions the tick touched).
+//     Replies that reflect a change (each append's, each generated token, CreateSession,
+//     OpenSession that creates, prefill Score, Fork, Import, Delete) are released only when the
+//     commit returned OK. When it fails, each of those calls fails with UNAVAILABLE naming the
+//     store and its session is put back as it was before the call (created ones removed,
+//     deleted ones restored).
+// Recover() loads the store's live sessions at start-up.
+//
 // Thread-safety: every public method may be called from any thread.
 #ifndef AAREN_ENGINE_ENGINE_H_
 #define AAREN_ENGINE_ENGINE_H_
@@ -39,6 +53,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -46,12 +62,22 @@
 #include "engine/served_model.h"
 #include "engine/session.h"
 #include "engine/session_store.h"
+#include "engine/store/session_record.h"
+#include "engine/store/state_store.h"
 
 namespace aaren {
 
+// --durability (see the top of this file).
+enum class Durability : uint8_t { kNone, kCheckpoint, kAck };
+
 struct EngineOptions {
   StoreLimits store;
-  int64_t max_batch_tokens = 8192;  // tokens per Forward (per tick and model)
+  // Where session records outlive the process (null: nowhere); must outlive the engine.
+  // durability must be kNone without a store and something else with one.
+  StateStore* state_store = nullptr;
+  Durability durability = Durability::kNone;
+  int64_t checkpoint_interval_ms = 1000;  // kCheckpoint
+  int64_t max_batch_tokens = 8192;        // tokens per Forward (per tick and model)
   int64_t batch_delay_us = 0;
   int64_t max_sequence_tokens = 1 << 20;  // per sequence, prefix or append
   int64_t max_request_tokens = 1 << 21;   // per Score call, all sequences together
@@ -109,6 +135,19 @@ struct GenerateFlow {
   const int64_t window;
   int64_t unacked = 0;        // guarded by the engine's lock
   Session* parked = nullptr;  // the session, while its Generate waits for acks (engine lock)
+};
+
+// What Engine::Recover found in the store.
+struct RecoveryReport {
+  int64_t records = 0;      // session records in the store
+  int64_t recovered = 0;    // live sessions loaded
+  int64_t expired = 0;      // idle longer than their TTL: deleted from the store
+  int64_t other_model = 0;  // for a model not served here or with another config_hash: kept
+  int64_t corrupt = 0;      // failed their checksum or format check: kept, not loaded
+  int64_t no_room = 0;      // valid, but the tiers or limits had no room: kept, not loaded
+  double seconds = 0;
+  std::vector<std::string> problems;  // the first few skipped records, with why
+  int64_t skipped() const { return other_model + corrupt + no_room; }
 };
 
 struct EngineStats {
@@ -235,7 +274,14 @@ class Engine {
   // than when it reaches the head of the session's queue (which a long Generate may hold).
   void SweepCancelled(const SessionRef& ref);
 
-  // Stops accepting work (UNAVAILABLE), finishes what is queued, stops the scheduler.
+  // Loads every live session of options().state_store (none: an empty report). Call once,
+  // before serving. Expired records are deleted from the store; records for another model or
+  // config_hash, damaged ones and ones that do not fit are kept and counted. A store that
+  // cannot be read (DATA_LOSS for damaged files) is an error.
+  absl::StatusOr<RecoveryReport> Recover();
+
+  // Stops accepting work (UNAVAILABLE), finishes what is queued, writes every changed session
+  // to the store, stops the scheduler.
   void Shutdown();
   EngineStats stats();
 
@@ -292,6 +338,32 @@ class Engine {
   // A scratch session whose work has ended gives its slot back.
   void ReleaseScratchLocked(Session* s);
 
+  // Durability (engine_durability.cc).
+  using HeldReply = absl::AnyInvocable<void(const absl::Status&)>;
+  bool durable() const { return options_.state_store != nullptr; }
+  bool ack() const { return options_.durability == Durability::kAck; }
+  // `s` changed: its record goes into the next commit.
+  void MarkDirtyLocked(Session* s);
+  // kAck: before an operation changes `s`, keep what to put back if its commit fails (a session
+  // that was never stored is removed instead).
+  void CaptureUndoLocked(Session* s);
+  // Sends `reply` now (as a completion) or, with kAck and a durable change, after the commit:
+  // then it is called with OK or the store's error.
+  void ReplyLocked(bool changed, HeldReply reply, std::vector<Completion>& completions);
+  // The same for control operations: the completion to run now (a no-op when held).
+  Completion ReplyLaterLocked(bool changed, HeldReply reply);
+  // kAck, request threads: waits until the change just made is committed; its status.
+  absl::Status AwaitDurableLocked(std::unique_lock<std::mutex>& lock);
+  // SessionStore's remove hook.
+  void OnRemovedLocked(Session* s);
+  absl::StatusOr<SessionRecord> RecordLocked(const Session* s);
+  // Makes a session from `r`; replaces `existing` in place when given (undo).
+  absl::Status RestoreRecordLocked(const SessionRecord& r, Session* existing);
+  // Writes the changes marked so far (releases the lock while the store works) and delivers or
+  // fails the held replies. Due: kAck every tick; kCheckpoint every interval; `force` at once.
+  void CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force);
+  bool CommitDueLocked(int64_t now_ms) const;
+
   const ModelRegistry* models_;
   EngineOptions options_;
 
@@ -304,6 +376,21 @@ class Engine {
   bool stopping_ = false;
   int64_t next_expiry_ms_ = 0;
   EngineStats stats_;
+
+  // Durability state (engine_durability.cc); all under mu_.
+  absl::flat_hash_set<Session*> dirty_;
+  // kAck: per session changed in the open window, the record to put back (nullopt: remove it).
+  absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo_;
+  // Keys to delete, each with the record a DeleteSession removed (kAck: restored on failure).
+  absl::flat_hash_map<std::string, std::optional<SessionRecord>> tombstones_;
+  std::vector<HeldReply> held_;
+  uint64_t window_ = 1;       // the commit the next change goes into
+  uint64_t done_window_ = 0;  // every commit up to this one has finished
+  std::deque<std::pair<uint64_t, absl::Status>> failed_windows_;  // recent failures
+  bool commit_wanted_ = false;  // a request thread waits (AwaitDurableLocked)
+  int64_t next_checkpoint_ms_ = 0;
+  std::condition_variable durable_cv_;
+
   std::thread scheduler_;
 };
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "core/mca.h"
 
 namespace aaren {
@@ -29,6 +30,12 @@ class EngineObserver {
   // after OnTokens for the same operation; never for a replayed append (nothing ran). Counts
   // are 0 when the backend does not report them.
   virtual void OnMcaFlops(const ServedModel& model, const McaCounts& counts) {}
+  // One StateStore commit of `records` puts and deletes, `bytes` of values, that took `seconds`
+  // and ended with `status` (the engine lock is not held).
+  virtual void OnStoreCommit(int64_t records, int64_t bytes, double seconds,
+                             const absl::Status& status) {}
+  // Start-up recovery loaded `recovered` sessions and skipped `skipped` records in `seconds`.
+  virtual void OnRecovery(int64_t recovered, int64_t skipped, double seconds) {}
 };
 
 }  // namespace aaren

@@ -38,9 +38,12 @@ void Engine::SchedulerLoop() {
     completions.clear();
     lock.lock();
   };
+  const int64_t wait_ms = durable() && !ack()
+                              ? std::min(kExpirySweepMs, options_.checkpoint_interval_ms)
+                              : kExpirySweepMs;
   while (true) {
-    cv_.wait_for(lock, std::chrono::milliseconds(kExpirySweepMs),
-                 [&] { return !ready_.empty() || stopping_; });
+    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
+                 [&] { return !ready_.empty() || stopping_ || commit_wanted_; });
     const int64_t now = NowUnixMs();
     if (now >= next_expiry_ms_) {
       store_.ExpireIdle(now);
@@ -48,7 +51,9 @@ void Engine::SchedulerLoop() {
       next_expiry_ms_ = now + kExpirySweepMs;
     }
     if (ready_.empty()) {
-      if (stopping_) break;
+      // Idle: due checkpoints, expiries, sessions made by request threads; all at shutdown.
+      CommitDurableLocked(lock, /*force=*/stopping_);
+      if (stopping_ && ready_.empty()) break;
       continue;
     }
     if (options_.batch_delay_us > 0 && !stopping_ && pending_tokens_ < options_.max_batch_tokens) {
@@ -67,6 +72,8 @@ void Engine::SchedulerLoop() {
       ++stats_.ticks;
       run_completions();
     }
+    // kAck: this tick's changes, one commit; their replies were held for it.
+    CommitDurableLocked(lock, /*force=*/false);
     store_.FreeRemoved();
     if (!progressed) {
       // Every ready session waits for a pool slot held by work in flight elsewhere: back off.
@@ -243,6 +250,7 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
       w->outputs.resize(
           static_cast<size_t>((w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));
     }
+    if (w->done == 0) CaptureUndoLocked(s);
     store_.LruRemove(s);
     s->SetState(SessionState::kRunning);
     picked.push_back(Picked{s, w, take, store_.State(s), absl::OkStatus(), McaCounts{}});
@@ -367,6 +375,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   const float* row =
       w->mode == OutputMode::kAll ? w->outputs.data() + (w->length - 1) * od : w->outputs.data();
   std::copy(row, row + od, store_.LastOutput(s));
+  MarkDirtyLocked(s);  // (scratch sessions are never stored)
 
   if (w->kind == Work::Kind::kGenerate) {
     s->last_append.position_before = -1;
@@ -378,7 +387,12 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
       ++g.generated;
       if (g.flow != nullptr) ++g.flow->unacked;
       const GeneratedToken t{g.pending.token, s->position, g.pending.logprob};
-      completions.push_back([cb = g.on_token, t] { (*cb)(t); });
+      ReplyLocked(
+          true,
+          [cb = g.on_token, t](const absl::Status& st) {
+            if (st.ok()) (*cb)(t);
+          },
+          completions);
       finished = g.generated >= g.max_tokens || g.stop_tokens.contains(t.token);
     }
     if (!finished) {
@@ -393,8 +407,10 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
     }
     std::unique_ptr<Work> owned = s->Pop();
     if (owned->generate->flow != nullptr) owned->generate->flow->parked = nullptr;
-    completions.push_back(
-        [cb = std::move(owned->generate->on_done)]() mutable { cb(absl::OkStatus()); });
+    ReplyLocked(
+        true,
+        [cb = std::move(owned->generate->on_done)](const absl::Status& st) mutable { cb(st); },
+        completions);
     return;
   }
 
@@ -419,8 +435,17 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   r.position = s->position;
   r.mca = mca;
   if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
-  completions.push_back(
-      [cb = std::move(owned->on_done), r = std::move(r)]() mutable { cb(std::move(r)); });
+  const bool stored_session = s->tier != Tier::kScratch;
+  ReplyLocked(
+      stored_session,
+      [cb = std::move(owned->on_done), r = std::move(r)](const absl::Status& st) mutable {
+        if (st.ok()) {
+          cb(std::move(r));
+        } else {
+          cb(st);
+        }
+      },
+      completions);
   ReleaseScratchLocked(s);
 }
 

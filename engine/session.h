@@ -177,6 +177,11 @@ struct Session {
   Work* head = nullptr;  // pending work, in arrival order
   Work* tail = nullptr;
   AppendRecord last_append;
+  // Durability (engine_durability.cc): the session's record has been put in the StateStore (or
+  // is in the batch being committed), so removing it must write a delete; `dirty`: changed since
+  // its record was last put.
+  bool stored = false;
+  bool dirty = false;
 
   bool has_work() const { return head != nullptr; }
   // The head append has run some chunks: its state must stay where it is until it finishes.

@@ -214,6 +214,7 @@ absl::StatusOr<Session*> SessionStore::Find(uint32_t tenant, absl::string_view i
 }
 
 void SessionStore::Remove(Session* s, bool expired) {
+  if (remove_hook_) remove_hook_(s);
   LruRemove(s);
   if (s->tier == Tier::kPool) {
     PoolOf(s->model).Release(s->slot);

@@ -28,6 +28,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -88,6 +89,10 @@ class SessionStore {
   // valid (state kClosed) until FreeRemoved(), so a caller iterating sessions may still test it.
   void Remove(Session* s, bool expired);
   void FreeRemoved() { removed_.clear(); }
+  // Called by Remove (and so by ExpireIdle) for every session it removes, before the session is
+  // marked closed: how the engine learns that a stored session must be deleted from its
+  // StateStore.
+  void set_remove_hook(absl::AnyInvocable<void(Session*)> hook) { remove_hook_ = std::move(hook); }
 
   // Score's scratch sessions: `s` (owned by the caller, model set, never in the store) becomes
   // Tier::kScratch with a slot of its model's scratch pool (runnable memory) holding the identity
@@ -165,6 +170,7 @@ class SessionStore {
   static Key KeyOf(const Session* s) { return Key{s->tenant, s->id}; }
 
   StoreLimits limits_;
+  absl::AnyInvocable<void(Session*)> remove_hook_;
   absl::flat_hash_map<Key, std::unique_ptr<Session>> sessions_;
   std::vector<std::string> tenant_names_{std::string(kAnonymousTenant)};
   absl::flat_hash_map<std::string, uint32_t> tenant_index_{{std::string(kAnonymousTenant), 0}};

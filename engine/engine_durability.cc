@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: durability (the policies are at the top of engine.h). Changes are marked as they
+// happen (MarkDirtyLocked, the store's remove hook); CommitDurableLocked turns the marks into
+// one StateStore::Commit. Under kAck the replies of a tick wait in held_ for that commit, and
+// undo_ keeps, per changed session, what to put back if it fails.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "engine/engine.h"
+
+namespace aaren {
+namespace {
+
+// Failed commits remembered for the request threads waiting on them (AwaitDurableLocked).
+constexpr size_t kFailedWindowsKept = 64;
+// Problems a RecoveryReport lists by name (the counts cover all of them).
+constexpr size_t kProblemsListed = 20;
+// Expired records are deleted in batches of this many during recovery.
+constexpr size_t kRecoveryDeleteBatch = 4096;
+
+absl::Status AsUnavailable(const absl::Status& st) {
+  return absl::UnavailableError(
+      absl::StrCat(st.message(), " (the change was not made; retry when the store is back)"));
+}
+
+}  // namespace
+
+void Engine::MarkDirtyLocked(Session* s) {
+  if (!durable() || s->tier == Tier::kScratch) return;
+  if (ack() && !undo_.contains(s)) {
+    // Made without a pick (create, fork, import): it did not exist before.
+    undo_.emplace(s, std::nullopt);
+  }
+  s->dirty = true;
+  dirty_.insert(s);
+}
+
+void Engine::CaptureUndoLocked(Session* s) {
+  if (!durable() || !ack() || s->tier == Tier::kScratch) return;
+  if (!s->stored) {
+    undo_.insert_or_assign(s, std::nullopt);
+    return;
+  }
+  absl::StatusOr<SessionRecord> r = RecordLocked(s);
+  // A state that cannot be read cannot be put back either: the session is then removed if the
+  // commit fails, which keeps "nothing unacknowledged survives" at the cost of the session.
+  undo_.insert_or_assign(s, r.ok() ? std::optional<SessionRecord>(*std::move(r)) : std::nullopt);
+}
+
+Engine::Completion Engine::ReplyLaterLocked(bool changed, HeldReply reply) {
+  if (changed && durable() && ack()) {
+    held_.push_back(std::move(reply));
+    return [] {};
+  }
+  return [reply = std::move(reply)]() mutable { reply(absl::OkStatus()); };
+}
+
+void Engine::ReplyLocked(bool changed, HeldReply reply, std::vector<Completion>& completions) {
+  Completion c = ReplyLaterLocked(changed, std::move(reply));
+  completions.push_back(std::move(c));
+}
+
+absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock) {
+  if (!durable() || !ack()) return absl::OkStatus();
+  const uint64_t window = window_;
+  commit_wanted_ = true;
+  cv_.notify_one();
+  durable_cv_.wait(lock, [&] { return done_window_ >= window; });
+  for (const auto& [w, st] : failed_windows_) {
+    if (w == window) return st;
+  }
+  return absl::OkStatus();
+}
+
+void Engine::OnRemovedLocked(Session* s) {
+  if (!durable()) return;
+  dirty_.erase(s);
+  undo_.erase(s);
+  s->dirty = false;
+  if (s->stored) {
+    tombstones_.try_emplace(SessionKey(store_.TenantName(s->tenant), s->id), std::nullopt);
+  }
+}
+
+absl::StatusOr<SessionRecord> Engine::RecordLocked(const Session* s) {
+  const ServedModel& m = *s->model;
+  SessionRecord r;
+  r.tenant = store_.TenantName(s->tenant);
+  r.id = s->id;
+  r.model = m.name;
+  r.config_hash = m.config_hash;
+  r.uid = s->uid;
+  r.position = s->position;
+  r.created_ms = s->created_ms;
+  r.last_used_ms = s->last_used_ms;
+  r.idle_ttl_s = s->idle_ttl_s;
+  if (s->pinned() && !s->head->snapshot.empty()) {
+    // Half-way through a chunked append: the state before it, which goes with position.
+    r.state = s->head->snapshot;
+  } else {
+    r.state.resize(static_cast<size_t>(m.state_floats));
+    RETURN_IF_ERROR(store_.ReadState(s, r.state.data()));
+  }
+  const float* last = store_.LastOutput(s);
+  r.last_output.assign(last, last + m.output_dim);
+  const AppendRecord& a = s->last_append;
+  r.retry_position_before = a.position_before;
+  r.retry_length = a.length;
+  r.retry_fingerprint = a.fingerprint;
+  r.retry_mode = static_cast<uint8_t>(a.mode);
+  r.retry_value_flops = a.mca.value_flops;
+  r.retry_value_flops_exact = a.mca.value_flops_exact;
+  if (a.outputs != nullptr) r.retry_outputs = *a.outputs;
+  return r;
+}
+
+absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existing) {
+  ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(r.model, "model"));
+  if (r.config_hash != m->config_hash) {
+    return absl::FailedPreconditionError(absl::StrCat("written for config_hash '", r.config_hash,
+                                                      "', model '", m->name, "' is now '",
+                                                      m->config_hash, "' (other weights)"));
+  }
+  if (static_cast<int64_t>(r.state.size()) != m->state_floats ||
+      static_cast<int64_t>(r.last_output.size()) != m->output_dim ||
+      r.retry_mode > static_cast<uint8_t>(OutputMode::kNone) || r.position < 0) {
+    return absl::DataLossError("the record's sizes do not match the model");
+  }
+  Session* s = existing;
+  if (s == nullptr) {
+    ASSIGN_OR_RETURN(s, store_.Create(m, store_.InternTenant(r.tenant), r.id, r.idle_ttl_s,
+                                      r.last_used_ms, "session_id"));
+  }
+  if (absl::Status st = store_.WriteState(s, r.state.data()); !st.ok()) {
+    if (existing == nullptr) store_.Remove(s, /*expired=*/false);
+    return st;
+  }
+  std::copy(r.last_output.begin(), r.last_output.end(), store_.LastOutput(s));
+  s->uid = r.uid;
+  s->position = r.position;
+  s->created_ms = r.created_ms;
+  s->last_used_ms = r.last_used_ms;
+  s->idle_ttl_s = r.idle_ttl_s;
+  AppendRecord& a = s->last_append;
+  a.position_before = r.retry_position_before;
+  a.length = r.retry_length;
+  a.fingerprint = r.retry_fingerprint;
+  a.mode = static_cast<OutputMode>(r.retry_mode);
+  a.mca = McaCounts{r.retry_value_flops, r.retry_value_flops_exact};
+  a.outputs.reset();
+  if (!r.retry_outputs.empty()) a.outputs = std::make_unique<std::vector<float>>(r.retry_outputs);
+  s->stored = true;
+  return absl::OkStatus();
+}
+
+bool Engine::CommitDueLocked(int64_t now_ms) const {
+  if (!durable()) return false;
+  const bool pending = !dirty_.empty() || !tombstones_.empty() || !held_.empty();
+  if (ack()) return pending || commit_wanted_;
+  return commit_wanted_ || (pending && now_ms >= next_checkpoint_ms_);
+}
+
+void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
+  if (!durable()) return;
+  const int64_t now = NowUnixMs();
+  if (!force && !CommitDueLocked(now)) return;
+  next_checkpoint_ms_ = now + options_.checkpoint_interval_ms;
+  commit_wanted_ = false;
+  const uint64_t window = window_++;
+  if (dirty_.empty() && tombstones_.empty() && held_.empty()) {
+    done_window_ = window;
+    durable_cv_.notify_all();
+    return;
+  }
+
+  // The batch: deletes first, then the changed sessions' records (a key deleted and made again
+  // in one window ends up put).
+  std::vector<StoreWrite> batch;
+  batch.reserve(tombstones_.size() + dirty_.size());
+  auto tombstones = std::move(tombstones_);
+  tombstones_.clear();
+  for (const auto& [key, undo] : tombstones) batch.push_back(StoreWrite{key, std::nullopt});
+  std::vector<Session*> written;
+  written.reserve(dirty_.size());
+  std::vector<Completion> completions;
+  for (Session* s : dirty_) {
+    absl::StatusOr<SessionRecord> r = RecordLocked(s);
+    if (!r.ok()) {
+      // Its state could not be read: stays dirty for the next commit (logged by the caller's
+      // metrics as a store error through OnStoreCommit below).
+      continue;
+    }
+    batch.push_back(StoreWrite{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)});
+    s->stored = true;  // a removal from now on writes a delete
+    s->dirty = false;
+    written.push_back(s);
+  }
+  // Sessions whose state could not be read stay marked for the next commit.
+  for (Session* s : written) dirty_.erase(s);
+  // kAck: the undo of every session of this window; pinned ones keep theirs (their append is
+  // still running, and its undo is the state before it).
+  absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
+  for (Session* s : written) {
+    auto it = undo_.find(s);
+    if (it == undo_.end()) continue;
+    undo.emplace(s, std::move(it->second));
+    undo_.erase(it);
+  }
+  for (auto it = undo_.begin(); it != undo_.end();) {
+    if (it->first->pinned()) {
+      ++it;
+    } else {
+      undo_.erase(it++);
+    }
+  }
+  std::vector<HeldReply> held = std::move(held_);
+  held_.clear();
+  int64_t bytes = 0;
+  for (const StoreWrite& w : batch) bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
+
+  lock.unlock();
+  const int64_t start_ns = SteadyNowNs();
+  absl::Status st = options_.state_store->Commit(batch);
+  const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
+  if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
+    st = absl::UnavailableError(st.message());
+  if (options_.observer != nullptr) {
+    options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
+  }
+  lock.lock();
+
+  if (!st.ok()) {
+    const absl::Status reply_status = AsUnavailable(st);
+    if (ack()) {
+      // Put every session of the window back as it was before its calls: made ones removed,
+      // changed ones restored, deleted ones made again.
+      for (Session* s : written) {
+        if (s->state == SessionState::kClosed) continue;
+        auto it = undo.find(s);
+        if (it == undo.end()) {
+          MarkDirtyLocked(s);  // nothing to put back: written again next time
+          continue;
+        }
+        s->stored = it->second.has_value();
+        if (!it->second.has_value()) {
+          while (s->has_work()) {
+            std::unique_ptr<Work> w = s->Pop();
+            pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+            FailWorkLocked(*w, reply_status, completions);
+          }
+          if (s->in_ready) {
+            ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
+            s->in_ready = false;
+          }
+          store_.Remove(s, /*expired=*/false);
+          continue;
+        }
+        if (!RestoreRecordLocked(*it->second, s).ok()) {
+          // Could not be put back in place: written again as it is now.
+          MarkDirtyLocked(s);
+          continue;
+        }
+        if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
+          // The token this commit carried is undone; so is the Generate.
+          FailHeadLocked(s, reply_status, completions);
+          ReadyLocked(s);
+        }
+      }
+      for (auto& [key, record] : tombstones) {
+        if (record.has_value()) {
+          if (!RestoreRecordLocked(*record, nullptr).ok()) tombstones_.try_emplace(key);
+        } else {
+          tombstones_.try_emplace(key);  // an expiry or cleanup: deleted next time
+        }
+      }
+    } else {
+      // kCheckpoint: nothing was promised; everything is written again next time.
+      for (Session* s : written) {
+        if (s->state != SessionState::kClosed) {
+          s->dirty = true;
+          dirty_.insert(s);
+        }
+      }
+      for (auto& [key, record] : tombstones) tombstones_.try_emplace(key);
+    }
+    failed_windows_.emplace_back(window, reply_status);
+    if (failed_windows_.size() > kFailedWindowsKept) failed_windows_.pop_front();
+    for (HeldReply& h : held) {
+      completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
+    }
+  } else {
+    for (HeldReply& h : held) {
+      completions.push_back([h = std::move(h)]() mutable { h(absl::OkStatus()); });
+    }
+  }
+  done_window_ = window;
+  durable_cv_.notify_all();
+  if (!completions.empty()) {
+    lock.unlock();
+    for (Completion& c : completions) c();
+    lock.lock();
+  }
+}
+
+absl::StatusOr<RecoveryReport> Engine::Recover() {
+  RecoveryReport report;
+  if (!durable()) return report;
+  const int64_t start_ns = SteadyNowNs();
+  const int64_t now = NowUnixMs();
+  std::vector<std::string> expired;
+  auto problem = [&](absl::string_view key, absl::string_view why) {
+    if (report.problems.size() < kProblemsListed) {
+      report.problems.push_back(absl::StrCat(key, ": ", why));
+    }
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(options_.state_store->Scan(
+        kSessionKeyPrefix, [&](absl::string_view key, absl::string_view value) -> absl::Status {
+          ++report.records;
+          absl::StatusOr<SessionRecord> r = DecodeSessionRecord(value);
+          if (r.ok() && SessionKey(r->tenant, r->id) != key) {
+            r = absl::DataLossError("the record's tenant and id do not match its key");
+          }
+          if (!r.ok()) {
+            ++report.corrupt;
+            problem(key, r.status().message());
+            return absl::OkStatus();
+          }
+          if (now - r->last_used_ms > static_cast<int64_t>(r->idle_ttl_s) * 1000) {
+            ++report.expired;
+            expired.emplace_back(key);
+            return absl::OkStatus();
+          }
+          absl::Status st = RestoreRecordLocked(*r, nullptr);
+          if (st.ok()) {
+            ++report.recovered;
+          } else if (st.code() == absl::StatusCode::kNotFound ||
+                     st.code() == absl::StatusCode::kFailedPrecondition) {
+            ++report.other_model;
+            problem(key, absl::StrCat("model '", r->model, "': ", st.message()));
+          } else if (st.code() == absl::StatusCode::kDataLoss) {
+            ++report.corrupt;
+            problem(key, st.message());
+          } else {
+            ++report.no_room;
+            problem(key, st.message());
+          }
+          return absl::OkStatus();
+        }));
+  }
+  for (size_t i = 0; i < expired.size(); i += kRecoveryDeleteBatch) {
+    std::vector<StoreWrite> batch;
+    for (size_t j = i; j < std::min(expired.size(), i + kRecoveryDeleteBatch); ++j) {
+      batch.push_back(StoreWrite{std::move(expired[j]), std::nullopt});
+    }
+    RETURN_IF_ERROR(options_.state_store->Commit(batch));
+  }
+  report.seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
+  if (options_.observer != nullptr) {
+    options_.observer->OnRecovery(report.recovered, report.skipped(), report.seconds);
+  }
+  return report;
+}
+
+}  // namespace aaren

@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: Apache-2.0
+// Durability in the engine (engine.h, engine_durability.cc) over a MemoryStore, whose
+// FailCommits makes every commit fail: replies under --durability=ack are released only once
+// their change is in the store, a failed commit changes nothing, recovery loads exactly what was
+// stored and a retry after it replays. Outputs after recovery are checked against a reference
+// run of the whole history on a CpuBackend of its own.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/store/memory_store.h"
+#include "engine/store/session_record.h"
+#include "tests/engine/engine_fixture.h"
+
+namespace aaren::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class DurabilityTest : public EngineTest {
+ protected:
+  EngineOptions Options(Durability d, int64_t interval_ms = 1000) {
+    EngineOptions o;
+    o.state_store = &store_;
+    o.durability = d;
+    o.checkpoint_interval_ms = interval_ms;
+    return o;
+  }
+
+  // The session's record in the store (nullopt: none).
+  std::optional<SessionRecord> Stored(const std::string& id, const std::string& tenant = "") {
+    absl::StatusOr<std::optional<std::string>> v = store_.Get(SessionKey(tenant, id));
+    EXPECT_TRUE(v.ok()) << v.status();
+    if (!v.ok() || !v->has_value()) return std::nullopt;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**v);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? std::optional<SessionRecord>(*r) : std::nullopt;
+  }
+
+  int64_t StoredCount() {
+    int64_t n = 0;
+    EXPECT_TRUE(store_
+                    .Scan(kSessionKeyPrefix,
+                          [&](absl::string_view, absl::string_view) {
+                            ++n;
+                            return absl::OkStatus();
+                          })
+                    .ok());
+    return n;
+  }
+
+  static void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], kTolerance * (1 + std::abs(want[i]))) << "at " << i;
+    }
+  }
+
+  MemoryStore store_;
+};
+
+TEST_F(DurabilityTest, AckRepliesOnlyAfterTheirStateIsStored) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  constexpr int kSessions = 8, kAppends = 12;
+  for (int s = 0; s < kSessions; ++s) Open(*e, "tok", "s" + std::to_string(s));
+  std::atomic<int> checked{0}, stale{0};
+  std::vector<std::future<absl::StatusOr<AppendResult>>> pending;
+  std::vector<std::shared_ptr<std::promise<void>>> done;
+  for (int k = 0; k < kAppends; ++k) {
+    for (int s = 0; s < kSessions; ++s) {
+      const std::string id = "s" + std::to_string(s);
+      auto p = std::make_shared<std::promise<void>>();
+      done.push_back(p);
+      Engine::AppendParams params;
+      params.session_id = id;
+      params.input = RandomInput("tok", 1 + k % 3, 100 * s + k);
+      e->Append(std::move(params), [&, id, p](absl::StatusOr<AppendResult> r) {
+        ASSERT_TRUE(r.ok()) << r.status();
+        // At the moment the reply is released, the store holds this position (or later).
+        absl::StatusOr<std::optional<std::string>> v = store_.Get(SessionKey("", id));
+        if (!v.ok() || !v->has_value()) {
+          ++stale;
+        } else {
+          absl::StatusOr<SessionRecord> rec = DecodeSessionRecord(**v);
+          if (!rec.ok() || rec->position < r->position) ++stale;
+        }
+        ++checked;
+        p->set_value();
+      });
+    }
+  }
+  for (auto& p : done) p->get_future().wait();
+  EXPECT_EQ(checked.load(), kSessions * kAppends);
+  EXPECT_EQ(stale.load(), 0);
+  // Group commit: far fewer commits than replies.
+  EXPECT_LT(store_.commits(), kSessions * kAppends);
+  // The stored state is the session's state.
+  absl::StatusOr<SessionSnapshot> snap = Export(*e, "s3");
+  ASSERT_TRUE(snap.ok());
+  std::optional<SessionRecord> rec = Stored("s3");
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->position, snap->position);
+  EXPECT_EQ(rec->state, snap->state);
+  EXPECT_EQ(rec->last_output, snap->last_output);
+}
+
+TEST_F(DurabilityTest, KeysCarryTheTenant) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  ASSERT_TRUE(e->OpenSession(SessionRef("alice", "x"), "tok", true, 0).ok());
+  ASSERT_TRUE(e->OpenSession(SessionRef("", "x"), "tok", true, 0).ok());
+  std::optional<SessionRecord> a = Stored("x", "alice");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->tenant, "alice");
+  ASSERT_TRUE(Stored("x", "").has_value());
+  EXPECT_EQ(StoredCount(), 2);
+  EXPECT_EQ(SessionKey("alice", "x"), "s/alice/x");
+}
+
+TEST_F(DurabilityTest, RecoveryContinuesExactlyAndRetriesReplay) {
+  const SequenceInput history = RandomInput("tok", 40, 7);
+  const SequenceInput more = RandomInput("tok", 9, 8);
+  SessionInfo before;
+  absl::StatusOr<AppendResult> last;
+  {
+    auto e = MakeEngine(Options(Durability::kCheckpoint, 60000));
+    ASSERT_TRUE(e->OpenSession(SessionRef("t1", "a"), "tok", true, 777).ok());
+    Engine::AppendParams p;
+    // 30 tokens plainly, the last 10 with expected_position (so a retry can replay).
+    auto head = Slice(history, 0, 30, 0);
+    auto tail = Slice(history, 30, 40, 0);
+    std::promise<absl::StatusOr<AppendResult>> p1, p2;
+    Engine::AppendParams a1;
+    a1.tenant = "t1";
+    a1.session_id = "a";
+    a1.input = head;
+    e->Append(std::move(a1), [&](absl::StatusOr<AppendResult> r) { p1.set_value(r); });
+    ASSERT_TRUE(p1.get_future().get().ok());
+    Engine::AppendParams a2;
+    a2.tenant = "t1";
+    a2.session_id = "a";
+    a2.input = tail;
+    a2.expected_position = 30;
+    e->Append(std::move(a2), [&](absl::StatusOr<AppendResult> r) { p2.set_value(r); });
+    last = p2.get_future().get();
+    ASSERT_TRUE(last.ok()) << last.status();
+    before = *e->GetSession(SessionRef("t1", "a"));
+    e->Shutdown();  // checkpoint: written at shutdown
+  }
+  auto e = MakeEngine(Options(Durability::kCheckpoint, 60000));
+  absl::StatusOr<RecoveryReport> report = e->Recover();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->recovered, 1);
+  EXPECT_EQ(report->skipped(), 0);
+  absl::StatusOr<SessionInfo> after = e->GetSession(SessionRef("t1", "a"));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->position, 40);
+  EXPECT_EQ(after->uid, before.uid);
+  EXPECT_EQ(after->idle_ttl_s, 777u);
+  EXPECT_EQ(after->created_ms, before.created_ms);
+  // Another tenant does not see it.
+  EXPECT_EQ(e->GetSession(SessionRef("", "a")).status().code(), absl::StatusCode::kNotFound);
+
+  // The retry of the last append replays its reply.
+  std::promise<absl::StatusOr<AppendResult>> pr;
+  Engine::AppendParams retry;
+  retry.tenant = "t1";
+  retry.session_id = "a";
+  retry.input = Slice(history, 30, 40, 0);
+  retry.expected_position = 30;
+  e->Append(std::move(retry), [&](absl::StatusOr<AppendResult> r) { pr.set_value(r); });
+  absl::StatusOr<AppendResult> replay = pr.get_future().get();
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_TRUE(replay->replayed);
+  EXPECT_EQ(replay->position, 40);
+  EXPECT_EQ(replay->outputs, last->outputs);
+
+  // Continuing gives what the whole history gives from the empty state.
+  std::promise<absl::StatusOr<AppendResult>> pm;
+  Engine::AppendParams cont;
+  cont.tenant = "t1";
+  cont.session_id = "a";
+  cont.input = more;
+  e->Append(std::move(cont), [&](absl::StatusOr<AppendResult> r) { pm.set_value(r); });
+  absl::StatusOr<AppendResult> next = pm.get_future().get();
+  ASSERT_TRUE(next.ok()) << next.status();
+  SequenceInput whole = history;
+  Concat(whole, more);
+  const int64_t od = tok_config_.output_dim;
+  ExpectNear(next->outputs, Rows(Reference("tok", whole), 40, 49, od));
+}
+
+// Each operation that changes a session, with every commit failing: UNAVAILABLE naming the
+// store, and the engine as before the call. Then the same call succeeds.
+TEST_F(DurabilityTest, AckFailedCommitChangesNothing) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "base");
+  ASSERT_TRUE(Append(*e, "base", RandomInput("tok", 5, 1)).ok());
+  const SessionSnapshot snap0 = *Export(*e, "base");
+  const int64_t count0 = e->stats().store.pool + e->stats().store.host;
+  const absl::Status down = absl::UnavailableError("state store memory: injected failure");
+  store_.FailCommits(down);
+
+  auto expect_unavailable = [&](const absl::Status& st, const char* what) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << what << ": " << st;
+    EXPECT_THAT(std::string(st.message()), HasSubstr("state store")) << what;
+  };
+  auto expect_unchanged = [&](const char* what) {
+    absl::StatusOr<SessionSnapshot> now = Export(*e, "base");
+    ASSERT_TRUE(now.ok()) << what << ": " << now.status();
+    EXPECT_EQ(now->position, snap0.position) << what;
+    EXPECT_EQ(now->state, snap0.state) << what;
+    EXPECT_EQ(now->last_output, snap0.last_output) << what;
+    EXPECT_EQ(e->stats().store.pool + e->stats().store.host, count0) << what;
+  };
+
+  expect_unavailable(Append(*e, "base", RandomInput("tok", 3, 2)).status(), "append");
+  expect_unchanged("append");
+  expect_unavailable(Append(*e, "base", RandomInput("tok", 3, 2), snap0.position).status(),
+                     "append with expected_position");
+  expect_unchanged("append with expected_position");
+  expect_unavailable(e->OpenSession("new", "tok", true, 0).status(), "open");
+  expect_unchanged("open");
+  EXPECT_EQ(e->GetSession("new").status().code(), absl::StatusCode::kNotFound);
+  expect_unavailable(Create(*e, "tok", RandomInput("tok", 4, 3), "pre").status(),
+                     "create with prefix");
+  expect_unchanged("create with prefix");
+  EXPECT_EQ(e->GetSession("pre").status().code(), absl::StatusCode::kNotFound);
+  expect_unavailable(Fork(*e, "base", "forked").status(), "fork");
+  expect_unchanged("fork");
+  EXPECT_EQ(e->GetSession("forked").status().code(), absl::StatusCode::kNotFound);
+  expect_unavailable(e->ImportSession(snap0, "imported", 0).status(), "import");
+  expect_unchanged("import");
+  expect_unavailable(Score(*e, "tok", {RandomInput("tok", 4, 5)}, OutputMode::kLast, true).status(),
+                     "prefill");
+  expect_unchanged("prefill");
+  {
+    auto f = DeleteAsync(*e, "base");
+    expect_unavailable(Await(f), "delete");
+  }
+  expect_unchanged("delete");
+  GenerateResult g = Generate(*e, "base", 4, SampleOptions{}, 1);
+  expect_unavailable(g.status, "generate");
+  EXPECT_TRUE(g.tokens.empty());
+  expect_unchanged("generate");
+  // Score without prefill stores nothing: it works while the store is down.
+  EXPECT_TRUE(Score(*e, "tok", {RandomInput("tok", 4, 5)}).ok());
+
+  // The store is back: everything works, and the store has what the engine has.
+  store_.FailCommits(absl::OkStatus());
+  absl::StatusOr<AppendResult> r = Append(*e, "base", RandomInput("tok", 3, 2), snap0.position);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->replayed);
+  EXPECT_EQ(r->position, snap0.position + 3);
+  EXPECT_EQ(Stored("base")->position, snap0.position + 3);
+  ASSERT_TRUE(Fork(*e, "base", "forked").ok());
+  EXPECT_TRUE(Stored("forked").has_value());
+  auto f = DeleteAsync(*e, "forked");
+  ASSERT_TRUE(Await(f).ok());
+  EXPECT_FALSE(Stored("forked").has_value());
+}
+
+TEST_F(DurabilityTest, DeleteForkImportPrefillAndExpiryArePersisted) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "a");
+  ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 6, 1)).ok());
+  ASSERT_TRUE(Fork(*e, "a", "b").ok());
+  EXPECT_EQ(Stored("b")->position, 6);
+  EXPECT_EQ(Stored("b")->state, Stored("a")->state);
+  absl::StatusOr<SessionSnapshot> snap = Export(*e, "a");
+  ASSERT_TRUE(e->ImportSession(*snap, "c", 0).ok());
+  EXPECT_EQ(Stored("c")->state, snap->state);
+  absl::StatusOr<std::vector<SequenceOutput>> pre =
+      Score(*e, "tok", {RandomInput("tok", 5, 2)}, OutputMode::kLast, /*prefill=*/true);
+  ASSERT_TRUE(pre.ok());
+  EXPECT_EQ(Stored((*pre)[0].session_id)->position, 5);
+  auto d = DeleteAsync(*e, "a");
+  ASSERT_TRUE(Await(d).ok());
+  EXPECT_FALSE(Stored("a").has_value());
+  // Expiry: a 1 s TTL; the sweep removes it and the delete reaches the store.
+  ASSERT_TRUE(e->OpenSession("short", "tok", true, 1).ok());
+  ASSERT_TRUE(Stored("short").has_value());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (Stored("short").has_value() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(Stored("short").has_value());
+}
+
+TEST_F(DurabilityTest, GenerateTokensAreDurable) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "g");
+  std::atomic<int> stale{0};
+  Engine::GenerateParams p;
+  p.session_id = "g";
+  p.max_tokens = 6;
+  p.prompt = RandomInput("tok", 3, 4);
+  std::promise<absl::Status> done;
+  e->Generate(
+      std::move(p),
+      [&](const GeneratedToken& t) {
+        std::optional<SessionRecord> r = Stored("g");
+        if (!r.has_value() || r->position < t.position) ++stale;
+      },
+      [&](absl::Status st) { done.set_value(st); });
+  ASSERT_TRUE(done.get_future().get().ok());
+  EXPECT_EQ(stale.load(), 0);
+  EXPECT_EQ(Stored("g")->position, 9);
+}
+
+TEST_F(DurabilityTest, CheckpointWritesWithinTheIntervalAndAtShutdown) {
+  {
+    auto e = MakeEngine(Options(Durability::kCheckpoint, 200));
+    Open(*e, "tok", "a");
+    ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 4, 1)).ok());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while ((!Stored("a").has_value() || Stored("a")->position != 4) &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(Stored("a").has_value());
+    EXPECT_EQ(Stored("a")->position, 4);
+  }
+  {
+    // A long interval: nothing before shutdown, everything at it.
+    auto e = MakeEngine(Options(Durability::kCheckpoint, 600000));
+    ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 3, 2)).status().code() ==
+                absl::StatusCode::kNotFound);  // not recovered yet
+    ASSERT_TRUE(e->Recover().ok());
+    ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 3, 2)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(Stored("a")->position, 4);
+    e->Shutdown();
+    EXPECT_EQ(Stored("a")->position, 7);
+  }
+}
+
+TEST_F(DurabilityTest, CheckpointRetriesAFailedCommit) {
+  auto e = MakeEngine(Options(Durability::kCheckpoint, 50));
+  store_.FailCommits(absl::UnavailableError("state store memory: injected failure"));
+  Open(*e, "tok", "a");
+  ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 4, 1)).ok());  // replies at once
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(Stored("a").has_value());
+  store_.FailCommits(absl::OkStatus());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!Stored("a").has_value() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(Stored("a").has_value());
+  EXPECT_EQ(Stored("a")->position, 4);
+}
+
+TEST_F(DurabilityTest, RecoveryKeepsForeignAndDamagedRecordsAndDropsExpiredOnes) {
+  {
+    auto e = MakeEngine(Options(Durability::kAck));
+    Open(*e, "tok", "live");
+    ASSERT_TRUE(Append(*e, "live", RandomInput("tok", 3, 1)).ok());
+    ASSERT_TRUE(e->OpenSession("old", "tok", true, 5).ok());
+  }
+  SessionRecord foreign = *Stored("live");
+  foreign.id = "foreign";
+  foreign.model = "not-served";
+  SessionRecord rehashed = *Stored("live");
+  rehashed.id = "rehashed";
+  rehashed.config_hash = "other-weights";
+  SessionRecord old = *Stored("old");
+  old.last_used_ms -= 3600 * 1000;  // an hour idle, TTL 5 s
+  std::string damaged = EncodeSessionRecord(*Stored("live"));
+  damaged[damaged.size() / 2] ^= 0x20;
+  ASSERT_TRUE(store_
+                  .Commit({{SessionKey("", "foreign"), EncodeSessionRecord(foreign)},
+                           {SessionKey("", "rehashed"), EncodeSessionRecord(rehashed)},
+                           {SessionKey("", "old"), EncodeSessionRecord(old)},
+                           {SessionKey("", "damaged"), damaged},
+                           {SessionKey("", "garbage"), std::string("not a record")}})
+                  .ok());
+  auto e = MakeEngine(Options(Durability::kAck));
+  absl::StatusOr<RecoveryReport> report = e->Recover();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->records, 6);
+  EXPECT_EQ(report->recovered, 1);
+  EXPECT_EQ(report->expired, 1);
+  EXPECT_EQ(report->other_model, 2);
+  EXPECT_EQ(report->corrupt, 2);
+  EXPECT_EQ(report->problems.size(), 4u);
+  EXPECT_TRUE(e->GetSession("live").ok());
+  EXPECT_FALSE(e->GetSession("foreign").ok());
+  // Kept: another deployment may serve them; dropped: the expired one.
+  EXPECT_TRUE(Stored("foreign").has_value());
+  EXPECT_TRUE(Stored("rehashed").has_value());
+  EXPECT_TRUE(store_.Get(SessionKey("", "damaged"))->has_value());
+  EXPECT_FALSE(Stored("old").has_value());
+}
+
+}  // namespace
+}  // namespace aaren::testing
