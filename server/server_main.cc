@@ -29,12 +29,15 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "core/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/served_model.h"
+#include "engine/store/rocksdb_store.h"
+#include "engine/store/state_store.h"
 #include "server/aaren_v1/aaren_service.h"
 #include "server/auth/authenticator.h"
 #include "server/auth/reflection_gate.h"
@@ -119,6 +122,16 @@ ABSL_FLAG(bool, reflection, true,
           "Serve gRPC server reflection (with --auth_tokens_file it needs a token too)");
 ABSL_FLAG(bool, access_log, false,
           "Log one line per call: rpc, tenant, status code, duration, peer (never the payload)");
+ABSL_FLAG(std::string, state_store, "",
+          "Where sessions outlive the process: empty = memory only; a directory (or "
+          "rocksdb:DIR) = embedded RocksDB (README, \"Durability\")");
+ABSL_FLAG(std::string, durability, "",
+          "none, checkpoint or ack (default: checkpoint with --state_store, none without)");
+ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(1),
+          "--durability=checkpoint: changed sessions are written at least this often");
+ABSL_FLAG(std::string, backup_dir, "",
+          "On SIGUSR1, write a consistent checkpoint of the RocksDB --state_store into a new "
+          "directory here");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(std::string, log_format, "text", "text (logfmt) or json");
 
@@ -148,6 +161,65 @@ std::vector<char*> MergeRepeatedModelDirs(int argc, char** argv, std::string& me
     rest.push_back(merged.data());
   }
   return rest;
+}
+
+absl::StatusOr<Durability> ParseDurability(const std::string& name, bool have_store) {
+  if (name.empty()) return have_store ? Durability::kCheckpoint : Durability::kNone;
+  Durability d;
+  if (name == "none") {
+    d = Durability::kNone;
+  } else if (name == "checkpoint") {
+    d = Durability::kCheckpoint;
+  } else if (name == "ack") {
+    d = Durability::kAck;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--durability: '", name, "' is not none, checkpoint or ack"));
+  }
+  if (d != Durability::kNone && !have_store) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--durability=", name, " needs --state_store (a directory for the RocksDB store)"));
+  }
+  if (d == Durability::kNone && have_store) {
+    return absl::InvalidArgumentError(
+        "--durability=none with --state_store: nothing would be written to the store; drop "
+        "--state_store or pick checkpoint or ack");
+  }
+  return d;
+}
+
+absl::string_view DurabilityName(Durability d) {
+  switch (d) {
+    case Durability::kNone:
+      break;
+    case Durability::kCheckpoint:
+      return "checkpoint";
+    case Durability::kAck:
+      return "ack";
+  }
+  return "none";
+}
+
+// SIGUSR1: a RocksDB checkpoint of the store in a new directory under `backup_dir`.
+void BackUp(StateStore* store, const std::string& backup_dir) {
+  auto* rocksdb = dynamic_cast<RocksDbStore*>(store);
+  if (rocksdb == nullptr || backup_dir.empty()) {
+    Log(LogLevel::kWarn,
+        "SIGUSR1: no backup made (needs a RocksDB --state_store and --backup_dir)");
+    return;
+  }
+  const std::string dir =
+      (std::filesystem::path(backup_dir) / absl::StrCat("aaren-", NowUnixMs())).string();
+  std::error_code ec;
+  std::filesystem::create_directories(backup_dir, ec);
+  const int64_t start_ns = SteadyNowNs();
+  if (absl::Status st = rocksdb->Checkpoint(dir); !st.ok()) {
+    Log(LogLevel::kError, "backup failed", {{"dir", dir}, {"error", std::string(st.message())}});
+    return;
+  }
+  Log(LogLevel::kInfo, "backup written",
+      {{"dir", dir},
+       {"seconds", absl::StrFormat("%.3f", static_cast<double>(SteadyNowNs() - start_ns) * 1e-9)}});
 }
 
 int Fail(const absl::Status& status) {
@@ -223,6 +295,18 @@ int Run() {
   if (options.max_sequence_tokens < 1) {
     return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
   }
+  // Durability (README, "Durability").
+  auto state_store = OpenStateStore(absl::GetFlag(FLAGS_state_store));
+  if (!state_store.ok()) return Fail(state_store.status());
+  auto durability = ParseDurability(absl::GetFlag(FLAGS_durability), *state_store != nullptr);
+  if (!durability.ok()) return Fail(durability.status());
+  options.state_store = state_store->get();
+  options.durability = *durability;
+  options.checkpoint_interval_ms =
+      absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_checkpoint_interval));
+  if (options.checkpoint_interval_ms < 1) {
+    return Fail(absl::InvalidArgumentError("--checkpoint_interval: must be at least 1ms"));
+  }
   McaOptions default_mca;
   default_mca.alpha = absl::GetFlag(FLAGS_mca_alpha);
   default_mca.seed = absl::GetFlag(FLAGS_mca_seed);
@@ -251,6 +335,23 @@ int Run() {
   }
 
   Engine engine(registry->get(), options);
+  if (options.state_store != nullptr) {
+    absl::StatusOr<RecoveryReport> recovered = engine.Recover();
+    if (!recovered.ok()) return Fail(recovered.status());
+    Log(LogLevel::kInfo, "sessions recovered",
+        {{"store", options.state_store->Describe()},
+         {"durability", std::string(DurabilityName(options.durability))},
+         {"records", absl::StrCat(recovered->records)},
+         {"recovered", absl::StrCat(recovered->recovered)},
+         {"expired", absl::StrCat(recovered->expired)},
+         {"other_model", absl::StrCat(recovered->other_model)},
+         {"corrupt", absl::StrCat(recovered->corrupt)},
+         {"no_room", absl::StrCat(recovered->no_room)},
+         {"seconds", absl::StrFormat("%.3f", recovered->seconds)}});
+    for (const std::string& p : recovered->problems) {
+      Log(LogLevel::kWarn, "session record kept but not loaded", {{"record", p}});
+    }
+  }
   if (const int metrics_port = absl::GetFlag(FLAGS_metrics_port); metrics_port != 0) {
     std::string host = absl::GetFlag(FLAGS_metrics_host);
     if (host.empty()) {
@@ -340,16 +441,21 @@ int Run() {
     std::filesystem::rename(tmp, path);
   }
 
-  // SIGTERM/SIGINT/SIGHUP are blocked in every thread (see main) and taken here: SIGHUP re-reads
-  // the tokens file, the others stop the server.
+  // SIGTERM/SIGINT/SIGHUP/SIGUSR1 are blocked in every thread (see main) and taken here: SIGHUP
+  // re-reads the tokens file, SIGUSR1 backs the store up, the others stop the server.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR1);
   int signal_number = 0;
   while (true) {
     sigwait(&signals, &signal_number);
+    if (signal_number == SIGUSR1) {
+      BackUp(options.state_store, absl::GetFlag(FLAGS_backup_dir));
+      continue;
+    }
     if (signal_number != SIGHUP) break;
     if (auth == nullptr) {
       Log(LogLevel::kInfo, "SIGHUP: nothing to reload (no --auth_tokens_file)");
@@ -419,6 +525,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::SetProgramUsageMessage(

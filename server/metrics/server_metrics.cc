@@ -79,6 +79,22 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
                "Value-projection FLOPs of completed operations: spent (less than exact with "
                "Monte-Carlo Attention), and exact (what exact projection costs).");
   r.AddGauge("aaren_build_info", "Build information; the value is always 1.");
+  r.AddCounter("aaren_store_commits_total",
+               "State store commits (one per tick with --durability=ack, per interval with "
+               "checkpoint) by result (ok, error).");
+  r.AddCounter("aaren_store_errors_total",
+               "State store commits that failed (disk full, I/O error, store unreachable).");
+  r.AddCounter("aaren_store_records_written_total",
+               "Session records put and deleted by successful commits.");
+  r.AddCounter("aaren_store_written_bytes_total",
+               "Bytes of session records written by successful commits.");
+  r.AddHistogram("aaren_store_commit_duration_seconds",
+                 "State store commit duration (the write and its sync).", LatencyBuckets());
+  r.AddGauge("aaren_store_recovered_sessions", "Sessions loaded from the state store at start-up.");
+  r.AddGauge("aaren_store_skipped_records",
+             "Records kept in the store but not loaded at start-up (another model or config, "
+             "damaged, no room).");
+  r.AddGauge("aaren_store_recovery_seconds", "Seconds the start-up recovery took.");
 
   r.Set("aaren_build_info",
         {{"version", build.version},
@@ -98,6 +114,17 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
   }
   for (const char* kind : {"spent", "exact"}) {
     r.Increment("aaren_mca_value_projection_flops_total", {{"kind", kind}}, 0);
+  }
+  for (const char* result : {"ok", "error"}) {
+    r.Increment("aaren_store_commits_total", {{"result", result}}, 0);
+  }
+  for (const char* name : {"aaren_store_errors_total", "aaren_store_records_written_total",
+                           "aaren_store_written_bytes_total"}) {
+    r.Increment(name, {}, 0);
+  }
+  for (const char* name : {"aaren_store_recovered_sessions", "aaren_store_skipped_records",
+                           "aaren_store_recovery_seconds"}) {
+    r.Set(name, {}, 0);
   }
   for (const ServedModel* m : models.models()) {
     r.Increment("aaren_tokens_appended_total", {{"model", m->name}}, 0);
@@ -153,6 +180,24 @@ void ServerMetrics::OnMcaFlops(const ServedModel& model, const McaCounts& counts
                        static_cast<double>(counts.value_flops));
   registry_->Increment("aaren_mca_value_projection_flops_total", {{"kind", "exact"}},
                        static_cast<double>(counts.value_flops_exact));
+}
+
+void ServerMetrics::OnStoreCommit(int64_t records, int64_t bytes, double seconds,
+                                  const absl::Status& status) {
+  registry_->Increment("aaren_store_commits_total", {{"result", status.ok() ? "ok" : "error"}}, 1);
+  registry_->Observe("aaren_store_commit_duration_seconds", {}, seconds);
+  if (!status.ok()) {
+    registry_->Increment("aaren_store_errors_total", {}, 1);
+    return;
+  }
+  registry_->Increment("aaren_store_records_written_total", {}, static_cast<double>(records));
+  registry_->Increment("aaren_store_written_bytes_total", {}, static_cast<double>(bytes));
+}
+
+void ServerMetrics::OnRecovery(int64_t recovered, int64_t skipped, double seconds) {
+  registry_->Set("aaren_store_recovered_sessions", {}, static_cast<double>(recovered));
+  registry_->Set("aaren_store_skipped_records", {}, static_cast<double>(skipped));
+  registry_->Set("aaren_store_recovery_seconds", {}, seconds);
 }
 
 void ServerMetrics::OnTokens(const ServedModel& model, bool scored, int64_t tokens) {

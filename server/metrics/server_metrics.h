@@ -49,6 +49,11 @@ class ServerMetrics final : public EngineObserver {
   // aaren_mca_value_projection_flops_total{kind="spent"|"exact"}: every completed operation's
   // counts, MCA or not (so spent / exact is the share of the exact cost paid).
   void OnMcaFlops(const ServedModel& model, const McaCounts& counts) override;
+  // aaren_store_*: commits by result, records and bytes written, commit durations, errors.
+  void OnStoreCommit(int64_t records, int64_t bytes, double seconds,
+                     const absl::Status& status) override;
+  // aaren_store_recovered_sessions, aaren_store_skipped_records, aaren_store_recovery_seconds.
+  void OnRecovery(int64_t recovered, int64_t skipped, double seconds) override;
 
  private:
   MetricsRegistry* registry_;
