@@ -141,7 +141,10 @@ COPY models/demo-ts /opt/aaren/models/demo-ts
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --gid 10001 aaren \
  && useradd --uid 10001 --gid aaren --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin aaren
+      --shell /usr/sbin/nologin aaren \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/aaren
+# Mount a volume here for --state_store (README "Durability"); a new named volume takes this
+# directory's owner, so the non-root server can write it.
 USER 10001:10001
 WORKDIR /opt/aaren
 

@@ -48,6 +48,14 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "aaren_host_tier_used_slots": ("gauge", frozenset()),
     "aaren_mca_value_projection_flops_total": ("counter", frozenset({"kind"})),
     "aaren_build_info": ("gauge", frozenset({"version", "git_sha", "backend", "exporter"})),
+    "aaren_store_commits_total": ("counter", frozenset({"result"})),
+    "aaren_store_errors_total": ("counter", frozenset()),
+    "aaren_store_records_written_total": ("counter", frozenset()),
+    "aaren_store_written_bytes_total": ("counter", frozenset()),
+    "aaren_store_commit_duration_seconds": ("histogram", frozenset()),
+    "aaren_store_recovered_sessions": ("gauge", frozenset()),
+    "aaren_store_skipped_records": ("gauge", frozenset()),
+    "aaren_store_recovery_seconds": ("gauge", frozenset()),
 }
 # Labels Prometheus adds to every scraped series, and the histogram bucket bound.
 TARGET_LABELS = frozenset({"job", "instance", "le"})
