@@ -54,6 +54,14 @@ CONTRACT = {
     "aaren_host_tier_used_slots": "gauge",
     "aaren_mca_value_projection_flops_total": "counter",
     "aaren_build_info": "gauge",
+    "aaren_store_commits_total": "counter",
+    "aaren_store_errors_total": "counter",
+    "aaren_store_records_written_total": "counter",
+    "aaren_store_written_bytes_total": "counter",
+    "aaren_store_commit_duration_seconds": "histogram",
+    "aaren_store_recovered_sessions": "gauge",
+    "aaren_store_skipped_records": "gauge",
+    "aaren_store_recovery_seconds": "gauge",
 }
 LATENCY_BOUNDS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                   0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
