@@ -233,6 +233,12 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
 
   if (!st.ok()) {
     const absl::Status reply_status = AsUnavailable(st);
+    // Marked for the next commit without an undo of "remove it" (MarkDirtyLocked's default for
+    // a session made outside a pick), which a second failure would otherwise act on.
+    auto redirty = [this](Session* s) {
+      s->dirty = true;
+      dirty_.insert(s);
+    };
     if (ack()) {
       // Put every session of the window back as it was before its calls: made ones removed,
       // changed ones restored, deleted ones made again.
@@ -240,7 +246,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         if (s->state == SessionState::kClosed) continue;
         auto it = undo.find(s);
         if (it == undo.end()) {
-          MarkDirtyLocked(s);  // nothing to put back: written again next time
+          redirty(s);  // nothing to put back: written again next time
           continue;
         }
         s->stored = it->second.has_value();
@@ -258,8 +264,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           continue;
         }
         if (!RestoreRecordLocked(*it->second, s).ok()) {
-          // Could not be put back in place: written again as it is now.
-          MarkDirtyLocked(s);
+          redirty(s);  // could not be put back in place: written again as it is now
           continue;
         }
         if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
@@ -278,10 +283,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     } else {
       // kCheckpoint: nothing was promised; everything is written again next time.
       for (Session* s : written) {
-        if (s->state != SessionState::kClosed) {
-          s->dirty = true;
-          dirty_.insert(s);
-        }
+        if (s->state != SessionState::kClosed) redirty(s);
       }
       for (auto& [key, record] : tombstones) tombstones_.try_emplace(key);
     }

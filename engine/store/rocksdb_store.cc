@@ -204,6 +204,21 @@ RocksDbStore::~RocksDbStore() {
   CloseDb(&db_);
 }
 
+absl::Status RocksDbStore::NotOpen() const {
+  return absl::UnavailableError(absl::StrCat("state store ", Describe(),
+                                             ": not open (reopening after a failed write failed)"));
+}
+
+absl::Status RocksDbStore::ReadError(const rocksdb::Status& s, absl::string_view what) const {
+  if (s.IsCorruption()) {
+    return absl::DataLossError(absl::StrCat("state store ", Describe(),
+                                            ": the store's files are damaged (", Reason(s),
+                                            "); restore it from a backup"));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("state store ", Describe(), ": ", what, ": ", Reason(s)));
+}
+
 std::string RocksDbStore::Describe() const { return absl::StrCat("rocksdb:", dir_); }
 
 absl::Status RocksDbStore::ReopenLocked() {
@@ -252,33 +267,19 @@ absl::Status RocksDbStore::Commit(const std::vector<StoreWrite>& batch) {
 
 absl::StatusOr<std::optional<std::string>> RocksDbStore::Get(absl::string_view key) {
   std::shared_lock lock(mu_);
-  if (db_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "state store ", Describe(), ": not open (reopening after a failed write failed)"));
-  }
+  if (db_ == nullptr) return NotOpen();
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
   std::string value;
   rocksdb::Status s = db_->Get(ro, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::nullopt;
-  if (s.IsCorruption()) {
-    return absl::DataLossError(absl::StrCat("state store ", Describe(),
-                                            ": the store's files are damaged (", Reason(s),
-                                            "); restore it from a backup"));
-  }
-  if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("state store ", Describe(), ": read failed: ", Reason(s)));
-  }
+  if (!s.ok()) return ReadError(s, "read failed");
   return value;
 }
 
 absl::Status RocksDbStore::Scan(absl::string_view prefix, ScanFn fn) {
   std::shared_lock lock(mu_);
-  if (db_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat(
-        "state store ", Describe(), ": not open (reopening after a failed write failed)"));
-  }
+  if (db_ == nullptr) return NotOpen();
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
@@ -290,15 +291,7 @@ absl::Status RocksDbStore::Scan(absl::string_view prefix, ScanFn fn) {
     if (absl::Status st = fn(key, absl::string_view(v.data(), v.size())); !st.ok()) return st;
   }
   rocksdb::Status s = it->status();
-  if (s.IsCorruption()) {
-    return absl::DataLossError(absl::StrCat("state store ", Describe(),
-                                            ": the store's files are damaged (", Reason(s),
-                                            "); restore it from a backup"));
-  }
-  if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("state store ", Describe(), ": scan failed: ", Reason(s)));
-  }
+  if (!s.ok()) return ReadError(s, "scan failed");
   return absl::OkStatus();
 }
 

@@ -32,6 +32,7 @@
 
 namespace rocksdb {
 class DB;
+class Status;
 }  // namespace rocksdb
 
 namespace aaren {
@@ -78,6 +79,11 @@ class RocksDbStore : public StateStore {
 
  private:
   RocksDbStore(std::string dir, std::unique_ptr<rocksdb::DB> db);
+
+  // UNAVAILABLE: db_ is null (a reopen failed).
+  absl::Status NotOpen() const;
+  // A failed read `s`: DATA_LOSS for damaged files, UNAVAILABLE "...: `what`: ..." otherwise.
+  absl::Status ReadError(const rocksdb::Status& s, absl::string_view what) const;
 
   // Under the exclusive lock: closes a database that had a failed write and opens it again.
   absl::Status ReopenLocked();
