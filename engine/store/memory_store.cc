@@ -9,22 +9,56 @@ namespace aaren {
 
 std::string MemoryStore::Describe() const { return "memory:"; }
 
-absl::Status MemoryStore::Commit(const std::vector<StoreWrite>& batch) {
-  absl::MutexLock lock(&mu_);
+absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
+                                      std::vector<WriteOutcome>* outcomes) {
   if (!fail_commits_.ok()) return fail_commits_;
-  for (const StoreWrite& w : batch) {
-    if (w.value.has_value()) {
-      records_.insert_or_assign(w.key, *w.value);
-    } else {
-      records_.erase(w.key);
+  if (outcomes != nullptr) outcomes->assign(batch.size(), WriteOutcome{});
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const StoreWrite& w = batch[i];
+    auto it = records_.find(w.key);
+    const uint64_t found = it == records_.end() ? kAbsentVersion : it->second.version;
+    if (check && w.expect != kAnyVersion && w.expect != found) {
+      if (outcomes != nullptr) {
+        WriteOutcome& o = (*outcomes)[i];
+        o.conflict = true;
+        o.version = found;
+        if (it != records_.end()) o.current = it->second.value;
+      }
+      continue;
     }
+    uint64_t now = kAbsentVersion;
+    if (w.value.has_value()) {
+      now = ++last_version_;
+      records_.insert_or_assign(w.key, VersionedValue{*w.value, now});
+    } else if (it != records_.end()) {
+      records_.erase(it);
+    }
+    if (outcomes != nullptr) (*outcomes)[i].version = now;
+    ++writes_;
   }
   ++commits_;
-  writes_ += static_cast<int64_t>(batch.size());
   return absl::OkStatus();
 }
 
+absl::Status MemoryStore::Commit(const std::vector<StoreWrite>& batch) {
+  absl::MutexLock lock(&mu_);
+  return ApplyLocked(batch, /*check=*/false, nullptr);
+}
+
+absl::Status MemoryStore::CommitVersioned(const std::vector<StoreWrite>& batch,
+                                          std::vector<WriteOutcome>& outcomes) {
+  absl::MutexLock lock(&mu_);
+  return ApplyLocked(batch, /*check=*/true, &outcomes);
+}
+
 absl::StatusOr<std::optional<std::string>> MemoryStore::Get(absl::string_view key) {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(key);
+  if (it == records_.end()) return std::nullopt;
+  return it->second.value;
+}
+
+absl::StatusOr<std::optional<VersionedValue>> MemoryStore::GetVersioned(absl::string_view key) {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(key);
   if (it == records_.end()) return std::nullopt;
@@ -35,7 +69,7 @@ absl::Status MemoryStore::Scan(absl::string_view prefix, ScanFn fn) {
   absl::MutexLock lock(&mu_);
   for (auto it = records_.lower_bound(prefix);
        it != records_.end() && absl::StartsWith(it->first, prefix); ++it) {
-    if (absl::Status st = fn(it->first, it->second); !st.ok()) return st;
+    if (absl::Status st = fn(it->first, it->second.value); !st.ok()) return st;
   }
   return absl::OkStatus();
 }

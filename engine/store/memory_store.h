@@ -24,18 +24,28 @@ namespace aaren {
 
 // Thread-safe: every method may be called from any thread. Scan holds the store's lock while it
 // calls fn, so fn must not call back into the store.
+//
+// Versions every key like a shared store (each put takes the next number of one counter);
+// constructed with shared = true it reports Shared(), so that several engines of one process
+// can share it as replicas share Redis (tests of the engine's compare-and-set handling).
 class MemoryStore : public StateStore {
  public:
   MemoryStore() = default;
+  explicit MemoryStore(bool shared) : shared_(shared) {}
   MemoryStore(const MemoryStore&) = delete;
   MemoryStore& operator=(const MemoryStore&) = delete;
 
   // "memory:".
   std::string Describe() const override;
-  // Applies the batch's writes in order, all at once under the lock. While FailCommits has set
-  // an error, returns that error and applies nothing.
+  // Applies the batch's writes in order (expectations ignored), all at once under the lock.
+  // While FailCommits has set an error, returns that error and applies nothing.
   absl::Status Commit(const std::vector<StoreWrite>& batch) override;
   absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) override;
+  bool Shared() const override { return shared_; }
+  // With compare-and-set (state_store.h), all at once under the lock; FailCommits applies.
+  absl::Status CommitVersioned(const std::vector<StoreWrite>& batch,
+                               std::vector<WriteOutcome>& outcomes) override;
+  absl::StatusOr<std::optional<VersionedValue>> GetVersioned(absl::string_view key) override;
   absl::Status Scan(absl::string_view prefix, ScanFn fn) override;
   // Always 0.
   int64_t DiskBytes() const override { return 0; }
@@ -49,8 +59,13 @@ class MemoryStore : public StateStore {
   int64_t writes() const;
 
  private:
+  absl::Status ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
+                           std::vector<WriteOutcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const bool shared_ = false;
   mutable absl::Mutex mu_;
-  std::map<std::string, std::string, std::less<>> records_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, VersionedValue, std::less<>> records_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status fail_commits_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -138,7 +138,7 @@ class Reader {
   absl::string_view rest_;
 };
 
-absl::StatusOr<SessionRecord> DecodePayloadV1(absl::string_view payload) {
+absl::StatusOr<SessionRecord> DecodePayload(absl::string_view payload, uint32_t version) {
   Reader in(payload);
   SessionRecord r;
   RETURN_IF_ERROR(in.String("tenant", &r.tenant));
@@ -159,11 +159,13 @@ absl::StatusOr<SessionRecord> DecodePayloadV1(absl::string_view payload) {
   RETURN_IF_ERROR(in.I64("retry value_flops", &r.retry_value_flops));
   RETURN_IF_ERROR(in.I64("retry value_flops_exact", &r.retry_value_flops_exact));
   RETURN_IF_ERROR(in.Floats("retry outputs", &r.retry_outputs));
-  // A record of this server's own version has exactly these fields; extra bytes that the
-  // checksum covers mean the writer was broken.
+  if (version >= 2) RETURN_IF_ERROR(in.String("writer", &r.writer));
+  // A record has exactly the fields of its version; extra bytes that the checksum covers mean
+  // the writer was broken.
   if (in.remaining() != 0) {
     return absl::DataLossError(absl::StrCat("session record: ", in.remaining(),
-                                            " bytes after the last field of format version 1"));
+                                            " bytes after the last field of format version ",
+                                            version));
   }
   return r;
 }
@@ -177,7 +179,7 @@ std::string SessionKey(absl::string_view tenant, absl::string_view id) {
 std::string EncodeSessionRecord(const SessionRecord& r) {
   std::string out;
   out.reserve(kHeaderBytes + 128 + r.tenant.size() + r.id.size() + r.model.size() +
-              r.config_hash.size() +
+              r.config_hash.size() + r.writer.size() +
               4 * (r.state.size() + r.last_output.size() + r.retry_outputs.size()));
   out.append(kMagic.data(), kMagic.size());
   PutU32(&out, kSessionRecordVersion);
@@ -200,6 +202,7 @@ std::string EncodeSessionRecord(const SessionRecord& r) {
   PutU64(&out, static_cast<uint64_t>(r.retry_value_flops));
   PutU64(&out, static_cast<uint64_t>(r.retry_value_flops_exact));
   PutFloats(&out, r.retry_outputs);
+  PutString(&out, r.writer);
   const uint32_t crc = Crc32(absl::string_view(out).substr(kHeaderBytes));
   std::string crc_bytes;
   PutU32(&crc_bytes, crc);
@@ -233,15 +236,14 @@ absl::StatusOr<SessionRecord> DecodeSessionRecord(absl::string_view bytes) {
                      absl::Hex(crc), " over ", payload.size(), " payload bytes)");
     // Without a length field a cut-off record is told from a damaged one only by parsing it:
     // a payload that ends inside a field was most likely truncated.
-    absl::StatusOr<SessionRecord> parsed = DecodePayloadV1(payload);
+    absl::StatusOr<SessionRecord> parsed = DecodePayload(payload, version);
     if (!parsed.ok() && absl::StrContains(parsed.status().message(), "truncated")) {
       return absl::DataLossError(absl::StrCat(parsed.status().message(), "; ", mismatch));
     }
     return absl::DataLossError(absl::StrCat("session record: ", mismatch));
   }
-  // Version 1 is the only one so far; a later version decodes the fields version 1 has and then
-  // those appended since.
-  return DecodePayloadV1(payload);
+  // Each version decodes the fields of the one before it, then those it appended.
+  return DecodePayload(payload, version);
 }
 
 }  // namespace aaren

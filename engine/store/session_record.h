@@ -8,6 +8,7 @@
 //     u32 idle_ttl_s, f32[] state, f32[] last_output,
 //     retry: i64 position_before (-1: none), i64 length, u64 fingerprint, u8 mode,
 //            i64 value_flops, i64 value_flops_exact, f32[] outputs (ALL with several rows only).
+//   version 2 appends: writer (string: the --replica_id of the server that wrote it).
 // Compatibility: a reader accepts every version up to its own and refuses newer ones with
 // DATA_LOSS saying so (the record is kept, not deleted); fields are only ever appended.
 #ifndef AAREN_ENGINE_STORE_SESSION_RECORD_H_
@@ -22,7 +23,7 @@
 
 namespace aaren {
 
-inline constexpr uint32_t kSessionRecordVersion = 1;
+inline constexpr uint32_t kSessionRecordVersion = 2;
 
 struct SessionRecord {
   std::string tenant;  // "" for the anonymous tenant
@@ -44,6 +45,9 @@ struct SessionRecord {
   int64_t retry_value_flops = 0;
   int64_t retry_value_flops_exact = 0;
   std::vector<float> retry_outputs;
+  // Version 2: the server that wrote the record ("" in version 1 records); a server that loads
+  // a record another one wrote counts an ownership move.
+  std::string writer;
 };
 
 // The store key of a session: "s/" TENANT "/" ID (tenants never contain '/').

@@ -2,8 +2,8 @@
 // StateStore: where session records (session_record.h) outlive the process. The engine writes
 // one batch per commit (a scheduler tick with --durability=ack, an interval with checkpoint),
 // reads records back by key and scans them all at start-up. Implementations: memory
-// (memory_store.h: tests, and a process-local store), embedded RocksDB (rocksdb_store.h); Redis
-// follows the same interface.
+// (memory_store.h: tests, and a process-local store), embedded RocksDB (rocksdb_store.h), Redis
+// (redis_store.h: shared by several servers).
 //
 // Contract of every implementation:
 //   - Commit(batch) is atomic and durable: when it returns OK every write of the batch survives
@@ -16,6 +16,13 @@
 //     damaged; FAILED_PRECONDITION at open for a directory that cannot be used (naming
 //     --state_store).
 //   - Thread-safe: Commit, Get and Scan may be called from any thread.
+//   - Shared stores (Shared(): several servers write the same records) version every key: each
+//     put gives its key a new version, never used before by any key of the store, and
+//     CommitVersioned applies a write only when the key's version is the one it expects
+//     (compare-and-set), so two servers can never both replace one state. Each write of a batch
+//     is checked on its own; the writes that pass are applied atomically together. Stores that
+//     are not shared are written by one process only (RocksDB holds a lock on its directory):
+//     they ignore expectations and report version 0.
 #ifndef AAREN_ENGINE_STORE_STATE_STORE_H_
 #define AAREN_ENGINE_STORE_STATE_STORE_H_
 
@@ -32,10 +39,36 @@
 
 namespace aaren {
 
+// StoreWrite::expect: write whatever the key's version is.
+inline constexpr uint64_t kAnyVersion = ~uint64_t{0};
+// StoreWrite::expect: the key must not exist (a version of 0 means "absent" everywhere).
+inline constexpr uint64_t kAbsentVersion = 0;
+
 // One write of a batch: a put (value set) or a delete (value empty).
 struct StoreWrite {
   std::string key;
   std::optional<std::string> value;
+  // Shared stores: the version the key must have now for this write to apply.
+  uint64_t expect = kAnyVersion;
+  // Puts, shared stores: the store may drop the record this long after the write (0: keep it).
+  // Redis PEXPIREs the key, so records of sessions no server holds still expire.
+  int64_t ttl_ms = 0;
+};
+
+// What CommitVersioned did with one write.
+struct WriteOutcome {
+  // The key's version was not the expected one: the write was not applied.
+  bool conflict = false;
+  // The key's version now: after the write, or the one found on a conflict (0: absent).
+  uint64_t version = 0;
+  // On a conflict: the value the key holds now (nullopt: it does not exist).
+  std::optional<std::string> current;
+};
+
+// A value and its version (0 for stores that do not version).
+struct VersionedValue {
+  std::string value;
+  uint64_t version = 0;
 };
 
 class StateStore {
@@ -54,13 +87,32 @@ class StateStore {
   virtual absl::Status Scan(absl::string_view prefix, ScanFn fn) = 0;
   // Bytes the store takes on disk now (0 for stores that keep nothing on disk).
   virtual int64_t DiskBytes() const = 0;
+
+  // Whether other servers write this store too (see the contract above).
+  virtual bool Shared() const { return false; }
+  // Commit with compare-and-set: `outcomes` gets one entry per write, in batch order. A write
+  // whose expectation fails is skipped and reported (the call still returns OK); an error means
+  // nothing was applied. Default (stores that are not shared): Commit, every write applied.
+  virtual absl::Status CommitVersioned(const std::vector<StoreWrite>& batch,
+                                       std::vector<WriteOutcome>& outcomes);
+  // Get with the key's version. Default: Get, version 0.
+  virtual absl::StatusOr<std::optional<VersionedValue>> GetVersioned(absl::string_view key);
+};
+
+// What OpenStateStore needs besides the spec.
+struct StateStoreOptions {
+  // Redis: the AUTH argument ("PASSWORD", or "USER PASSWORD" for an ACL user); "" = no AUTH.
+  std::string password;
+  // Redis: the name its connections give themselves (CLIENT SETNAME; shows in CLIENT LIST).
+  std::string client_name;
 };
 
 // Opens the store `spec` names (--state_store): "" -> nullptr (no store); "memory:" -> a
 // MemoryStore; "rocksdb:PATH" or a bare PATH -> a RocksDbStore in directory PATH (created when
-// missing); "redis://..." -> INVALID_ARGUMENT until the Redis store is built. Errors name
-// --state_store.
-absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(absl::string_view spec);
+// missing); "redis://HOST:PORT[/DB]" -> a RedisStore (connected and checked with PING). Errors
+// name --state_store.
+absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(absl::string_view spec,
+                                                           const StateStoreOptions& options = {});
 
 }  // namespace aaren
 
