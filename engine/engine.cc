@@ -28,7 +28,10 @@ int64_t SteadyNowNs() {
 }
 
 Engine::Engine(const ModelRegistry* models, EngineOptions options)
-    : models_(models), options_(options), store_(*models, options.store) {
+    : models_(models),
+      options_(options),
+      store_(*models, options.store),
+      shared_(options.state_store != nullptr && options.state_store->Shared()) {
   store_.set_remove_hook([this](Session* s) { OnRemovedLocked(s); });
   next_checkpoint_ms_ = NowUnixMs() + options_.checkpoint_interval_ms;
   scheduler_ = std::thread([this] { SchedulerLoop(); });
@@ -323,6 +326,10 @@ void Engine::CreateSession(CreateParams params,
   if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
   auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.mca, params.cancel,
                          (*model)->config().n_features);
+  // Another replica's session of this id counts as existing (ALREADY_EXISTS below).
+  if (absl::Status st = LoadFromStore(SessionRef(params.tenant, params.session_id)); !st.ok()) {
+    return done(st);
+  }
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
   if (st.ok()) {
@@ -339,7 +346,8 @@ void Engine::CreateSession(CreateParams params,
     if (s.ok()) {
       const SessionInfo made = InfoLocked(*s);
       MarkDirtyLocked(*s);
-      absl::Status durable = AwaitDurableLocked(lock);  // (a failed commit removed it)
+      absl::Status durable = AwaitDurableLocked(  // (a failed commit removed it)
+          lock, SessionKey(params.tenant, made.session_id));
       info = durable.ok() ? absl::StatusOr<SessionInfo>(made) : durable;
     }
     lock.unlock();
@@ -365,6 +373,7 @@ void Engine::CreateSession(CreateParams params,
 
 absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std::string& model,
                                                 bool create_if_missing, uint32_t idle_ttl_s) {
+  RETURN_IF_ERROR(LoadFromStore(ref));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
   if (!ref.id.empty()) {
@@ -389,13 +398,14 @@ absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std
                                               idle_ttl_s, NowUnixMs(), "open.session_id"));
   const SessionInfo made = InfoLocked(s);
   MarkDirtyLocked(s);
-  RETURN_IF_ERROR(AwaitDurableLocked(lock));
+  RETURN_IF_ERROR(AwaitDurableLocked(lock, SessionKey(ref.tenant, made.session_id)));
   return made;
 }
 
 void Engine::Append(AppendParams params, AppendCallback done) {
   const SessionRef ref(params.tenant, params.session_id);
-  absl::StatusOr<const ServedModel*> found = ModelOfSession(ref);
+  // A Stream's appends (expected_uid set) skip the store check while the session is here.
+  absl::StatusOr<const ServedModel*> found = ModelOfSession(ref, params.expected_uid);
   if (!found.ok()) return done(found.status());
   const ServedModel* model = *found;
   if (absl::Status st = ValidateInput(model->config(), params.input, "input",
@@ -512,13 +522,16 @@ void Engine::AckGenerated(const std::shared_ptr<GenerateFlow>& flow, int64_t tok
   }
 }
 
-absl::StatusOr<const ServedModel*> Engine::ModelOfSession(const SessionRef& ref) {
+absl::StatusOr<const ServedModel*> Engine::ModelOfSession(const SessionRef& ref,
+                                                          uint64_t bound_uid) {
+  RETURN_IF_ERROR(LoadFromStore(ref, bound_uid));
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * s, FindLocked(ref, "session_id"));
   return s->model;
 }
 
 absl::StatusOr<SessionInfo> Engine::GetSession(const SessionRef& ref) {
+  RETURN_IF_ERROR(LoadFromStore(ref));
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * s, FindLocked(ref, "session_id"));
   return InfoLocked(s);
@@ -590,6 +603,7 @@ void Engine::Control(const SessionRef& ref, absl::string_view field,
                      absl::AnyInvocable<Completion(Session*)> op,
                      absl::AnyInvocable<void(absl::Status)> on_error,
                      std::shared_ptr<CancelFlag> cancel) {
+  if (absl::Status st = LoadFromStore(ref); !st.ok()) return on_error(st);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
   auto s = FindLocked(ref, field);
@@ -650,10 +664,12 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
         }
         const bool stored = s->stored;
         const std::string key = SessionKey(store_.TenantName(s->tenant), s->id);
-        store_.Remove(s, /*expired=*/false);
-        if (undo.has_value()) tombstones_.insert_or_assign(key, std::move(undo));
+        std::string hold_key = HoldKeyLocked(s);
+        store_.Remove(s, /*expired=*/false);  // (files its tombstone)
+        if (undo.has_value()) tombstones_[key].undo = std::move(undo);
         Completion reply =
-            ReplyLaterLocked(stored, [shared_done](const absl::Status& st) { (*shared_done)(st); });
+            ReplyLaterLocked(stored, std::move(hold_key),
+                             [shared_done](const absl::Status& st) { (*shared_done)(st); });
         return [reply = std::move(reply), failed = std::move(failed)]() mutable {
           for (auto& f : failed) f();
           reply();
@@ -666,6 +682,10 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
                          uint32_t idle_ttl_s,
                          absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done,
                          std::shared_ptr<CancelFlag> cancel) {
+  // Another replica's session of the new id counts as existing.
+  if (absl::Status st = LoadFromStore(SessionRef(ref.tenant, new_session_id)); !st.ok()) {
+    return done(st);
+  }
   auto shared_done =
       std::make_shared<absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)>>(std::move(done));
   Control(
@@ -686,7 +706,8 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
             MarkDirtyLocked(*dst);
             src->last_used_ms = NowUnixMs();
             return ReplyLaterLocked(
-                true, [shared_done, result = std::move(result)](const absl::Status& st) mutable {
+                true, HoldKeyLocked(*dst),
+                [shared_done, result = std::move(result)](const absl::Status& st) mutable {
                   if (st.ok()) {
                     (*shared_done)(std::move(result));
                   } else {
@@ -801,6 +822,7 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   }
   ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(snapshot.model, "snapshot.model"));
   RETURN_IF_ERROR(ValidateSnapshot(snapshot, *m));
+  RETURN_IF_ERROR(LoadFromStore(ref));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
   RETURN_IF_ERROR(CheckBudgetLocked(SessionStore::SessionBytes(*m)));
@@ -815,7 +837,7 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   s->position = snapshot.position;
   const SessionInfo made = InfoLocked(s);
   MarkDirtyLocked(s);
-  RETURN_IF_ERROR(AwaitDurableLocked(lock));
+  RETURN_IF_ERROR(AwaitDurableLocked(lock, SessionKey(ref.tenant, made.session_id)));
   return made;
 }
 

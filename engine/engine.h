@@ -38,6 +38,18 @@
 //     deleted ones restored).
 // Recover() loads the store's live sessions at start-up.
 //
+// Shared stores (StateStore::Shared(): Redis behind several replicas, DESIGN.md 7.3). Any
+// replica serves any session: a call naming a session this engine does not hold loads its
+// record from the store first (LoadFromStore), and every write is a compare-and-set on the
+// version this copy was loaded with or last wrote, so two replicas never both replace one state.
+// A replica that loses (its copy was stale: another replica advanced the session meanwhile)
+// takes the store's record in place of its copy, and the calls of that commit fail instead of
+// being applied: ABORTED naming the session's position now (retry; with expected_position a
+// retry of an append that did land replays), ALREADY_EXISTS for a create of an id another
+// replica made, NOT_FOUND for a session another replica deleted. With kAck no reply ever
+// reflects a state that lost; with kCheckpoint replies sent before the losing commit may (use
+// kAck with replicas). Recover() loads nothing: sessions come from the store on first use.
+//
 // Thread-safety: every public method may be called from any thread.
 #ifndef AAREN_ENGINE_ENGINE_H_
 #define AAREN_ENGINE_ENGINE_H_
@@ -77,7 +89,9 @@ struct EngineOptions {
   StateStore* state_store = nullptr;
   Durability durability = Durability::kNone;
   int64_t checkpoint_interval_ms = 1000;  // kCheckpoint
-  int64_t max_batch_tokens = 8192;        // tokens per Forward (per tick and model)
+  // Shared stores: this server's name in the records it writes (SessionRecord::writer).
+  std::string replica_id;
+  int64_t max_batch_tokens = 8192;  // tokens per Forward (per tick and model)
   int64_t batch_delay_us = 0;
   int64_t max_sequence_tokens = 1 << 20;  // per sequence, prefix or append
   int64_t max_request_tokens = 1 << 21;   // per Score call, all sequences together
@@ -301,7 +315,8 @@ class Engine {
   void EnqueueLocked(Session* s, std::unique_ptr<Work> w);
   SessionInfo InfoLocked(const Session* s) const;
   absl::StatusOr<Session*> FindLocked(const SessionRef& ref, absl::string_view field);
-  absl::StatusOr<const ServedModel*> ModelOfSession(const SessionRef& ref);
+  // `bound_uid`: see LoadFromStore.
+  absl::StatusOr<const ServedModel*> ModelOfSession(const SessionRef& ref, uint64_t bound_uid = 0);
   void Control(const SessionRef& ref, absl::string_view field,
                absl::AnyInvocable<Completion(Session*)> op,
                absl::AnyInvocable<void(absl::Status)> on_error, std::shared_ptr<CancelFlag> cancel);
@@ -342,6 +357,17 @@ class Engine {
   using HeldReply = absl::AnyInvocable<void(const absl::Status&)>;
   bool durable() const { return options_.state_store != nullptr; }
   bool ack() const { return options_.durability == Durability::kAck; }
+  bool shared() const { return shared_; }
+  // Shared stores: brings this engine's copy of the session `ref` names up to the store's
+  // version before a call uses it (one store read): loads a session held only by the store,
+  // replaces an idle copy another replica has advanced since, drops one another replica
+  // deleted. OK also when the session exists nowhere (the caller's lookup then says NOT_FOUND);
+  // UNAVAILABLE when the store cannot be read. A copy with work queued is left to the
+  // compare-and-set of its next commit. `bound_uid` != 0 (a Stream bound to its session): no
+  // read while that session is here. Call without mu_ held.
+  absl::Status LoadFromStore(const SessionRef& ref, uint64_t bound_uid = 0);
+  // The key a held reply of `s` is filed under (shared stores; "" otherwise).
+  std::string HoldKeyLocked(const Session* s) const;
   // `s` changed: its record goes into the next commit.
   void MarkDirtyLocked(Session* s);
   // kAck: before an operation changes `s`, keep what to put back if its commit fails (a session
@@ -349,11 +375,22 @@ class Engine {
   void CaptureUndoLocked(Session* s);
   // Sends `reply` now (as a completion) or, with kAck and a durable change, after the commit:
   // then it is called with OK or the store's error.
-  void ReplyLocked(bool changed, HeldReply reply, std::vector<Completion>& completions);
+  // `key`: HoldKeyLocked of the session (a lost compare-and-set fails only its replies).
+  void ReplyLocked(bool changed, std::string key, HeldReply reply,
+                   std::vector<Completion>& completions);
   // The same for control operations: the completion to run now (a no-op when held).
-  Completion ReplyLaterLocked(bool changed, HeldReply reply);
-  // kAck, request threads: waits until the change just made is committed; its status.
-  absl::Status AwaitDurableLocked(std::unique_lock<std::mutex>& lock);
+  Completion ReplyLaterLocked(bool changed, std::string key, HeldReply reply);
+  // kAck, request threads: waits until the change just made to session `key` is committed; its
+  // status.
+  absl::Status AwaitDurableLocked(std::unique_lock<std::mutex>& lock, const std::string& key);
+  // Shared stores, a write of `s` lost its compare-and-set: takes the store's record (`current`,
+  // version `version`) in place of the copy, or drops the copy when the store has none. Returns
+  // the status the session's calls of that commit fail with.
+  absl::Status TakeStoreCopyLocked(Session* s, const std::optional<std::string>& current,
+                                   uint64_t version, bool was_create,
+                                   std::vector<Completion>& completions);
+  // Removes `s` from this engine without writing a delete (the store's record is not ours).
+  void ForgetLocked(Session* s, const absl::Status& status, std::vector<Completion>& completions);
   // SessionStore's remove hook.
   void OnRemovedLocked(Session* s);
   absl::StatusOr<SessionRecord> RecordLocked(const Session* s);
@@ -381,12 +418,20 @@ class Engine {
   absl::flat_hash_set<Session*> dirty_;
   // kAck: per session changed in the open window, the record to put back (nullopt: remove it).
   absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo_;
-  // Keys to delete, each with the record a DeleteSession removed (kAck: restored on failure).
-  absl::flat_hash_map<std::string, std::optional<SessionRecord>> tombstones_;
-  std::vector<HeldReply> held_;
-  uint64_t window_ = 1;       // the commit the next change goes into
-  uint64_t done_window_ = 0;  // every commit up to this one has finished
+  // Keys to delete, each with the record a DeleteSession removed (kAck: restored on failure)
+  // and the version the delete expects (shared stores).
+  struct Tombstone {
+    std::optional<SessionRecord> undo;
+    uint64_t version = 0;
+  };
+  absl::flat_hash_map<std::string, Tombstone> tombstones_;
+  std::vector<std::pair<std::string, HeldReply>> held_;  // (HoldKeyLocked, reply)
+  uint64_t window_ = 1;                                  // the commit the next change goes into
+  uint64_t done_window_ = 0;                             // every commit up to this one has finished
   std::deque<std::pair<uint64_t, absl::Status>> failed_windows_;  // recent failures
+  // Recent commits' lost compare-and-sets: per window, the status of each key that lost.
+  std::deque<std::pair<uint64_t, absl::flat_hash_map<std::string, absl::Status>>> lost_windows_;
+  const bool shared_;
   bool commit_wanted_ = false;  // a request thread waits (AwaitDurableLocked)
   int64_t next_checkpoint_ms_ = 0;
   std::condition_variable durable_cv_;

@@ -19,6 +19,9 @@ constexpr size_t kFailedWindowsKept = 64;
 constexpr size_t kProblemsListed = 20;
 // Expired records are deleted in batches of this many during recovery.
 constexpr size_t kRecoveryDeleteBatch = 4096;
+// Shared stores: a record outlives its session's idle TTL by this much in the store (the
+// replica holding it deletes it at expiry; the store's own expiry is for records nobody holds).
+constexpr int64_t kStoreTtlSlackMs = 60'000;
 
 absl::Status AsUnavailable(const absl::Status& st) {
   return absl::UnavailableError(
@@ -49,20 +52,26 @@ void Engine::CaptureUndoLocked(Session* s) {
   undo_.insert_or_assign(s, r.ok() ? std::optional<SessionRecord>(*std::move(r)) : std::nullopt);
 }
 
-Engine::Completion Engine::ReplyLaterLocked(bool changed, HeldReply reply) {
+std::string Engine::HoldKeyLocked(const Session* s) const {
+  return shared() ? SessionKey(store_.TenantName(s->tenant), s->id) : std::string();
+}
+
+Engine::Completion Engine::ReplyLaterLocked(bool changed, std::string key, HeldReply reply) {
   if (changed && durable() && ack()) {
-    held_.push_back(std::move(reply));
+    held_.emplace_back(std::move(key), std::move(reply));
     return [] {};
   }
   return [reply = std::move(reply)]() mutable { reply(absl::OkStatus()); };
 }
 
-void Engine::ReplyLocked(bool changed, HeldReply reply, std::vector<Completion>& completions) {
-  Completion c = ReplyLaterLocked(changed, std::move(reply));
+void Engine::ReplyLocked(bool changed, std::string key, HeldReply reply,
+                         std::vector<Completion>& completions) {
+  Completion c = ReplyLaterLocked(changed, std::move(key), std::move(reply));
   completions.push_back(std::move(c));
 }
 
-absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock,
+                                        const std::string& key) {
   if (!durable() || !ack()) return absl::OkStatus();
   const uint64_t window = window_;
   commit_wanted_ = true;
@@ -70,6 +79,11 @@ absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock) {
   durable_cv_.wait(lock, [&] { return done_window_ >= window; });
   for (const auto& [w, st] : failed_windows_) {
     if (w == window) return st;
+  }
+  for (const auto& [w, lost] : lost_windows_) {
+    if (w != window) continue;
+    auto it = lost.find(key);
+    if (it != lost.end()) return it->second;
   }
   return absl::OkStatus();
 }
@@ -80,8 +94,149 @@ void Engine::OnRemovedLocked(Session* s) {
   undo_.erase(s);
   s->dirty = false;
   if (s->stored) {
-    tombstones_.try_emplace(SessionKey(store_.TenantName(s->tenant), s->id), std::nullopt);
+    tombstones_.try_emplace(SessionKey(store_.TenantName(s->tenant), s->id),
+                            Tombstone{std::nullopt, s->version});
   }
+}
+
+void Engine::ForgetLocked(Session* s, const absl::Status& status,
+                          std::vector<Completion>& completions) {
+  while (s->has_work()) {
+    std::unique_ptr<Work> w = s->Pop();
+    pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+    FailWorkLocked(*w, status, completions);
+  }
+  if (s->in_ready) {
+    ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
+    s->in_ready = false;
+  }
+  s->stored = false;  // no delete: the store's record is not this copy's
+  store_.Remove(s, /*expired=*/false);
+}
+
+absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::string>& current,
+                                         uint64_t version, bool was_create,
+                                         std::vector<Completion>& completions) {
+  const std::string id = s->id;
+  if (was_create && current.has_value()) {
+    absl::Status st = absl::AlreadyExistsError(
+        absl::StrCat("session_id: session '", id, "' already exists (made on another replica)"));
+    ForgetLocked(s, st, completions);
+    return st;
+  }
+  if (!current.has_value()) {
+    absl::Status st = absl::NotFoundError(
+        absl::StrCat("session_id: session '", id, "' was deleted (on another replica)"));
+    ForgetLocked(s, st, completions);
+    return st;
+  }
+  absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*current);
+  absl::Status restored = r.ok() ? RestoreRecordLocked(*r, s) : r.status();
+  if (!restored.ok()) {
+    absl::Status st =
+        absl::UnavailableError(absl::StrCat("session_id: session '", id,
+                                            "' was changed on another replica and cannot be loaded "
+                                            "here: ",
+                                            restored.message()));
+    ForgetLocked(s, st, completions);
+    return st;
+  }
+  s->version = version;
+  s->dirty = false;
+  dirty_.erase(s);
+  undo_.erase(s);
+  absl::Status st = absl::AbortedError(absl::StrCat(
+      "session_id: session '", id, "' was changed by another replica (it is now at position ",
+      r->position, "); this call was not applied: retry it"));
+  if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
+    FailHeadLocked(s, st, completions);  // its last token is not the session's any more
+    ReadyLocked(s);
+  }
+  return st;
+}
+
+absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
+  if (!shared() || ref.id.empty()) return absl::OkStatus();
+  uint64_t seen_version = 0;
+  bool held = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::StatusOr<Session*> s = FindLocked(ref, "session_id");
+    if (s.ok()) {
+      if (bound_uid != 0 && (*s)->uid == bound_uid) return absl::OkStatus();
+      held = true;
+      seen_version = (*s)->version;
+    } else if (s.status().code() != absl::StatusCode::kNotFound) {
+      return absl::OkStatus();  // a bad id: the caller's lookup says so
+    }
+  }
+  const std::string key = SessionKey(ref.tenant, ref.id);
+  const int64_t start_ns = SteadyNowNs();
+  absl::StatusOr<std::optional<VersionedValue>> v = options_.state_store->GetVersioned(key);
+  if (options_.observer != nullptr) {
+    options_.observer->OnStoreLoad(static_cast<double>(SteadyNowNs() - start_ns) * 1e-9,
+                                   v.status());
+  }
+  if (!v.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("session_id: session '", ref.id,
+                     "' cannot be read from the store: ", v.status().message()));
+  }
+  std::optional<SessionRecord> record;
+  if (v->has_value()) {
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord((*v)->value);
+    if (!r.ok()) {
+      return absl::DataLossError(absl::StrCat("session_id: the stored record of session '", ref.id,
+                                              "' is damaged: ", r.status().message()));
+    }
+    if (NowUnixMs() - r->last_used_ms <= static_cast<int64_t>(r->idle_ttl_s) * 1000) {
+      record = *std::move(r);
+    }
+  }
+  std::vector<Completion> completions;
+  absl::Status result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::StatusOr<Session*> found = FindLocked(ref, "session_id");
+    Session* s = found.ok() ? *found : nullptr;
+    // Act only on what the read saw: a copy this engine changed (or made, or dropped) since then
+    // is left to its next commit's compare-and-set.
+    const bool unchanged = s != nullptr ? held && s->version == seen_version && !s->dirty : !held;
+    const bool idle = s == nullptr || (!s->has_work() && s->state == SessionState::kIdle);
+    if (!unchanged || !idle) {
+      // Nothing to do here.
+    } else if (!record.has_value()) {
+      // Deleted (or expired) elsewhere: drop a copy that was stored; keep one not written yet.
+      if (s != nullptr && s->stored) ForgetLocked(s, absl::OkStatus(), completions);
+    } else if (s == nullptr) {
+      absl::Status st = RestoreRecordLocked(*record, nullptr);
+      if (st.ok()) {
+        absl::StatusOr<Session*> made = FindLocked(ref, "session_id");
+        if (made.ok()) (*made)->version = (*v)->version;
+        if (options_.observer != nullptr) {
+          options_.observer->OnSessionLoaded(!record->writer.empty() &&
+                                             record->writer != options_.replica_id);
+        }
+      } else if (st.code() == absl::StatusCode::kNotFound ||
+                 st.code() == absl::StatusCode::kFailedPrecondition) {
+        result = absl::FailedPreconditionError(
+            absl::StrCat("session_id: session '", ref.id, "' is stored for model '", record->model,
+                         "', which this server cannot serve: ", st.message()));
+      } else {
+        result = st;
+      }
+    } else if (s->version != (*v)->version) {
+      // Another replica advanced it: take its record in place of this stale copy.
+      if (absl::Status st = RestoreRecordLocked(*record, s); st.ok()) {
+        s->version = (*v)->version;
+        if (options_.observer != nullptr) options_.observer->OnSessionLoaded(true);
+      } else {
+        ForgetLocked(s, absl::OkStatus(), completions);
+      }
+    }
+  }
+  for (Completion& c : completions) c();
+  return result;
 }
 
 absl::StatusOr<SessionRecord> Engine::RecordLocked(const Session* s) {
@@ -113,6 +268,7 @@ absl::StatusOr<SessionRecord> Engine::RecordLocked(const Session* s) {
   r.retry_value_flops = a.mca.value_flops;
   r.retry_value_flops_exact = a.mca.value_flops_exact;
   if (a.outputs != nullptr) r.retry_outputs = *a.outputs;
+  r.writer = options_.replica_id;
   return r;
 }
 
@@ -181,18 +337,29 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   batch.reserve(tombstones_.size() + dirty_.size());
   auto tombstones = std::move(tombstones_);
   tombstones_.clear();
-  for (const auto& [key, undo] : tombstones) batch.push_back(StoreWrite{key, std::nullopt});
+  for (const auto& [key, t] : tombstones) {
+    batch.push_back(StoreWrite{key, std::nullopt, shared() ? t.version : kAnyVersion});
+  }
+  const size_t n_tombstones = batch.size();
   std::vector<Session*> written;
   written.reserve(dirty_.size());
   std::vector<Completion> completions;
   for (Session* s : dirty_) {
+    // Shared stores: a session half-way through a chunked append is written when it ends (a
+    // lost compare-and-set then meets a finished append, never a running one).
+    if (shared() && s->pinned()) continue;
     absl::StatusOr<SessionRecord> r = RecordLocked(s);
     if (!r.ok()) {
       // Its state could not be read: stays dirty for the next commit (logged by the caller's
       // metrics as a store error through OnStoreCommit below).
       continue;
     }
-    batch.push_back(StoreWrite{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)});
+    StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
+    if (shared()) {
+      w.expect = s->version;  // 0 (absent) for a session never written
+      w.ttl_ms = static_cast<int64_t>(s->idle_ttl_s) * 1000 + kStoreTtlSlackMs;
+    }
+    batch.push_back(std::move(w));
     s->stored = true;  // a removal from now on writes a delete
     s->dirty = false;
     written.push_back(s);
@@ -215,14 +382,16 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       undo_.erase(it++);
     }
   }
-  std::vector<HeldReply> held = std::move(held_);
+  std::vector<std::pair<std::string, HeldReply>> held = std::move(held_);
   held_.clear();
   int64_t bytes = 0;
   for (const StoreWrite& w : batch) bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
 
   lock.unlock();
   const int64_t start_ns = SteadyNowNs();
-  absl::Status st = options_.state_store->Commit(batch);
+  std::vector<WriteOutcome> outcomes;
+  absl::Status st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
+                             : options_.state_store->Commit(batch);
   const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
   if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
     st = absl::UnavailableError(st.message());
@@ -273,11 +442,19 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           ReadyLocked(s);
         }
       }
-      for (auto& [key, record] : tombstones) {
-        if (record.has_value()) {
-          if (!RestoreRecordLocked(*record, nullptr).ok()) tombstones_.try_emplace(key);
+      for (auto& [key, t] : tombstones) {
+        if (t.undo.has_value()) {
+          absl::Status restored = RestoreRecordLocked(*t.undo, nullptr);
+          if (restored.ok()) {
+            absl::StatusOr<Session*> back =
+                store_.Find(store_.InternTenant(t.undo->tenant), t.undo->id, "session_id");
+            if (back.ok()) (*back)->version = t.version;
+          } else {
+            tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+          }
         } else {
-          tombstones_.try_emplace(key);  // an expiry or cleanup: deleted next time
+          // An expiry or cleanup: deleted next time.
+          tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
         }
       }
     } else {
@@ -285,16 +462,55 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       for (Session* s : written) {
         if (s->state != SessionState::kClosed) redirty(s);
       }
-      for (auto& [key, record] : tombstones) tombstones_.try_emplace(key);
+      for (auto& [key, t] : tombstones) {
+        tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+      }
     }
     failed_windows_.emplace_back(window, reply_status);
     if (failed_windows_.size() > kFailedWindowsKept) failed_windows_.pop_front();
-    for (HeldReply& h : held) {
+    for (auto& [key, h] : held) {
       completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
     }
   } else {
-    for (HeldReply& h : held) {
-      completions.push_back([h = std::move(h)]() mutable { h(absl::OkStatus()); });
+    // Shared stores: the new versions, and the writes that lost their compare-and-set.
+    absl::flat_hash_map<std::string, absl::Status> lost;
+    if (shared() && outcomes.size() == batch.size()) {
+      for (size_t i = 0; i < n_tombstones; ++i) {
+        if (!outcomes[i].conflict) continue;
+        // The session changed elsewhere after this copy was deleted: the delete did not apply
+        // (the record is the other replica's now; a later call loads it).
+        lost.insert_or_assign(
+            batch[i].key, absl::AbortedError(
+                              absl::StrCat("session_id: the session was changed by another replica "
+                                           "before this delete; it was not deleted: retry it")));
+      }
+      for (size_t j = 0; j < written.size(); ++j) {
+        Session* s = written[j];
+        const WriteOutcome& o = outcomes[n_tombstones + j];
+        if (s->state == SessionState::kClosed) continue;
+        if (!o.conflict) {
+          s->version = o.version;
+          continue;
+        }
+        const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
+        lost.insert_or_assign(
+            batch[n_tombstones + j].key,
+            TakeStoreCopyLocked(s, o.current, o.version, was_create, completions));
+      }
+      if (!lost.empty()) {
+        if (options_.observer != nullptr) {
+          options_.observer->OnStoreConflicts(static_cast<int64_t>(lost.size()));
+        }
+        lost_windows_.emplace_back(window, lost);
+        if (lost_windows_.size() > kFailedWindowsKept) lost_windows_.pop_front();
+      }
+    }
+    for (auto& [key, h] : held) {
+      absl::Status reply = absl::OkStatus();
+      if (!lost.empty()) {
+        if (auto it = lost.find(key); it != lost.end()) reply = it->second;
+      }
+      completions.push_back([h = std::move(h), reply]() mutable { h(reply); });
     }
   }
   done_window_ = window;
@@ -309,6 +525,9 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
 absl::StatusOr<RecoveryReport> Engine::Recover() {
   RecoveryReport report;
   if (!durable()) return report;
+  // Shared stores: sessions are loaded on first use (LoadFromStore); holding every replica's
+  // sessions here would only make stale copies.
+  if (shared()) return report;
   const int64_t start_ns = SteadyNowNs();
   const int64_t now = NowUnixMs();
   std::vector<std::string> expired;

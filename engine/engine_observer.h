@@ -36,6 +36,14 @@ class EngineObserver {
                              const absl::Status& status) {}
   // Start-up recovery loaded `recovered` sessions and skipped `skipped` records in `seconds`.
   virtual void OnRecovery(int64_t recovered, int64_t skipped, double seconds) {}
+  // Shared stores: one read of a session record that took `seconds` (status: the store's).
+  virtual void OnStoreLoad(double seconds, const absl::Status& status) {}
+  // Shared stores: a session this server did not hold was loaded from the store; `moved` when
+  // another server wrote it last (an ownership move).
+  virtual void OnSessionLoaded(bool moved) {}
+  // Shared stores: `conflicts` writes of one commit lost their compare-and-set (another server
+  // had changed the session).
+  virtual void OnStoreConflicts(int64_t conflicts) {}
 };
 
 }  // namespace aaren

@@ -388,7 +388,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
       if (g.flow != nullptr) ++g.flow->unacked;
       const GeneratedToken t{g.pending.token, s->position, g.pending.logprob};
       ReplyLocked(
-          true,
+          true, HoldKeyLocked(s),
           [cb = g.on_token, t](const absl::Status& st) {
             if (st.ok()) (*cb)(t);
           },
@@ -408,7 +408,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
     std::unique_ptr<Work> owned = s->Pop();
     if (owned->generate->flow != nullptr) owned->generate->flow->parked = nullptr;
     ReplyLocked(
-        true,
+        true, HoldKeyLocked(s),
         [cb = std::move(owned->generate->on_done)](const absl::Status& st) mutable { cb(st); },
         completions);
     return;
@@ -437,7 +437,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
   const bool stored_session = s->tier != Tier::kScratch;
   ReplyLocked(
-      stored_session,
+      stored_session, stored_session ? HoldKeyLocked(s) : std::string(),
       [cb = std::move(owned->on_done), r = std::move(r)](const absl::Status& st) mutable {
         if (st.ok()) {
           cb(std::move(r));

@@ -182,6 +182,9 @@ struct Session {
   // its record was last put.
   bool stored = false;
   bool dirty = false;
+  // Shared stores: the store version of the record this copy was loaded from or last wrote
+  // (0: none); the next write expects it (compare-and-set).
+  uint64_t version = 0;
 
   bool has_work() const { return head != nullptr; }
   // The head append has run some chunks: its state must stay where it is until it finishes.

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -32,6 +33,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "core/cpu_backend.h"
 #include "engine/engine.h"
@@ -124,7 +126,15 @@ ABSL_FLAG(bool, access_log, false,
           "Log one line per call: rpc, tenant, status code, duration, peer (never the payload)");
 ABSL_FLAG(std::string, state_store, "",
           "Where sessions outlive the process: empty = memory only; a directory (or "
-          "rocksdb:DIR) = embedded RocksDB (README, \"Durability\")");
+          "rocksdb:DIR) = embedded RocksDB (README, \"Durability\"); redis://HOST:PORT[/DB] = "
+          "Redis, shared by replicas (README, \"Replicas\")");
+ABSL_FLAG(std::string, state_store_password_file, "",
+          "Redis --state_store: a file holding the AUTH password (or \"USER PASSWORD\" for an "
+          "ACL user) on its first line");
+ABSL_FLAG(std::string, replica_id, "",
+          "This server's name in the session records it writes to a shared store (default: "
+          "HOSTNAME/PID); a replica that loads a record another one wrote counts an ownership "
+          "move");
 ABSL_FLAG(std::string, durability, "",
           "none, checkpoint or ack (default: checkpoint with --state_store, none without)");
 ABSL_FLAG(absl::Duration, checkpoint_interval, absl::Seconds(1),
@@ -178,7 +188,8 @@ absl::StatusOr<Durability> ParseDurability(const std::string& name, bool have_st
   }
   if (d != Durability::kNone && !have_store) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--durability=", name, " needs --state_store (a directory for the RocksDB store)"));
+        "--durability=", name,
+        " needs --state_store (a directory for the RocksDB store, or redis://HOST:PORT)"));
   }
   if (d == Durability::kNone && have_store) {
     return absl::InvalidArgumentError(
@@ -198,6 +209,22 @@ absl::string_view DurabilityName(Durability d) {
       return "ack";
   }
   return "none";
+}
+
+// The first line of `path`, without its line ending; errors name `flag`.
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": cannot read '", path, "': ", std::strerror(errno)));
+  }
+  std::string line;
+  std::getline(in, line);
+  absl::StripTrailingAsciiWhitespace(&line);
+  if (line.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": '", path, "' is empty"));
+  }
+  return line;
 }
 
 // SIGUSR1: a RocksDB checkpoint of the store in a new directory under `backup_dir`.
@@ -296,7 +323,20 @@ int Run() {
     return Fail(absl::InvalidArgumentError("--max_sequence_tokens: must be at least 1"));
   }
   // Durability (README, "Durability").
-  auto state_store = OpenStateStore(absl::GetFlag(FLAGS_state_store));
+  StateStoreOptions store_options;
+  if (const std::string path = absl::GetFlag(FLAGS_state_store_password_file); !path.empty()) {
+    auto password = ReadSecretFile(path, "--state_store_password_file");
+    if (!password.ok()) return Fail(password.status());
+    store_options.password = *std::move(password);
+  }
+  options.replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (options.replica_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    options.replica_id = absl::StrCat(host, "/", getpid());
+  }
+  store_options.client_name = absl::StrCat("aaren-server/", options.replica_id);
+  auto state_store = OpenStateStore(absl::GetFlag(FLAGS_state_store), store_options);
   if (!state_store.ok()) return Fail(state_store.status());
   auto durability = ParseDurability(absl::GetFlag(FLAGS_durability), *state_store != nullptr);
   if (!durability.ok()) return Fail(durability.status());

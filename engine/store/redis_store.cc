@@ -78,9 +78,7 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
   return tv;
 }
 
-absl::string_view ReplyString(const redisReply* r) {
-  return absl::string_view(r->str, r->len);
-}
+absl::string_view ReplyString(const redisReply* r) { return absl::string_view(r->str, r->len); }
 
 // SCAN's MATCH pattern for keys starting with `prefix` (glob characters escaped).
 std::string MatchPattern(absl::string_view prefix) {
@@ -160,8 +158,8 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(absl::string_view s
     hostport = rest.substr(0, slash);
     absl::string_view db_text = rest.substr(slash + 1);
     if (!db_text.empty() && (!absl::SimpleAtoi(db_text, &db) || db < 0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--state_store: database '", db_text, "' in '", spec, "' is not a number >= 0"));
+      return absl::InvalidArgumentError(absl::StrCat("--state_store: database '", db_text, "' in '",
+                                                     spec, "' is not a number >= 0"));
     }
   }
   const size_t colon = hostport.rfind(':');
@@ -178,8 +176,7 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(absl::string_view s
   std::unique_ptr<RedisStore> store(new RedisStore(std::move(host), port, db, options));
   absl::StatusOr<std::unique_ptr<Conn>> c = store->Connect();
   if (!c.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("--state_store: ", c.status().message()));
+    return absl::FailedPreconditionError(absl::StrCat("--state_store: ", c.status().message()));
   }
   store->Release(*std::move(c));
   return store;
@@ -370,8 +367,8 @@ absl::Status RedisStore::Scan(absl::string_view prefix, ScanFn fn) {
     if (r == nullptr) return Unavailable("scan", c->Error());
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-      return Unavailable("scan", r->type == REDIS_REPLY_ERROR ? ReplyString(r.get())
-                                                               : "unexpected reply to SCAN");
+      return Unavailable(
+          "scan", r->type == REDIS_REPLY_ERROR ? ReplyString(r.get()) : "unexpected reply to SCAN");
     }
     cursor = std::string(ReplyString(r->element[0]));
     const redisReply* batch = r->element[1];

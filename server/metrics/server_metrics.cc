@@ -95,6 +95,18 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
              "Records kept in the store but not loaded at start-up (another model or config, "
              "damaged, no room).");
   r.AddGauge("aaren_store_recovery_seconds", "Seconds the start-up recovery took.");
+  r.AddHistogram("aaren_store_roundtrip_seconds",
+                 "State store round trips by op: commit (a batch and its sync) and load (one "
+                 "session record read by a replica that did not hold it or checked its copy).",
+                 LatencyBuckets());
+  r.AddCounter("aaren_store_loaded_sessions_total",
+               "Sessions loaded from a shared store (Redis) on first use or to replace a copy "
+               "another replica had advanced.");
+  r.AddCounter("aaren_store_ownership_moves_total",
+               "Loaded sessions that another replica wrote last (the session moved here).");
+  r.AddCounter("aaren_store_cas_conflicts_total",
+               "Writes to a shared store that lost their compare-and-set (another replica had "
+               "changed the session); their calls failed with ABORTED and were not applied.");
 
   r.Set("aaren_build_info",
         {{"version", build.version},
@@ -118,8 +130,10 @@ ServerMetrics::ServerMetrics(MetricsRegistry* registry, const BuildInfo& build,
   for (const char* result : {"ok", "error"}) {
     r.Increment("aaren_store_commits_total", {{"result", result}}, 0);
   }
-  for (const char* name : {"aaren_store_errors_total", "aaren_store_records_written_total",
-                           "aaren_store_written_bytes_total"}) {
+  for (const char* name :
+       {"aaren_store_errors_total", "aaren_store_records_written_total",
+        "aaren_store_written_bytes_total", "aaren_store_loaded_sessions_total",
+        "aaren_store_ownership_moves_total", "aaren_store_cas_conflicts_total"}) {
     r.Increment(name, {}, 0);
   }
   for (const char* name : {"aaren_store_recovered_sessions", "aaren_store_skipped_records",
@@ -186,12 +200,27 @@ void ServerMetrics::OnStoreCommit(int64_t records, int64_t bytes, double seconds
                                   const absl::Status& status) {
   registry_->Increment("aaren_store_commits_total", {{"result", status.ok() ? "ok" : "error"}}, 1);
   registry_->Observe("aaren_store_commit_duration_seconds", {}, seconds);
+  registry_->Observe("aaren_store_roundtrip_seconds", {{"op", "commit"}}, seconds);
   if (!status.ok()) {
     registry_->Increment("aaren_store_errors_total", {}, 1);
     return;
   }
   registry_->Increment("aaren_store_records_written_total", {}, static_cast<double>(records));
   registry_->Increment("aaren_store_written_bytes_total", {}, static_cast<double>(bytes));
+}
+
+void ServerMetrics::OnStoreLoad(double seconds, const absl::Status& status) {
+  registry_->Observe("aaren_store_roundtrip_seconds", {{"op", "load"}}, seconds);
+  if (!status.ok()) registry_->Increment("aaren_store_errors_total", {}, 1);
+}
+
+void ServerMetrics::OnSessionLoaded(bool moved) {
+  registry_->Increment("aaren_store_loaded_sessions_total", {}, 1);
+  if (moved) registry_->Increment("aaren_store_ownership_moves_total", {}, 1);
+}
+
+void ServerMetrics::OnStoreConflicts(int64_t conflicts) {
+  registry_->Increment("aaren_store_cas_conflicts_total", {}, static_cast<double>(conflicts));
 }
 
 void ServerMetrics::OnRecovery(int64_t recovered, int64_t skipped, double seconds) {

@@ -54,6 +54,12 @@ class ServerMetrics final : public EngineObserver {
                      const absl::Status& status) override;
   // aaren_store_recovered_sessions, aaren_store_skipped_records, aaren_store_recovery_seconds.
   void OnRecovery(int64_t recovered, int64_t skipped, double seconds) override;
+  // Shared stores: aaren_store_roundtrip_seconds{op="load"} (commits: op="commit"),
+  // aaren_store_loaded_sessions_total, aaren_store_ownership_moves_total,
+  // aaren_store_cas_conflicts_total.
+  void OnStoreLoad(double seconds, const absl::Status& status) override;
+  void OnSessionLoaded(bool moved) override;
+  void OnStoreConflicts(int64_t conflicts) override;
 
  private:
   MetricsRegistry* registry_;

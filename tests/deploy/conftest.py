@@ -56,6 +56,10 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "aaren_store_recovered_sessions": ("gauge", frozenset()),
     "aaren_store_skipped_records": ("gauge", frozenset()),
     "aaren_store_recovery_seconds": ("gauge", frozenset()),
+    "aaren_store_roundtrip_seconds": ("histogram", frozenset({"op"})),
+    "aaren_store_loaded_sessions_total": ("counter", frozenset()),
+    "aaren_store_ownership_moves_total": ("counter", frozenset()),
+    "aaren_store_cas_conflicts_total": ("counter", frozenset()),
 }
 # Labels Prometheus adds to every scraped series, and the histogram bucket bound.
 TARGET_LABELS = frozenset({"job", "instance", "le"})

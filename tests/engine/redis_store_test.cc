@@ -169,9 +169,9 @@ TYPED_TEST(SharedStoreTest, EachWriteOfABatchIsCheckedOnItsOwn) {
   StateStore& s = *this->store_;
   std::vector<WriteOutcome> o =
       MustCommit(s, {PutIf("s//a", "a1", kAbsentVersion), PutIf("s//b", "b1", kAbsentVersion)});
-  std::vector<WriteOutcome> o2 = MustCommit(
-      s, {PutIf("s//a", "a2", o[0].version), PutIf("s//b", "b2", o[1].version + 12345),
-          PutIf("s//c", "c1", kAbsentVersion), StoreWrite{"s//d", "d1"}});
+  std::vector<WriteOutcome> o2 =
+      MustCommit(s, {PutIf("s//a", "a2", o[0].version), PutIf("s//b", "b2", o[1].version + 12345),
+                     PutIf("s//c", "c1", kAbsentVersion), StoreWrite{"s//d", "d1"}});
   EXPECT_FALSE(o2[0].conflict);
   EXPECT_TRUE(o2[1].conflict);
   EXPECT_FALSE(o2[2].conflict);

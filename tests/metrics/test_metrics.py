@@ -62,6 +62,10 @@ CONTRACT = {
     "aaren_store_recovered_sessions": "gauge",
     "aaren_store_skipped_records": "gauge",
     "aaren_store_recovery_seconds": "gauge",
+    "aaren_store_roundtrip_seconds": "histogram",
+    "aaren_store_loaded_sessions_total": "counter",
+    "aaren_store_ownership_moves_total": "counter",
+    "aaren_store_cas_conflicts_total": "counter",
 }
 LATENCY_BOUNDS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                   0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+// Replicas in the engine (engine.h "Shared stores"): two engines over one shared MemoryStore,
+// as two aaren-server processes share Redis. A session moves between them with nothing lost,
+// a stale copy is refreshed before use, a race is lost with ABORTED (never a fork), a create of
+// an id the other made is ALREADY_EXISTS, and concurrent conditional appends on both apply each
+// acknowledged append exactly once. Outputs are checked against a reference run of the whole
+// history on a CpuBackend of its own.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/store/memory_store.h"
+#include "engine/store/session_record.h"
+#include "tests/engine/engine_fixture.h"
+
+namespace aaren::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ReplicasTest : public EngineTest {
+ protected:
+  std::unique_ptr<Engine> Replica(const std::string& name) {
+    EngineOptions o;
+    o.state_store = &store_;
+    o.durability = Durability::kAck;
+    o.replica_id = name;
+    return MakeEngine(o);
+  }
+
+  void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], kTolerance * (1 + std::abs(want[i]))) << "at " << i;
+    }
+  }
+
+  MemoryStore store_{/*shared=*/true};
+};
+
+TEST_F(ReplicasTest, ASessionMovesBetweenReplicasWithNothingLost) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  auto c = Replica("c");
+  const SequenceInput history = RandomInput("tok", 40, 7);
+  const int64_t od = tok_config_.output_dim;
+  const std::vector<float> want = Reference("tok", history);
+  Open(*a, "tok", "x");
+  // 10 tokens on each replica in turn, then back on A (whose copy is stale by then).
+  Engine* order[] = {a.get(), b.get(), c.get(), a.get()};
+  for (int k = 0; k < 4; ++k) {
+    absl::StatusOr<AppendResult> r =
+        Append(*order[k], "x", Slice(history, 10 * k, 10 * (k + 1), 0));
+    ASSERT_TRUE(r.ok()) << "step " << k << ": " << r.status();
+    EXPECT_EQ(r->position, 10 * (k + 1));
+    ExpectNear(r->outputs, Rows(want, 10 * k, 10 * (k + 1), od));
+  }
+  std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
+  ASSERT_TRUE(v.has_value());
+  absl::StatusOr<SessionRecord> rec = DecodeSessionRecord(*v);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->position, 40);
+  EXPECT_EQ(rec->writer, "a");
+  // Reads on a replica that never held it load it too.
+  auto d = Replica("d");
+  absl::StatusOr<SessionInfo> info = d->GetSession(SessionRef("", "x"));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->position, 40);
+}
+
+TEST_F(ReplicasTest, ALostRaceIsAbortedAndTheLoserTakesTheWinnersState) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  const SequenceInput history = RandomInput("tok", 30, 11);
+  const int64_t od = tok_config_.output_dim;
+  Open(*a, "tok", "r");
+  ASSERT_TRUE(Append(*a, "r", Slice(history, 0, 10, 0)).ok());
+  ASSERT_TRUE(b->GetSession(SessionRef("", "r")).ok());  // B holds a fresh copy
+  // B's append runs on its copy while A advances the session: B loses at its commit.
+  std::future<absl::StatusOr<AppendResult>> losing;
+  {
+    auto held = HoldScheduler(*b);
+    losing = AppendAsync(*b, "r", RandomInput("tok", 5, 99));
+    absl::StatusOr<AppendResult> won = Append(*a, "r", Slice(history, 10, 20, 0));
+    ASSERT_TRUE(won.ok()) << won.status();
+    held->Release();
+  }
+  absl::StatusOr<AppendResult> lost = Await(losing);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kAborted) << lost.status();
+  EXPECT_THAT(lost.status().message(), HasSubstr("another replica"));
+  EXPECT_THAT(lost.status().message(), HasSubstr("position 20"));
+  // Nothing of B's append is anywhere: B now holds A's state and continues from it.
+  absl::StatusOr<AppendResult> next = Append(*b, "r", Slice(history, 20, 30, 0));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->position, 30);
+  ExpectNear(next->outputs, Rows(Reference("tok", history), 20, 30, od));
+}
+
+TEST_F(ReplicasTest, CreatingAnIdTheOtherReplicaMadeIsAlreadyExists) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  Open(*a, "tok", "y");
+  absl::StatusOr<SessionInfo> again = b->OpenSession(SessionRef("", "y"), "tok", false, 0);
+  ASSERT_TRUE(again.ok()) << again.status();  // opening it on B finds A's
+  Engine::CreateParams p;
+  p.model = "tok";
+  p.session_id = "y";
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  b->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+  absl::StatusOr<SessionInfo> r = made.get_future().get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists) << r.status();
+
+  // Both create "z" at once: one wins, the other gets ALREADY_EXISTS, and both then see the
+  // winner's session.
+  std::future<absl::StatusOr<SessionInfo>> on_b;
+  {
+    auto held = HoldScheduler(*b);
+    on_b = std::async(std::launch::async, [&] {
+      return b->OpenSession(SessionRef("", "z"), "tok", /*create_if_missing=*/true, 0);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // B's create waits to commit
+    Open(*a, "tok", "z");
+    held->Release();
+  }
+  absl::StatusOr<SessionInfo> b_made = on_b.get();
+  ASSERT_FALSE(b_made.ok());
+  EXPECT_EQ(b_made.status().code(), absl::StatusCode::kAlreadyExists) << b_made.status();
+  absl::StatusOr<SessionInfo> a_info = a->GetSession(SessionRef("", "z"));
+  absl::StatusOr<SessionInfo> b_info = b->GetSession(SessionRef("", "z"));
+  ASSERT_TRUE(a_info.ok() && b_info.ok());
+  EXPECT_EQ(a_info->uid, b_info->uid);
+}
+
+TEST_F(ReplicasTest, ADeleteOnOneReplicaIsSeenByTheOther) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  Open(*a, "tok", "d");
+  ASSERT_TRUE(Append(*a, "d", RandomInput("tok", 3, 1)).ok());
+  ASSERT_TRUE(b->GetSession(SessionRef("", "d")).ok());
+  ASSERT_TRUE(DeleteAsync(*a, "d").get().ok());
+  EXPECT_EQ(store_.Get(SessionKey("", "d"))->has_value(), false);
+  absl::StatusOr<SessionInfo> gone = b->GetSession(SessionRef("", "d"));
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound) << gone.status();
+  absl::StatusOr<AppendResult> app = Append(*b, "d", RandomInput("tok", 1, 2));
+  EXPECT_EQ(app.status().code(), absl::StatusCode::kNotFound) << app.status();
+}
+
+TEST_F(ReplicasTest, ConcurrentConditionalAppendsApplyEachAcknowledgedOneExactlyOnce) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  Open(*a, "tok", "c");
+  // Two clients, one per replica, each appending 3-token chunks at the position it last saw.
+  std::mutex mu;
+  std::map<int64_t, SequenceInput> acked;  // position before -> tokens
+  std::atomic<int> aborted{0}, other_errors{0};
+  auto client = [&](Engine* e, uint64_t seed) {
+    for (int i = 0; i < 25; ++i) {
+      SequenceInput in = RandomInput("tok", 3, seed * 1000 + i);
+      for (int attempt = 0; attempt < 50; ++attempt) {
+        absl::StatusOr<SessionInfo> info = e->GetSession(SessionRef("", "c"));
+        if (!info.ok()) {
+          ++other_errors;
+          break;
+        }
+        const int64_t at = info->position;
+        absl::StatusOr<AppendResult> r = Append(*e, "c", in, at);
+        if (r.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          EXPECT_FALSE(acked.contains(at)) << "position " << at << " acknowledged twice";
+          acked[at] = in;
+          break;
+        }
+        if (r.status().code() == absl::StatusCode::kAborted) {
+          ++aborted;
+          continue;
+        }
+        ++other_errors;
+        break;
+      }
+    }
+  };
+  std::thread t1(client, a.get(), 1), t2(client, b.get(), 2);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(other_errors.load(), 0);
+  // The acknowledged appends tile the history with no gap and no overlap.
+  SequenceInput whole;
+  int64_t pos = 0;
+  for (const auto& [at, in] : acked) {
+    ASSERT_EQ(at, pos) << "a gap or an overlap at " << pos;
+    Concat(whole, in);
+    pos += 3;
+  }
+  EXPECT_EQ(acked.size(), 50u);
+  // Both replicas end at that history's state.
+  std::vector<float> want_state;
+  const std::vector<float> want = Reference("tok", whole, &want_state);
+  for (Engine* e : {a.get(), b.get()}) {
+    absl::StatusOr<SessionInfo> info = e->GetSession(SessionRef("", "c"));
+    ASSERT_TRUE(info.ok());
+    ASSERT_EQ(info->position, pos);
+    absl::StatusOr<SessionSnapshot> snap = Export(*e, "c");
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    ExpectNear(snap->state, want_state);
+  }
+  std::cerr << "conditional appends: " << acked.size() << " acknowledged, " << aborted.load()
+            << " ABORTED and retried\n";
+}
+
+}  // namespace
+}  // namespace aaren::testing
