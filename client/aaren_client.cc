@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/grpc_status.h"
+#include "client/session_routing.h"
 #include "client/unary_batch.h"
 
 namespace aaren::client {
@@ -79,14 +80,18 @@ AarenClient::AarenClient(std::shared_ptr<grpc::Channel> channel, ClientOptions o
       echo_stub_(v1::BenchEcho::NewStub(channel_)),
       health_stub_(grpc::health::v1::Health::NewStub(channel_)) {}
 
-void AarenClient::PrepareUnaryContext(grpc::ClientContext& context) const {
+void AarenClient::PrepareUnaryContext(grpc::ClientContext& context,
+                                      absl::string_view session_id) const {
   SetDeadline(context, options_.timeout);
   if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
+  AddSessionIdMetadata(context, session_id);
 }
 
-void AarenClient::PrepareStreamContext(grpc::ClientContext& context) const {
+void AarenClient::PrepareStreamContext(grpc::ClientContext& context,
+                                       absl::string_view session_id) const {
   SetDeadline(context, options_.stream_timeout);
   if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
+  AddSessionIdMetadata(context, session_id);
 }
 
 template <typename Stub, typename Request, typename Response>
@@ -95,7 +100,7 @@ absl::StatusOr<Response> AarenClient::Unary(Stub& stub,
                                                                          const Request&, Response*),
                                             const Request& request) {
   grpc::ClientContext context;
-  PrepareUnaryContext(context);
+  PrepareUnaryContext(context, SessionIdOf(request));
   Response response;
   grpc::Status status = (stub.*method)(&context, request, &response);
   if (!status.ok()) return ToAbslStatus(status);
@@ -170,7 +175,7 @@ absl::StatusOr<grpc::health::v1::HealthCheckResponse> AarenClient::Health(
 absl::Status AarenClient::Generate(const v1::GenerateRequest& request,
                                    absl::FunctionRef<void(const v1::GenerateResponse&)> on_token) {
   grpc::ClientContext context;
-  PrepareUnaryContext(context);
+  PrepareUnaryContext(context, SessionIdOf(request));
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub_->Generate(&context, request);
   v1::GenerateResponse token;

@@ -13,6 +13,11 @@
 // The bidirectional Stream RPC has its own class, StreamSession (client/stream_session.h).
 // The *Many methods keep several unary calls in flight through gRPC's callback API.
 //
+// Every call that names a session carries gRPC metadata `aaren-session-id: ID` (the id in its
+// request; client/session_routing.h), so that a proxy in front of several replicas keeps a
+// session's calls on one replica. Calls without one (ListModels, Score, Health, a
+// CreateSession or ImportSession with a server-made id) carry none.
+//
 // Thread-safety: every method may be called concurrently from any number of threads (each call
 // has its own grpc::ClientContext; the channel and stubs are thread-safe).
 #ifndef AAREN_CLIENT_AAREN_CLIENT_H_
@@ -123,10 +128,13 @@ class AarenClient {
   v1::BenchEcho::Stub& echo_stub() { return *echo_stub_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const ClientOptions& options() const { return options_; }
-  // Sets options().timeout (unary and Generate calls) on a fresh context.
-  void PrepareUnaryContext(grpc::ClientContext& context) const;
-  // Sets options().stream_timeout (Stream, Echo) on a fresh context.
-  void PrepareStreamContext(grpc::ClientContext& context) const;
+  // Sets options().timeout (unary and Generate calls), the token's authorization metadata and
+  // the aaren-session-id routing metadata (when IsRoutableSessionId(session_id), e.g. not
+  // empty; client/session_routing.h) on a fresh context.
+  void PrepareUnaryContext(grpc::ClientContext& context, absl::string_view session_id = {}) const;
+  // The same with options().stream_timeout (Stream, Echo); `session_id` is the session the
+  // stream opens, when it is known before the call starts.
+  void PrepareStreamContext(grpc::ClientContext& context, absl::string_view session_id = {}) const;
 
  private:
   template <typename Stub, typename Request, typename Response>

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/grpc_status.h"
+#include "client/session_routing.h"
 #include "core/status_macros.h"
 
 namespace aaren::client {
@@ -90,7 +91,9 @@ absl::StatusOr<v1::StreamResponse> StreamSession::Read(v1::StreamResponse::Respo
 
 absl::StatusOr<v1::Session> StreamSession::Open(const v1::OpenSession& open) {
   if (stream_ != nullptr) return absl::FailedPreconditionError("Stream: already opened");
-  client_.PrepareStreamContext(context_);
+  // The routing metadata goes out with the call's headers, before the open message: known here
+  // unless the open creates a session under a server-made id.
+  client_.PrepareStreamContext(context_, SessionIdOf(open));
   stream_ = client_.stub().Stream(&context_);
   v1::StreamRequest request;
   *request.mutable_open() = open;

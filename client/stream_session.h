@@ -43,7 +43,10 @@ class StreamSession {
   StreamSession& operator=(const StreamSession&) = delete;
 
   // Starts the call and opens (attaches to or creates) the session; returns it as the server
-  // describes it. FAILED_PRECONDITION if called twice.
+  // describes it. FAILED_PRECONDITION if called twice. The call carries the routing metadata
+  // `aaren-session-id: open.session_id()` (client/session_routing.h) when the id is set; an open
+  // that creates a session under a server-made id (empty session_id) carries none, since the id
+  // is not known when the call starts.
   absl::StatusOr<v1::Session> Open(const v1::OpenSession& open);
 
   // Sends one append and waits for its reply. An empty request.session_id means the opened

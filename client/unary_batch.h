@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "client/aaren_client.h"
 #include "client/grpc_status.h"
+#include "client/session_routing.h"
 
 namespace aaren::client {
 
@@ -60,8 +61,8 @@ absl::Status RunUnaryBatch(AarenClient& client, AsyncUnaryMethod<Request, Respon
   for (size_t next = 0; next < started || (first_error.ok() && next < count);) {
     if (first_error.ok() && started < count && started < next + window) {
       auto* call = new Call;
-      client.PrepareUnaryContext(call->context);
       call->request = make_request(started);
+      client.PrepareUnaryContext(call->context, SessionIdOf(call->request));
       call->start = Clock::now();
       const size_t index = started++;
       (client.stub().async()->*method)(

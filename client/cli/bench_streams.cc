@@ -108,6 +108,9 @@ class ClosedLoopStream final : public grpc::ClientBidiReactor<Request, v1::Strea
   }
 
   void Start() {
+    // No aaren-session-id routing metadata: each stream creates its session under a server-made
+    // id, unknown when the call starts (client/session_routing.h). The whole stream stays on
+    // the replica that created the session anyway, and Echo has no session.
     run_.client().PrepareStreamContext(context_);
     BeginCall(run_.client(), &context_, this);
     v1::OpenSession* open = Payload(request_).mutable_open();

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tests of client/aaren_client.h and client/unary_batch.h against a scripted in-process service
-// (fake_aaren_service.h): one method per RPC, the server's status unchanged, deadlines, and the
-// *Many methods' ordering, in-flight bound and first-error behaviour.
+// (fake_aaren_service.h): one method per RPC, the server's status unchanged, deadlines, the
+// aaren-session-id routing metadata of each call, and the *Many methods' ordering, in-flight
+// bound and first-error behaviour.
 #include "client/aaren_client.h"
 
 #include <grpcpp/create_channel.h>
@@ -23,8 +24,11 @@
 namespace aaren::client {
 namespace {
 
+using ::aaren::testing::FakeAarenService;
+using ::testing::Each;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Pair;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
 
@@ -321,6 +325,102 @@ TEST_F(AarenClientTest, DeleteSessionManyStopsAtAMissingSession) {
   const absl::Status status = client_.DeleteSessionMany({"a", "missing", "c"}, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(server_.service().deleted(), UnorderedElementsAre("a"));
+}
+
+// ---- Routing metadata (client/session_routing.h) ----
+
+TEST_F(AarenClientTest, EverySessionCallCarriesItsSessionIdAsRoutingMetadata) {
+  constexpr const char* kNone = FakeAarenService::kNoHeader;
+  ASSERT_TRUE(client_.ListModels().ok());
+  ASSERT_TRUE(client_.Score(ScoreCall(1)).ok());
+  v1::CreateSessionRequest create;
+  create.set_model("demo-lm");
+  ASSERT_TRUE(client_.CreateSession(create).ok());  // server-made id: unknown, no header
+  create.set_session_id("mine");
+  ASSERT_TRUE(client_.CreateSession(create).ok());
+  v1::AppendRequest append;
+  append.set_session_id("mine");
+  append.mutable_input()->add_tokens(1);
+  ASSERT_TRUE(client_.Append(append).ok());
+  ASSERT_TRUE(client_.GetSession("s1").ok());
+  v1::ForkSessionRequest fork;
+  fork.set_session_id("s1");
+  fork.set_new_session_id("s1-copy");
+  ASSERT_TRUE(client_.ForkSession(fork).ok());  // routed by the source
+  absl::StatusOr<v1::SessionSnapshot> snapshot = client_.ExportSession("s1");
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  v1::ImportSessionRequest import;
+  *import.mutable_snapshot() = *snapshot;
+  ASSERT_TRUE(client_.ImportSession(import).ok());  // server-made id: no header
+  import.set_session_id("imported-here");
+  ASSERT_TRUE(client_.ImportSession(import).ok());
+  v1::GenerateRequest generate;
+  generate.set_session_id("mine");
+  generate.set_max_tokens(2);
+  ASSERT_TRUE(client_.Generate(generate).ok());
+  ASSERT_TRUE(client_.DeleteSession("s1-copy").ok());
+  EXPECT_EQ(client_.GetSession("nope").status().code(), absl::StatusCode::kNotFound);
+
+  EXPECT_THAT(
+      server_.service().routing_headers(),
+      ElementsAre(Pair("ListModels", kNone), Pair("Score", kNone), Pair("CreateSession", kNone),
+                  Pair("CreateSession", "mine"), Pair("Append", "mine"), Pair("GetSession", "s1"),
+                  Pair("ForkSession", "s1"), Pair("ExportSession", "s1"),
+                  Pair("ImportSession", kNone), Pair("ImportSession", "imported-here"),
+                  Pair("Generate", "mine"), Pair("DeleteSession", "s1-copy"),
+                  Pair("GetSession", "nope")));
+}
+
+TEST_F(AarenClientTest, RoutingMetadataGoesWithTheToken) {
+  ClientOptions options;
+  options.token = "secret-token";
+  AarenClient client(server_.InProcessChannel(), options);
+  ASSERT_TRUE(client.GetSession("s1").ok());
+  EXPECT_THAT(server_.service().RoutingHeaders("GetSession"), ElementsAre("s1"));
+}
+
+TEST_F(AarenClientTest, AnIdThatIsNoLegalHeaderValueIsSentWithoutOne) {
+  // The server judges such an id (here the fake accepts it); the client must not fail the call
+  // on its own because the id cannot be a metadata value.
+  v1::AppendRequest append;
+  append.set_session_id("bad\nid");
+  append.mutable_input()->add_tokens(1);
+  absl::StatusOr<v1::AppendResponse> response = client_.Append(append);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->session_id(), "bad\nid");
+  append.set_session_id(std::string(129, 'x'));
+  EXPECT_TRUE(client_.Append(append).ok());
+  EXPECT_THAT(server_.service().RoutingHeaders("Append"), Each(FakeAarenService::kNoHeader));
+  EXPECT_THAT(server_.service().RoutingHeaders("Append"), SizeIs(2));
+}
+
+TEST_F(AarenClientTest, ManyCallsCarryEachRequestsSessionId) {
+  std::vector<std::string> ids;
+  ASSERT_TRUE(client_
+                  .CreateSessionMany(
+                      4, 2,
+                      [](size_t i) {
+                        v1::CreateSessionRequest request;
+                        request.set_model("demo-lm");
+                        request.set_session_id("many-" + std::to_string(i));
+                        return request;
+                      },
+                      [&](size_t, v1::Session& session) {
+                        ids.push_back(session.session_id());
+                        return absl::OkStatus();
+                      })
+                  .ok());
+  ASSERT_TRUE(client_.DeleteSessionMany(ids, 2).ok());
+  ASSERT_TRUE(
+      client_
+          .ScoreMany(2, 2, ScoreCall, [](size_t, v1::ScoreResponse&) { return absl::OkStatus(); })
+          .ok());
+  EXPECT_THAT(server_.service().RoutingHeaders("CreateSession"),
+              UnorderedElementsAre("many-0", "many-1", "many-2", "many-3"));
+  EXPECT_THAT(server_.service().RoutingHeaders("DeleteSession"),
+              UnorderedElementsAre("many-0", "many-1", "many-2", "many-3"));
+  EXPECT_THAT(server_.service().RoutingHeaders("Score"),
+              ElementsAre(FakeAarenService::kNoHeader, FakeAarenService::kNoHeader));
 }
 
 }  // namespace

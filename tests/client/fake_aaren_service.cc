@@ -20,8 +20,10 @@ v1::Session MakeSession(const std::string& id, int64_t position) {
 
 }  // namespace
 
-grpc::Status FakeAarenService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status FakeAarenService::ListModels(grpc::ServerContext* context,
+                                          const v1::ListModelsRequest*,
                                           v1::ListModelsResponse* response) {
+  RecordRouting("ListModels", context);
   v1::ModelInfo* lm = response->add_models();
   lm->set_name("demo-lm");
   lm->set_input_kind("tokens");
@@ -35,8 +37,9 @@ grpc::Status FakeAarenService::ListModels(grpc::ServerContext*, const v1::ListMo
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::Score(grpc::ServerContext*, const v1::ScoreRequest* request,
+grpc::Status FakeAarenService::Score(grpc::ServerContext* context, const v1::ScoreRequest* request,
                                      v1::ScoreResponse* response) {
+  RecordRouting("Score", context);
   ++score_calls_;
   const int64_t active = ++score_active_;
   int64_t peak = score_peak_;
@@ -55,9 +58,10 @@ grpc::Status FakeAarenService::Score(grpc::ServerContext*, const v1::ScoreReques
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::CreateSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::CreateSession(grpc::ServerContext* context,
                                              const v1::CreateSessionRequest* request,
                                              v1::Session* response) {
+  RecordRouting("CreateSession", context);
   if (request->model() == "none") {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "model 'none' is not served");
   }
@@ -70,6 +74,7 @@ grpc::Status FakeAarenService::CreateSession(grpc::ServerContext*,
 grpc::Status FakeAarenService::Append(grpc::ServerContext* context,
                                       const v1::AppendRequest* request,
                                       v1::AppendResponse* response) {
+  RecordRouting("Append", context);
   const std::string& id = request->session_id();
   if (id.rfind("status:", 0) == 0) {
     const int code = std::stoi(id.substr(7));
@@ -88,9 +93,10 @@ grpc::Status FakeAarenService::Append(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::GetSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::GetSession(grpc::ServerContext* context,
                                           const v1::GetSessionRequest* request,
                                           v1::Session* response) {
+  RecordRouting("GetSession", context);
   if (request->session_id() != "s1") {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         "session '" + request->session_id() + "' not found");
@@ -99,9 +105,10 @@ grpc::Status FakeAarenService::GetSession(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::DeleteSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::DeleteSession(grpc::ServerContext* context,
                                              const v1::DeleteSessionRequest* request,
                                              v1::DeleteSessionResponse*) {
+  RecordRouting("DeleteSession", context);
   if (request->session_id() == "missing") {
     return grpc::Status(grpc::StatusCode::NOT_FOUND, "session 'missing' not found");
   }
@@ -110,18 +117,20 @@ grpc::Status FakeAarenService::DeleteSession(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::ForkSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::ForkSession(grpc::ServerContext* context,
                                            const v1::ForkSessionRequest* request,
                                            v1::Session* response) {
+  RecordRouting("ForkSession", context);
   *response = MakeSession(request->new_session_id().empty() ? request->session_id() + "-fork"
                                                             : request->new_session_id(),
                           5);
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::ExportSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::ExportSession(grpc::ServerContext* context,
                                              const v1::ExportSessionRequest* request,
                                              v1::ExportSessionResponse* response) {
+  RecordRouting("ExportSession", context);
   v1::SessionSnapshot* snapshot = response->mutable_snapshot();
   snapshot->set_format_version(1);
   snapshot->set_model("demo-lm");
@@ -131,16 +140,19 @@ grpc::Status FakeAarenService::ExportSession(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::ImportSession(grpc::ServerContext*,
+grpc::Status FakeAarenService::ImportSession(grpc::ServerContext* context,
                                              const v1::ImportSessionRequest* request,
                                              v1::Session* response) {
+  RecordRouting("ImportSession", context);
   *response = MakeSession(request->session_id().empty() ? "imported" : request->session_id(),
                           request->snapshot().position());
   return grpc::Status::OK;
 }
 
-grpc::Status FakeAarenService::Generate(grpc::ServerContext*, const v1::GenerateRequest* request,
+grpc::Status FakeAarenService::Generate(grpc::ServerContext* context,
+                                        const v1::GenerateRequest* request,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  RecordRouting("Generate", context);
   for (uint32_t i = 0; i < request->max_tokens(); ++i) {
     if (request->session_id() == "fail-after-3" && i == 3) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "generation stopped");
@@ -155,7 +167,9 @@ grpc::Status FakeAarenService::Generate(grpc::ServerContext*, const v1::Generate
 }
 
 grpc::Status FakeAarenService::Stream(
-    grpc::ServerContext*, grpc::ServerReaderWriter<v1::StreamResponse, v1::StreamRequest>* stream) {
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::StreamResponse, v1::StreamRequest>* stream) {
+  RecordRouting("Stream", context);
   v1::StreamRequest request;
   if (!stream->Read(&request)) return grpc::Status::OK;
   if (!request.has_open()) {
@@ -196,6 +210,38 @@ grpc::Status FakeAarenService::Stream(
     if (!stream->Write(reply)) return grpc::Status::OK;
   }
   return grpc::Status::OK;
+}
+
+void FakeAarenService::RecordRouting(const std::string& method,
+                                     const grpc::ServerContext* context) {
+  std::string header;
+  const auto [first, last] = context->client_metadata().equal_range("aaren-session-id");
+  for (auto it = first; it != last; ++it) {
+    if (!header.empty()) header += ",";
+    header.append(it->second.data(), it->second.size());
+  }
+  if (first == last) header = kNoHeader;
+  std::lock_guard<std::mutex> lock(mu_);
+  routing_.emplace_back(method, std::move(header));
+}
+
+std::vector<std::pair<std::string, std::string>> FakeAarenService::routing_headers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return routing_;
+}
+
+std::vector<std::string> FakeAarenService::RoutingHeaders(const std::string& method) const {
+  std::vector<std::string> headers;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [m, header] : routing_) {
+    if (m == method) headers.push_back(header);
+  }
+  return headers;
+}
+
+void FakeAarenService::ClearRoutingHeaders() {
+  std::lock_guard<std::mutex> lock(mu_);
+  routing_.clear();
 }
 
 std::vector<std::string> FakeAarenService::deleted() const {

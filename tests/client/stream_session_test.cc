@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tests of client/stream_session.h against a scripted in-process service (fake_aaren_service.h):
-// open, one-at-a-time and pipelined appends, Send/Receive, and how an error ends the stream.
+// open, one-at-a-time and pipelined appends, Send/Receive, how an error ends the stream, and the
+// aaren-session-id routing metadata the call starts with.
 #include "client/stream_session.h"
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -215,6 +217,26 @@ TEST_F(StreamSessionTest, DestroyingAnOpenStreamCancelsIt) {
   }
   // The client is still usable afterwards.
   EXPECT_TRUE(client_.ListModels().ok());
+}
+
+TEST_F(StreamSessionTest, TheCallCarriesTheOpenedSessionIdAsRoutingMetadata) {
+  // Attach to an existing session, create one under a client-chosen id, create one under a
+  // server-made id (unknown when the call starts: no header).
+  for (const auto& [id, create] :
+       {std::pair<std::string, bool>{"s1", false}, std::pair<std::string, bool>{"chosen-id", true},
+        std::pair<std::string, bool>{"", false}}) {
+    StreamSession stream(client_);
+    v1::OpenSession open;
+    open.set_model("demo-lm");
+    open.set_session_id(id);
+    open.set_create_if_missing(create);
+    absl::StatusOr<v1::Session> session = stream.Open(open);
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_TRUE(stream.Append(Tokens({1, 2})).ok());
+    EXPECT_TRUE(stream.Close().ok());
+  }
+  EXPECT_THAT(server_.service().RoutingHeaders("Stream"),
+              ElementsAre("s1", "chosen-id", FakeAarenService::kNoHeader));
 }
 
 }  // namespace

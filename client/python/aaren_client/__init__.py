@@ -18,6 +18,7 @@ the AAREN_PYTHON_STUBS environment variable). Errors are :class:`AarenError` sub
 from ._stubs import aaren_pb2, aaren_pb2_grpc, health_pb2, health_pb2_grpc
 from .client import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    SESSION_ID_METADATA_KEY,
     AarenClient,
     AppendResult,
     GeneratedToken,
@@ -69,6 +70,7 @@ __all__ = [
     "features",
     "outputs_array",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "SESSION_ID_METADATA_KEY",
     "AarenError",
     "InvalidArgument",
     "NotFound",

@@ -28,10 +28,27 @@ __all__ = [
     "features",
     "outputs_array",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "SESSION_ID_METADATA_KEY",
     "tls_credentials",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Routing metadata (DESIGN.md 7.3): every call that names a session carries
+# ``aaren-session-id: ID`` so that a proxy in front of several replicas (nginx ``hash
+# $http_aaren_session_id consistent``, Envoy ring_hash; deploy/) keeps a session on one replica.
+SESSION_ID_METADATA_KEY = "aaren-session-id"
+
+# The longest id the server accepts (ids match [A-Za-z0-9._-]{1,128}).
+_MAX_SESSION_ID_LENGTH = 128
+
+
+def _routable_session_id(session_id) -> bool:
+    """Whether ``session_id`` goes out as the routing header: a non-empty str of at most 128
+    printable ASCII characters (a legal gRPC metadata value). Any other id is one the server
+    rejects anyway; sending no header lets the server's own error come back."""
+    return (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_SESSION_ID_LENGTH
+            and all(" " <= c <= "~" for c in session_id))
 
 # `timeout=_DEFAULT` means "the client's default timeout".
 _DEFAULT: Any = object()
@@ -312,6 +329,11 @@ class AarenClient:
     ``--auth_tokens_file``, sent as ``authorization: Bearer TOKEN`` on every call (default: the
     ``AAREN_TOKEN`` environment variable, if set). ``options``: extra channel options.
 
+    Every call that names a session (create_session with an id, append, get/delete/fork/export
+    and import_session with an id, generate, and a stream whose ``session_id`` is given) carries
+    the metadata ``aaren-session-id: ID`` for proxies that route by session; calls without a
+    known id (list_models, score, prefill, health, a server-made id) carry none.
+
     Every failed RPC raises an :class:`~aaren_client.errors.AarenError` subclass carrying
     ``code`` (grpc.StatusCode) and ``details``. Messages (ModelInfo, Session, SessionSnapshot)
     are the generated protobuf classes; outputs are numpy float32 arrays ``[n, output_dim]``.
@@ -339,6 +361,7 @@ class AarenClient:
         self._own_channel = channel is None
         if token is None:
             token = os.environ.get("AAREN_TOKEN") or None
+        # Sent on every call; _call_metadata adds the per-call routing header.
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         if credentials is None and (tls_ca_file or tls_cert_file or tls_key_file):
             credentials = tls_credentials(tls_ca_file, tls_cert_file, tls_key_file)
@@ -376,9 +399,18 @@ class AarenClient:
     def _timeout(self, timeout):
         return self.timeout if timeout is _DEFAULT else timeout
 
-    def _unary(self, method, request, timeout):
+    def _call_metadata(self, session_id: str = ""):
+        """The metadata of one call: ``authorization`` (with a token) and, for a call that names
+        a session, ``aaren-session-id``; None when there is neither."""
+        metadata = list(self._metadata or ())
+        if _routable_session_id(session_id):
+            metadata.append((SESSION_ID_METADATA_KEY, session_id))
+        return tuple(metadata) or None
+
+    def _unary(self, method, request, timeout, session_id: str = ""):
         try:
-            return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
+            return method(request, timeout=self._timeout(timeout),
+                          metadata=self._call_metadata(session_id))
         except grpc.RpcError as e:
             raise from_rpc_error(e) from e
 
@@ -516,7 +548,7 @@ class AarenClient:
         m = _mca(mca)
         if m is not None:
             req.mca.CopyFrom(m)
-        return self._unary(self.stub.CreateSession, req, timeout)
+        return self._unary(self.stub.CreateSession, req, timeout, session_id)
 
     def append(
         self,
@@ -531,25 +563,27 @@ class AarenClient:
         applies only at that position and a retry of the last applied append returns the cached
         response (``replayed=True``); a mismatch raises :class:`~aaren_client.errors.Aborted`."""
         req = _append_request(session_id, inputs, expected_position, output_mode, mca)
-        return AppendResult.from_proto(self._unary(self.stub.Append, req, timeout))
+        return AppendResult.from_proto(self._unary(self.stub.Append, req, timeout, session_id))
 
     def get_session(self, session_id: str, timeout=_DEFAULT) -> "aaren_pb2.Session":
-        return self._unary(self.stub.GetSession, aaren_pb2.GetSessionRequest(session_id=session_id), timeout)
+        return self._unary(self.stub.GetSession, aaren_pb2.GetSessionRequest(session_id=session_id),
+                           timeout, session_id)
 
     def delete_session(self, session_id: str, timeout=_DEFAULT) -> None:
-        self._unary(self.stub.DeleteSession, aaren_pb2.DeleteSessionRequest(session_id=session_id), timeout)
+        self._unary(self.stub.DeleteSession, aaren_pb2.DeleteSessionRequest(session_id=session_id),
+                    timeout, session_id)
 
     def fork_session(self, session_id: str, new_session_id: str = "", idle_ttl_seconds: int = 0,
                      timeout=_DEFAULT) -> "aaren_pb2.Session":
         """Copies a session's state into a new session (server-made id when empty)."""
         req = aaren_pb2.ForkSessionRequest(session_id=session_id, new_session_id=new_session_id,
                                            idle_ttl_seconds=idle_ttl_seconds)
-        return self._unary(self.stub.ForkSession, req, timeout)
+        return self._unary(self.stub.ForkSession, req, timeout, session_id)  # routed by the source
 
     def export_session(self, session_id: str, timeout=_DEFAULT) -> "aaren_pb2.SessionSnapshot":
         """The session's state as a SessionSnapshot (``.SerializeToString()`` for bytes)."""
         req = aaren_pb2.ExportSessionRequest(session_id=session_id)
-        return self._unary(self.stub.ExportSession, req, timeout).snapshot
+        return self._unary(self.stub.ExportSession, req, timeout, session_id).snapshot
 
     def import_session(self, snapshot, session_id: str = "", idle_ttl_seconds: int = 0,
                        timeout=_DEFAULT) -> "aaren_pb2.Session":
@@ -558,7 +592,7 @@ class AarenClient:
             snapshot = aaren_pb2.SessionSnapshot.FromString(bytes(snapshot))
         req = aaren_pb2.ImportSessionRequest(snapshot=snapshot, session_id=session_id,
                                              idle_ttl_seconds=idle_ttl_seconds)
-        return self._unary(self.stub.ImportSession, req, timeout)
+        return self._unary(self.stub.ImportSession, req, timeout, session_id)
 
     # -- generation and streaming --
 
@@ -586,7 +620,8 @@ class AarenClient:
         if prompt is not None:
             req.prompt.CopyFrom(to_sequence(prompt))
         try:
-            call = self.stub.Generate(req, timeout=self._timeout(timeout), metadata=self._metadata)
+            call = self.stub.Generate(req, timeout=self._timeout(timeout),
+                                      metadata=self._call_metadata(session_id))
         except grpc.RpcError as e:  # pragma: no cover - grpc raises on iteration
             raise from_rpc_error(e) from e
         return GenerateStream(call)

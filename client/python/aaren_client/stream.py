@@ -38,6 +38,10 @@ class StreamSession:
     server's status; leaving a ``with`` block on an exception cancels the call instead. The session
     itself outlives the stream (until deleted or expired).
 
+    The call carries the routing metadata ``aaren-session-id`` when ``session_id`` is given (attach,
+    or create under a client-chosen id); a stream that creates its session under a server-made id
+    carries none, since the id is unknown when the call starts.
+
     An error (:class:`AarenError`) ends the stream; the session keeps its state as of the last
     successful append. Not thread-safe: one thread per StreamSession.
     """
@@ -77,9 +81,11 @@ class StreamSession:
         """Opens the stream and the session; returns the Session reply."""
         if self._call is not None:
             raise RuntimeError("StreamSession is already open")
-        self._call = self._client.stub.Stream(self._request_iterator(self._requests),
-                                              timeout=self._timeout,
-                                              metadata=self._client._metadata)
+        # The routing header goes out with the call's headers, before the open message: only
+        # when the id is known now (not for a session created under a server-made id).
+        self._call = self._client.stub.Stream(
+            self._request_iterator(self._requests), timeout=self._timeout,
+            metadata=self._client._call_metadata(self._open_request.session_id))
         self._requests.put(aaren_pb2.StreamRequest(open=self._open_request))
         r = self._recv()
         if r.WhichOneof("response") != "session":
