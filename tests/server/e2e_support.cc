@@ -254,8 +254,10 @@ std::string SnapshotBytes(AarenStub& stub, const std::string& session_id) {
   return bytes;
 }
 
-StreamClient::StreamClient(AarenStub& stub, std::chrono::milliseconds timeout) {
+StreamClient::StreamClient(AarenStub& stub, std::chrono::milliseconds timeout,
+                           const std::string& session_id) {
   context_.set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!session_id.empty()) context_.AddMetadata("aaren-session-id", session_id);
   stream_ = stub.Stream(&context_);
 }
 

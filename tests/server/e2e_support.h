@@ -189,8 +189,10 @@ class SharedServerTest : public ::testing::Test {
 // A synchronous bidirectional Stream: Open() first, then one Append() per message.
 class StreamClient {
  public:
+  // `session_id`: sent as metadata aaren-session-id (proxies hash on it) when not empty.
   explicit StreamClient(AarenStub& stub,
-                        std::chrono::milliseconds timeout = std::chrono::seconds(300));
+                        std::chrono::milliseconds timeout = std::chrono::seconds(300),
+                        const std::string& session_id = "");
   ~StreamClient();  // cancels if not finished
 
   // Sends the open message and reads the Session reply; nullopt when the stream ended instead

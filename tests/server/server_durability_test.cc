@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model.h"
 #include "tests/server/e2e_support.h"
+#include "tests/server/session_clients.h"
 
 namespace aaren::testing {
 namespace {
@@ -60,114 +61,6 @@ void Kill9(ServerProcess& server) {
   ASSERT_TRUE(WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL) << DescribeExit(*st);
 }
 
-// What one client knows of its session: the tokens it was told were applied, and the append it
-// sent but got no reply for.
-struct ClientView {
-  std::string id;
-  std::vector<int32_t> acked;    // acknowledged history
-  std::vector<int32_t> last;     // the last acknowledged append's tokens
-  std::vector<int32_t> pending;  // sent, no reply (empty: none)
-  int64_t replies = 0;
-};
-
-v1::Sequence Tokens(const std::vector<int32_t>& t) {
-  v1::Sequence s;
-  s.mutable_tokens()->Add(t.begin(), t.end());
-  return s;
-}
-
-std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-// Streams appends of 1-3 tokens (each with expected_position) until the stream breaks.
-void StreamUntilBroken(const ServerProcess& server, ClientView& view, int32_t vocab, uint64_t seed,
-                       std::atomic<bool>& stop) {
-  auto stub = NewAarenStub(server);
-  StreamClient stream(*stub, std::chrono::seconds(60));
-  v1::OpenSession open;
-  open.set_session_id(view.id);
-  open.set_model(kLm);
-  open.set_create_if_missing(true);
-  if (!stream.Open(open)) return;
-  std::mt19937_64 rng(seed);
-  while (!stop.load()) {
-    std::vector<int32_t> tokens(1 + rng() % 3);
-    for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
-    v1::AppendRequest req;
-    *req.mutable_input() = Tokens(tokens);
-    req.set_expected_position(static_cast<int64_t>(view.acked.size()));
-    req.set_output_mode(v1::OUTPUT_MODE_LAST);
-    view.pending = tokens;
-    std::optional<v1::AppendResponse> r = stream.Append(req);
-    if (!r.has_value()) return;  // the server went away: `pending` may or may not be applied
-    EXPECT_EQ(r->position(), static_cast<int64_t>(view.acked.size() + tokens.size()));
-    view.acked = Concat(view.acked, tokens);
-    view.last = tokens;
-    view.pending.clear();
-    ++view.replies;
-  }
-}
-
-v1::AppendResponse UnaryAppend(AarenStub& stub, const std::string& id,
-                               const std::vector<int32_t>& tokens, int64_t expected,
-                               v1::OutputMode mode = v1::OUTPUT_MODE_LAST) {
-  v1::AppendRequest req;
-  req.set_session_id(id);
-  *req.mutable_input() = Tokens(tokens);
-  req.set_expected_position(expected);
-  req.set_output_mode(mode);
-  auto r = Call(stub, &AarenStub::Append, req);
-  EXPECT_TRUE(r.ok()) << id << ": " << StatusString(r.status);
-  return r.response;
-}
-
-int64_t PositionOf(AarenStub& stub, const std::string& id) {
-  v1::GetSessionRequest req;
-  req.set_session_id(id);
-  auto r = Call(stub, &AarenStub::GetSession, req);
-  EXPECT_TRUE(r.ok()) << id << ": " << StatusString(r.status);
-  return r.ok() ? r.response.position() : -1;
-}
-
-// After a restart: the session is at the acknowledged position or one append past it (the
-// append whose reply was lost); a retry replays; continuing matches the oracle over exactly the
-// acknowledged history (plus the retried append).
-void CheckContinues(AarenStub& stub, const Model& model, ClientView& view, std::mt19937_64& rng) {
-  const int64_t acked = static_cast<int64_t>(view.acked.size());
-  const int64_t position = PositionOf(stub, view.id);
-  ASSERT_GE(position, acked) << view.id << ": an acknowledged append was lost";
-  if (position != acked) {
-    ASSERT_FALSE(view.pending.empty()) << view.id;
-    ASSERT_EQ(position, acked + static_cast<int64_t>(view.pending.size()))
-        << view.id << ": neither the acknowledged position nor one append past it";
-    // The retry of the append whose reply was lost replays it.
-    v1::AppendResponse r = UnaryAppend(stub, view.id, view.pending, acked);
-    EXPECT_TRUE(r.replayed()) << view.id;
-    view.acked = Concat(view.acked, view.pending);
-  } else if (!view.last.empty()) {
-    // The retry of the last acknowledged append replays it.
-    v1::AppendResponse r =
-        UnaryAppend(stub, view.id, view.last, acked - static_cast<int64_t>(view.last.size()));
-    EXPECT_TRUE(r.replayed()) << view.id;
-    EXPECT_EQ(r.position(), acked) << view.id;
-  }
-  view.pending.clear();
-  std::vector<int32_t> more(3);
-  for (int32_t& t : more) t = static_cast<int32_t>(rng() % model.config().vocab_size);
-  v1::AppendResponse r = UnaryAppend(stub, view.id, more, static_cast<int64_t>(view.acked.size()),
-                                     v1::OUTPUT_MODE_ALL);
-  EXPECT_FALSE(r.replayed());
-  const std::vector<int32_t> whole = Concat(view.acked, more);
-  const std::vector<double> oracle = OracleOutputs(model, Tokens(whole));
-  const int64_t od = model.config().output_dim;
-  std::vector<double> tail(oracle.end() - 3 * od, oracle.end());
-  EXPECT_LT(RelativeError(ToVector(r.outputs()), tail), kTolerance) << view.id;
-  view.acked = whole;
-  view.last = more;
-}
-
 TEST(ServerDurability, AckKill9UnderSixtyFourStreamsLosesNothingAcknowledged) {
   TempDir dir;
   auto model = Model::Load(DemoModelDir(kLm));
@@ -190,7 +83,8 @@ TEST(ServerDurability, AckKill9UnderSixtyFourStreamsLosesNothingAcknowledged) {
     std::vector<std::thread> clients;
     for (int i = 0; i < kClients; ++i) {
       clients.emplace_back([&, i] {
-        StreamUntilBroken(*server, views[i], (*model)->config().vocab_size, rng() + i, stop);
+        StreamUntilBroken(server->NewChannel(), views[i], (*model)->config().vocab_size, rng() + i,
+                          stop);
       });
     }
     // Kill at a random moment, 300-1300 ms into the load.

@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: Apache-2.0
+// Replicas sharing sessions through Redis, with real processes on loopback: a redis-server (AOF,
+// appendfsync always), three aaren-server replicas (--state_store=redis://... --durability=ack)
+// and Debian's nginx with deploy/nginx's config (hash $http_aaren_session_id consistent).
+// Sessions move between replicas with outputs equal to the float64 oracle over the whole
+// history; two replicas appending to one session race safely; kill -9 of a replica and a
+// rolling restart of all three under 64 streaming clients through nginx lose nothing
+// acknowledged; Redis going away fails calls with UNAVAILABLE naming the store and service
+// resumes when it returns.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/model.h"
+#include "grpcpp/create_channel.h"
+#include "tests/server/e2e_support.h"
+#include "tests/server/session_clients.h"
+#include "tests/support/redis_server.h"
+
+namespace aaren::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kLm[] = "demo-lm";
+
+// nginx in the foreground (daemon off) with a config rendered by deploy/nginx/render-config.sh.
+class Nginx {
+ public:
+  explicit Nginx(fs::path prefix) : prefix_(std::move(prefix)), port_(FreePort()) {
+    fs::create_directories(prefix_);
+  }
+  ~Nginx() {
+    if (pid_ > 0) {
+      kill(pid_, SIGQUIT);
+      int st = 0;
+      waitpid(pid_, &st, 0);
+    }
+  }
+  int port() const { return port_; }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  // Writes the config for `upstreams`; starts nginx the first time, reloads it (SIGHUP) after.
+  ::testing::AssertionResult Route(const std::vector<std::string>& upstreams) {
+    const fs::path conf = prefix_ / "nginx.conf";
+    const std::string render =
+        absl::StrCat("NGINX_PREFIX=", prefix_.string(), " NGINX_MAX_FAILS=1 NGINX_FAIL_TIMEOUT=2s ",
+                     (SourceDir() / "deploy/nginx/render-config.sh").string(), " ", port_, " ",
+                     absl::StrJoin(upstreams, " "), " > ", conf.string());
+    if (std::system(render.c_str()) != 0) return ::testing::AssertionFailure() << render;
+    if (pid_ > 0) {
+      kill(pid_, SIGHUP);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // new workers take over
+      return ::testing::AssertionSuccess();
+    }
+    const std::string prefix = prefix_.string(), conf_path = conf.string();
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+      execlp("nginx", "nginx", "-p", prefix.c_str(), "-c", conf_path.c_str(), nullptr);
+      _exit(127);
+    }
+    // Ready once the port accepts gRPC: any answer from a replica through it.
+    grpc::Status last;
+    for (int i = 0; i < 100; ++i) {
+      // A fresh channel each time: a refused first connect would put one channel in backoff.
+      auto stub = v1::Aaren::NewStub(NewChannel());
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      v1::ListModelsResponse r;
+      last = stub->ListModels(&context, v1::ListModelsRequest(), &r);
+      if (last.ok()) return ::testing::AssertionSuccess();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return ::testing::AssertionFailure()
+           << "nginx did not proxy in time (" << StatusString(last) << "); error.log:\n"
+           << ReadFile(prefix_ / "logs/error.log") << "\nconfig:\n"
+           << ReadFile(conf);
+  }
+
+  std::shared_ptr<grpc::Channel> NewChannel() const {
+    grpc::ChannelArguments args;
+    static std::atomic<int> n{0};
+    args.SetInt("aaren-test-channel", n++);
+    return grpc::CreateCustomChannel(address(), grpc::InsecureChannelCredentials(), args);
+  }
+
+  static std::string ReadFile(const fs::path& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  fs::path prefix_;
+  int port_;
+  pid_t pid_ = -1;
+};
+
+class ReplicasTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = Model::Load(DemoModelDir(kLm));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    fs::create_directories(dir_.path() / "redis");
+    auto redis = RedisServer::Start({(dir_.path() / "redis").string(), /*appendonly=*/true});
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    redis_ = *std::move(redis);
+    for (int i = 0; i < 3; ++i) {
+      replicas_.push_back(StartReplica(i));
+      ASSERT_NE(replicas_.back(), nullptr);
+    }
+    nginx_ = std::make_unique<Nginx>(dir_.path() / "nginx");
+    ASSERT_TRUE(nginx_->Route(Addresses()));
+  }
+
+  std::unique_ptr<ServerProcess> StartReplica(int i) {
+    ServerFlags flags;
+    flags.model_dirs = {DemoModelDir(kLm).string()};
+    flags.extra = {"--state_store",   redis_->spec(),
+                   "--durability",    "ack",
+                   "--replica_id",    absl::StrCat("r", i, "-", next_generation_++),
+                   "--threads",       "1",
+                   "--drain_timeout", "5s"};
+    auto s = ServerProcess::Start(flags);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *std::move(s) : nullptr;
+  }
+
+  std::vector<std::string> Addresses() const {
+    std::vector<std::string> out;
+    for (const auto& r : replicas_) {
+      if (r != nullptr) out.push_back(r->address());
+    }
+    return out;
+  }
+
+  // Retries GetSession through `stub` (UNAVAILABLE while a replica goes away) for up to 15 s.
+  static bool WaitReachable(AarenStub& stub, const std::string& id) {
+    const auto end = Clock::now() + std::chrono::seconds(15);
+    while (Clock::now() < end) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      context.AddMetadata("aaren-session-id", id);
+      v1::GetSessionRequest req;
+      req.set_session_id(id);
+      v1::Session s;
+      grpc::Status st = stub.GetSession(&context, req, &s);
+      if (st.ok()) return true;
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << id << ": " << StatusString(st);
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  // 64 clients stream through nginx while `disrupt` runs; each client whose stream breaks
+  // reconciles (CheckContinues) and streams again. Returns the clients' views (checked at the
+  // end) and, for each client whose stream broke after `disrupt`'s mark, the time from the mark
+  // to its first acknowledged append afterwards (on another replica); -1 for the others.
+  struct LoadResult {
+    std::vector<ClientView> views;
+    std::vector<double> recovery_seconds;
+  };
+  LoadResult UnderLoad(const std::function<void(std::atomic<Clock::time_point>&)>& disrupt) {
+    constexpr int kClients = 64;
+    LoadResult out;
+    out.views.resize(kClients);
+    out.recovery_seconds.assign(kClients, -1);
+    std::atomic<bool> stop{false};
+    std::atomic<Clock::time_point> mark{Clock::time_point::max()};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < kClients; ++i) {
+      out.views[i].id = absl::StrCat("c", i);
+      clients.emplace_back([&, i] {
+        ClientView& v = out.views[i];
+        std::mt19937_64 rng(1000 + i);
+        auto channel = nginx_->NewChannel();
+        auto stub = v1::Aaren::NewStub(channel);
+        while (!stop.load()) {
+          StreamUntilBroken(channel, v, model_->config().vocab_size, rng(), stop);
+          const Clock::time_point m = mark.load();
+          if (stop.load()) break;
+          // The stream broke: reconcile through the proxy once a replica answers.
+          if (!WaitReachable(*stub, v.id)) return;
+          CheckContinues(*stub, *model_, v, rng);
+          if (out.recovery_seconds[i] < 0 && m != Clock::time_point::max()) {
+            out.recovery_seconds[i] = std::chrono::duration<double>(Clock::now() - m).count();
+          }
+          if (::testing::Test::HasFailure()) return;
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    disrupt(mark);
+    if (::testing::Test::HasFatalFailure()) stop = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    stop = true;
+    for (std::thread& t : clients) t.join();
+    // Every session, read through the proxy, continues from exactly what its client was told.
+    auto stub = v1::Aaren::NewStub(nginx_->NewChannel());
+    std::mt19937_64 rng(7);
+    for (ClientView& v : out.views) {
+      EXPECT_TRUE(WaitReachable(*stub, v.id)) << v.id;
+      CheckContinues(*stub, *model_, v, rng);
+    }
+    return out;
+  }
+
+  static void Report(const char* what, std::vector<double> s) {
+    s.erase(std::remove(s.begin(), s.end(), -1.0), s.end());
+    if (s.empty()) return;
+    std::sort(s.begin(), s.end());
+    std::printf(
+        "%s: %zu clients, first acknowledged append after it: min %.3f s, median %.3f s, "
+        "max %.3f s\n",
+        what, s.size(), s.front(), s[s.size() / 2], s.back());
+  }
+
+  TempDir dir_;
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<RedisServer> redis_;
+  std::vector<std::unique_ptr<ServerProcess>> replicas_;
+  std::unique_ptr<Nginx> nginx_;
+  int next_generation_ = 0;
+};
+
+std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int n, int32_t vocab) {
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+TEST_F(ReplicasTest, ASessionContinuesOnEveryReplicaDirectAndThroughNginx) {
+  std::mt19937_64 rng(1);
+  const int32_t vocab = model_->config().vocab_size;
+  const int64_t od = model_->config().output_dim;
+  std::vector<std::unique_ptr<AarenStub>> stubs;
+  for (const auto& r : replicas_) stubs.push_back(NewAarenStub(*r));
+  stubs.push_back(v1::Aaren::NewStub(nginx_->NewChannel()));
+  ASSERT_FALSE(CreateSession(*stubs[0], kLm, {}, "moving").empty());
+  std::vector<int32_t> history;
+  // A, B, C directly, then three times through nginx, then A again (its copy is stale).
+  for (int step : {0, 1, 2, 3, 3, 3, 0}) {
+    std::vector<int32_t> t = RandomTokens(rng, 5, vocab);
+    v1::AppendResponse r = UnaryAppend(*stubs[step], "moving", t,
+                                       static_cast<int64_t>(history.size()), v1::OUTPUT_MODE_ALL);
+    history = Concat(history, t);
+    ASSERT_EQ(r.position(), static_cast<int64_t>(history.size())) << "step " << step;
+    const std::vector<double> oracle = OracleOutputs(*model_, Tokens(history));
+    std::vector<double> tail(oracle.end() - 5 * od, oracle.end());
+    EXPECT_LT(RelativeError(ToVector(r.outputs()), tail), kSessionClientTolerance);
+  }
+  // Every replica reports the same session.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(PositionOf(*stubs[i], "moving"), static_cast<int64_t>(history.size()));
+  }
+}
+
+TEST_F(ReplicasTest, TwoReplicasAppendingToOneSessionApplyEachAcknowledgedAppendOnce) {
+  auto a = NewAarenStub(*replicas_[0]);
+  ASSERT_FALSE(CreateSession(*a, kLm, {}, "raced").empty());
+  std::mutex mu;
+  std::map<int64_t, std::vector<int32_t>> acked;
+  std::atomic<int> aborted{0}, errors{0};
+  auto client = [&](int replica, uint64_t seed) {
+    auto stub = NewAarenStub(*replicas_[replica]);
+    std::mt19937_64 rng(seed);
+    for (int i = 0; i < 30; ++i) {
+      std::vector<int32_t> t = RandomTokens(rng, 2, model_->config().vocab_size);
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        v1::GetSessionRequest get;
+        get.set_session_id("raced");
+        auto pos = Call(*stub, &AarenStub::GetSession, get);
+        if (!pos.ok()) {
+          ++errors;
+          return;
+        }
+        v1::AppendRequest req;
+        req.set_session_id("raced");
+        *req.mutable_input() = Tokens(t);
+        req.set_expected_position(pos.response.position());
+        req.set_output_mode(v1::OUTPUT_MODE_NONE);
+        auto r = Call(*stub, &AarenStub::Append, req);
+        if (r.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          EXPECT_FALSE(acked.contains(pos.response.position()));
+          acked[pos.response.position()] = t;
+          break;
+        }
+        if (r.status.error_code() != grpc::StatusCode::ABORTED) {
+          ADD_FAILURE() << StatusString(r.status);
+          ++errors;
+          return;
+        }
+        ++aborted;
+      }
+    }
+  };
+  std::thread t1(client, 0, 11), t2(client, 1, 22);
+  t1.join();
+  t2.join();
+  ASSERT_EQ(errors.load(), 0);
+  std::vector<int32_t> whole;
+  for (const auto& [at, t] : acked) {
+    ASSERT_EQ(at, static_cast<int64_t>(whole.size())) << "a gap or two states at " << at;
+    whole = Concat(whole, t);
+  }
+  EXPECT_EQ(acked.size(), 60u);
+  // One more append on C: the oracle over exactly the acknowledged history.
+  auto c = NewAarenStub(*replicas_[2]);
+  v1::AppendResponse r =
+      UnaryAppend(*c, "raced", {1, 2}, static_cast<int64_t>(whole.size()), v1::OUTPUT_MODE_ALL);
+  const std::vector<double> oracle = OracleOutputs(*model_, Tokens(Concat(whole, {1, 2})));
+  const int64_t od = model_->config().output_dim;
+  EXPECT_LT(RelativeError(ToVector(r.outputs()),
+                          std::vector<double>(oracle.end() - 2 * od, oracle.end())),
+            kSessionClientTolerance);
+  std::printf("two replicas, one session: %zu appends acknowledged, %d ABORTED and retried\n",
+              acked.size(), aborted.load());
+}
+
+TEST_F(ReplicasTest, Kill9OfAReplicaUnderSixtyFourStreamsLosesNothingAcknowledged) {
+  LoadResult result = UnderLoad([&](std::atomic<Clock::time_point>& mark) {
+    mark = Clock::now();
+    replicas_[1]->Signal(SIGKILL);
+    replicas_[1]->WaitForExit(std::chrono::seconds(10));
+    replicas_[1].reset();
+  });
+  int64_t replies = 0;
+  for (const ClientView& v : result.views) replies += v.replies;
+  EXPECT_GT(replies, 64);
+  Report("kill -9 of one of 3 replicas", result.recovery_seconds);
+}
+
+TEST_F(ReplicasTest, RollingRestartUnderLoadLosesNoSession) {
+  LoadResult result = UnderLoad([&](std::atomic<Clock::time_point>& mark) {
+    mark = Clock::now();
+    for (int i = 0; i < 3; ++i) {
+      // maxSurge 1: the new replica is routed to first, then the old one drains and goes.
+      auto fresh = StartReplica(i);
+      ASSERT_NE(fresh, nullptr);
+      std::vector<std::string> routes = Addresses();
+      routes.push_back(fresh->address());
+      routes.erase(std::remove(routes.begin(), routes.end(), replicas_[i]->address()),
+                   routes.end());
+      ASSERT_TRUE(nginx_->Route(routes));
+      replicas_[i]->Signal(SIGTERM);
+      std::optional<int> st = replicas_[i]->WaitForExit(std::chrono::seconds(20));
+      ASSERT_TRUE(st.has_value());
+      EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << DescribeExit(*st);
+      replicas_[i] = std::move(fresh);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+  });
+  Report("rolling restart of 3 replicas", result.recovery_seconds);
+}
+
+TEST_F(ReplicasTest, RedisDownFailsCallsNamingTheStoreAndServiceResumes) {
+  auto stub = NewAarenStub(*replicas_[0]);
+  ASSERT_FALSE(CreateSession(*stub, kLm, {}, "r").empty());
+  UnaryAppend(*stub, "r", {1, 2, 3}, 0);
+  redis_->Kill(SIGKILL);
+  v1::AppendRequest req;
+  req.set_session_id("r");
+  *req.mutable_input() = Tokens({4});
+  req.set_expected_position(3);
+  auto r = Call(*stub, &AarenStub::Append, req);
+  EXPECT_TRUE(HasStatus(r.status, grpc::StatusCode::UNAVAILABLE, {redis_->spec()}))
+      << StatusString(r.status);
+  // A replica that never held it cannot read it either.
+  auto other = NewAarenStub(*replicas_[1]);
+  v1::GetSessionRequest get;
+  get.set_session_id("r");
+  auto g = Call(*other, &AarenStub::GetSession, get);
+  EXPECT_TRUE(HasStatus(g.status, grpc::StatusCode::UNAVAILABLE, {"store"}))
+      << StatusString(g.status);
+  // Redis comes back (its AOF kept every acknowledged write): the same retry now applies once.
+  ASSERT_TRUE(redis_->Restart().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(PositionOf(*other, "r"), 3);
+  v1::AppendResponse ok = UnaryAppend(*other, "r", {4}, 3, v1::OUTPUT_MODE_ALL);
+  EXPECT_EQ(ok.position(), 4);
+  const std::vector<double> oracle = OracleOutputs(*model_, Tokens({1, 2, 3, 4}));
+  const int64_t od = model_->config().output_dim;
+  EXPECT_LT(
+      RelativeError(ToVector(ok.outputs()), std::vector<double>(oracle.end() - od, oracle.end())),
+      kSessionClientTolerance);
+}
+
+}  // namespace
+}  // namespace aaren::testing
