@@ -3,6 +3,9 @@
 //   --mode=commit:   batches of --records session records of demo-lm's size, each one
 //                    RocksDbStore::Commit (one WriteBatch, one WAL fsync), as a scheduler tick
 //                    under --durability=ack writes them; prints commit p50/p99/mean and MB/s.
+//                    With --store=redis://... the same batches go to Redis as the engine sends
+//                    them to a shared store: CommitVersioned, each write expecting the version
+//                    the previous batch gave its key (one Lua compare-and-set script per batch).
 //   --mode=populate: --sessions real session records (demo-lm states made by the engine, one per
 //                    id) written in batches, then compacted; prints bytes on disk per session
 //                    and its ratio to state_bytes. aaren-server then recovers them (the script
@@ -24,9 +27,13 @@
 #include "engine/served_model.h"
 #include "engine/store/rocksdb_store.h"
 #include "engine/store/session_record.h"
+#include "engine/store/state_store.h"
 
 ABSL_FLAG(std::string, mode, "commit", "commit or populate");
 ABSL_FLAG(std::string, dir, "", "store directory (created; must not hold another store)");
+ABSL_FLAG(std::string, store, "",
+          "--mode=commit: a --state_store spec to commit to instead of a RocksDB store in --dir "
+          "(e.g. redis://127.0.0.1:6379/0)");
 ABSL_FLAG(std::string, model_dir, "models/demo-lm", "the model the records are for");
 ABSL_FLAG(int64_t, records, 16, "commit: records per batch");
 ABSL_FLAG(int64_t, batches, 500, "commit: batches");
@@ -84,8 +91,6 @@ int Main() {
   absl::StatusOr<SessionRecord> tmpl = TemplateRecord(**registry);
   if (!tmpl.ok()) return Die(tmpl.status());
   const int64_t state_bytes = (*registry)->models().front()->config().state_bytes();
-  auto store = RocksDbStore::Open(absl::GetFlag(FLAGS_dir));
-  if (!store.ok()) return Die(store.status());
   std::mt19937_64 rng(1);
   auto record = [&](int64_t i) {
     SessionRecord r = *tmpl;
@@ -95,16 +100,31 @@ int Main() {
   };
 
   if (absl::GetFlag(FLAGS_mode) == "commit") {
+    absl::StatusOr<std::unique_ptr<StateStore>> target = OpenStateStore(
+        absl::GetFlag(FLAGS_store).empty() ? absl::StrCat("rocksdb:", absl::GetFlag(FLAGS_dir))
+                                           : absl::GetFlag(FLAGS_store));
+    if (!target.ok()) return Die(target.status());
+    StateStore& store = **target;
     const int64_t n = absl::GetFlag(FLAGS_records);
+    std::vector<uint64_t> versions(static_cast<size_t>(n), kAbsentVersion);
+    std::vector<WriteOutcome> outcomes;
     std::vector<double> ms;
     int64_t bytes = 0;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < absl::GetFlag(FLAGS_batches); ++b) {
       std::vector<StoreWrite> batch;
-      for (int64_t i = 0; i < n; ++i) batch.push_back(record(i));  // the same n sessions again
+      for (int64_t i = 0; i < n; ++i) {
+        batch.push_back(record(i));  // the same n sessions again
+        batch.back().expect = versions[static_cast<size_t>(i)];
+      }
       for (const StoreWrite& w : batch) bytes += static_cast<int64_t>(w.value->size());
       const auto t0 = std::chrono::steady_clock::now();
-      if (absl::Status st = (*store)->Commit(batch); !st.ok()) return Die(st);
+      if (absl::Status st = store.CommitVersioned(batch, outcomes); !st.ok()) return Die(st);
+      for (int64_t i = 0; i < n; ++i) {
+        const WriteOutcome& o = outcomes[static_cast<size_t>(i)];
+        if (o.conflict) return Die(absl::AbortedError("a compare-and-set lost: another writer?"));
+        versions[static_cast<size_t>(i)] = o.version;
+      }
       ms.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
@@ -120,6 +140,8 @@ int Main() {
     return 0;
   }
 
+  auto store = RocksDbStore::Open(absl::GetFlag(FLAGS_dir));
+  if (!store.ok()) return Die(store.status());
   const int64_t sessions = absl::GetFlag(FLAGS_sessions);
   constexpr int64_t kBatch = 4096;
   const auto start = std::chrono::steady_clock::now();
