@@ -359,11 +359,12 @@ void Engine::CreateSession(CreateParams params,
     return done(r);
   }
   const SessionRef ref(params.tenant, (*s)->id);
-  w->on_done = [this, ref, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
+  const uint64_t uid = (*s)->uid;
+  w->on_done = [this, ref, uid, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
     if (!r.ok()) {
       // The session is gone before the caller hears of the failure (a retry with the same id
       // must not meet ALREADY_EXISTS).
-      RemoveSessionsNow(ref.tenant, {ref.id});
+      RemoveSessionsNow(ref.tenant, {ref.id}, uid);
       return done(absl::Status(r.status().code(), absl::StrCat("prefix: ", r.status().message())));
     }
     done(GetSession(ref));
@@ -537,7 +538,8 @@ absl::StatusOr<SessionInfo> Engine::GetSession(const SessionRef& ref) {
   return InfoLocked(s);
 }
 
-void Engine::RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids) {
+void Engine::RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids,
+                               uint64_t uid) {
   std::vector<Completion> completions;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -545,6 +547,7 @@ void Engine::RemoveSessionsNow(const std::string& tenant, const std::vector<std:
     for (const std::string& id : ids) {
       absl::StatusOr<Session*> s = store_.Find(t, id, "session_id");
       if (!s.ok() || (*s)->state != SessionState::kIdle) continue;
+      if (uid != 0 && (*s)->uid != uid) continue;
       while ((*s)->has_work()) {
         std::unique_ptr<Work> w = (*s)->Pop();
         pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
@@ -705,6 +708,12 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
             result = InfoLocked(*dst);
             MarkDirtyLocked(*dst);
             src->last_used_ms = NowUnixMs();
+            // Shared stores: the source's record is rewritten too (its TTL in the store runs
+            // from its last write). Its reply does not wait for it.
+            if (shared()) {
+              if (!undo_.contains(src)) CaptureUndoLocked(src);  // unchanged: put back as is
+              MarkDirtyLocked(src);
+            }
             return ReplyLaterLocked(
                 true, HoldKeyLocked(*dst),
                 [shared_done, result = std::move(result)](const absl::Status& st) mutable {

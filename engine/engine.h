@@ -335,7 +335,10 @@ class Engine {
   // Removes the tenant's sessions `ids` now (their queued work fails with NOT_FOUND): how a
   // failed CreateSession or prefill Score undoes the sessions it made before it replies. Takes
   // the lock; sessions running in a Forward are skipped (none is, from a completion).
-  void RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids);
+  // `uid` != 0: only a session with that uid (not one another replica made under the id and
+  // this engine loaded meanwhile).
+  void RemoveSessionsNow(const std::string& tenant, const std::vector<std::string>& ids,
+                         uint64_t uid = 0);
 
   // Scheduler side (engine_scheduler.cc).
   void SchedulerLoop();

@@ -23,7 +23,16 @@ constexpr size_t kRecoveryDeleteBatch = 4096;
 // replica holding it deletes it at expiry; the store's own expiry is for records nobody holds).
 constexpr int64_t kStoreTtlSlackMs = 60'000;
 
-absl::Status AsUnavailable(const absl::Status& st) {
+absl::Status AsUnavailable(const absl::Status& st, bool shared) {
+  if (shared) {
+    // A shared store may have applied a batch whose answer was lost (timeout, connection
+    // dropped): the copy here is put back and the store's compare-and-set settles which state
+    // wins, but the caller cannot be told "not made".
+    return absl::UnavailableError(absl::StrCat(
+        st.message(),
+        " (the change may not have been made; retry with expected_position to apply it exactly "
+        "once)"));
+  }
   return absl::UnavailableError(
       absl::StrCat(st.message(), " (the change was not made; retry when the store is back)"));
 }
@@ -133,11 +142,10 @@ absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::st
   absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*current);
   absl::Status restored = r.ok() ? RestoreRecordLocked(*r, s) : r.status();
   if (!restored.ok()) {
-    absl::Status st =
-        absl::UnavailableError(absl::StrCat("session_id: session '", id,
-                                            "' was changed on another replica and cannot be loaded "
-                                            "here: ",
-                                            restored.message()));
+    // Not restorable in place (another model now, say): dropped; the next call loads it.
+    absl::Status st = absl::AbortedError(
+        absl::StrCat("session_id: session '", id, "' was changed by another replica (",
+                     restored.message(), "); this call was not applied: retry it"));
     ForgetLocked(s, st, completions);
     return st;
   }
@@ -189,10 +197,12 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       return absl::DataLossError(absl::StrCat("session_id: the stored record of session '", ref.id,
                                               "' is damaged: ", r.status().message()));
     }
-    if (NowUnixMs() - r->last_used_ms <= static_cast<int64_t>(r->idle_ttl_s) * 1000) {
-      record = *std::move(r);
-    }
+    record = *std::move(r);
   }
+  // A record past its idle TTL counts as gone, unless this engine's copy is that very version
+  // (then the copy's own use, which reads and forks do not always write, decides).
+  const bool expired = record.has_value() && NowUnixMs() - record->last_used_ms >
+                                                 static_cast<int64_t>(record->idle_ttl_s) * 1000;
   std::vector<Completion> completions;
   absl::Status result;
   {
@@ -201,11 +211,14 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
     Session* s = found.ok() ? *found : nullptr;
     // Act only on what the read saw: a copy this engine changed (or made, or dropped) since then
     // is left to its next commit's compare-and-set.
-    const bool unchanged = s != nullptr ? held && s->version == seen_version && !s->dirty : !held;
+    const bool unchanged =
+        s != nullptr ? held && s->version == seen_version && !s->dirty && !s->committing : !held;
     const bool idle = s == nullptr || (!s->has_work() && s->state == SessionState::kIdle);
     if (!unchanged || !idle) {
       // Nothing to do here.
-    } else if (!record.has_value()) {
+    } else if (s != nullptr && record.has_value() && s->version == (*v)->version) {
+      // Up to date.
+    } else if (!record.has_value() || expired) {
       // Deleted (or expired) elsewhere: drop a copy that was stored; keep one not written yet.
       if (s != nullptr && s->stored) ForgetLocked(s, absl::OkStatus(), completions);
     } else if (s == nullptr) {
@@ -225,13 +238,20 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       } else {
         result = st;
       }
-    } else if (s->version != (*v)->version) {
-      // Another replica advanced it: take its record in place of this stale copy.
-      if (absl::Status st = RestoreRecordLocked(*record, s); st.ok()) {
+    } else {
+      // Another replica advanced it: take its record in place of this stale copy (or, for a
+      // record of another model, drop the copy and load the record afresh).
+      absl::Status st = RestoreRecordLocked(*record, s);
+      if (!st.ok()) {
+        ForgetLocked(s, absl::OkStatus(), completions);
+        st = RestoreRecordLocked(*record, nullptr);
+        if (st.ok()) s = *FindLocked(ref, "session_id");
+      }
+      if (st.ok()) {
         s->version = (*v)->version;
         if (options_.observer != nullptr) options_.observer->OnSessionLoaded(true);
       } else {
-        ForgetLocked(s, absl::OkStatus(), completions);
+        result = st;
       }
     }
   }
@@ -278,6 +298,12 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
     return absl::FailedPreconditionError(absl::StrCat("written for config_hash '", r.config_hash,
                                                       "', model '", m->name, "' is now '",
                                                       m->config_hash, "' (other weights)"));
+  }
+  if (existing != nullptr && existing->model != m) {
+    // (Sizes differ: never restored in place. The id was re-made elsewhere for another model.)
+    return absl::FailedPreconditionError(absl::StrCat("the record is for model '", m->name,
+                                                      "', the session here serves '",
+                                                      existing->model->name, "'"));
   }
   if (static_cast<int64_t>(r.state.size()) != m->state_floats ||
       static_cast<int64_t>(r.last_output.size()) != m->output_dim ||
@@ -362,6 +388,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     batch.push_back(std::move(w));
     s->stored = true;  // a removal from now on writes a delete
     s->dirty = false;
+    s->committing = true;
     written.push_back(s);
   }
   // Sessions whose state could not be read stay marked for the next commit.
@@ -399,9 +426,10 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
   }
   lock.lock();
+  for (Session* s : written) s->committing = false;
 
   if (!st.ok()) {
-    const absl::Status reply_status = AsUnavailable(st);
+    const absl::Status reply_status = AsUnavailable(st, shared());
     // Marked for the next commit without an undo of "remove it" (MarkDirtyLocked's default for
     // a session made outside a pick), which a second failure would otherwise act on.
     auto redirty = [this](Session* s) {

@@ -185,6 +185,8 @@ struct Session {
   // Shared stores: the store version of the record this copy was loaded from or last wrote
   // (0: none); the next write expects it (compare-and-set).
   uint64_t version = 0;
+  // Shared stores: its record is in the commit now running (LoadFromStore leaves it alone).
+  bool committing = false;
 
   bool has_work() const { return head != nullptr; }
   // The head append has run some chunks: its state must stay where it is until it finishes.

@@ -23,16 +23,18 @@
 namespace aaren {
 namespace {
 
-// The batch script. KEYS: the batch's keys. ARGV[1]: the counter's start (microseconds now) for
-// a Redis that has none; then 4 per write: op ("p" put, "d" delete), the expected version (""
+// The batch script. KEYS: the batch's keys. ARGV[1]: the client's clock (informational); then 4
+// per write: op ("p" put, "d" delete), the expected version (""
 // = any, else decimal; "0" = absent), the TTL in ms (puts; 0 = none), the value (puts).
 // Answers 3 per write: conflict (0/1), the version (decimal string: after the write, or found),
 // the value found on a conflict (nil otherwise). Versions travel as strings: Lua numbers are
-// doubles and tostring() would print a large one in exponent form.
+// doubles and tostring() would print a large one in exponent form. Every version is at least
+// Redis's clock in microseconds (TIME), so a Redis that lost recent writes (a crash with
+// appendfsync everysec, no persistence) never hands out a number it gave before, as long as its
+// clock moves forward and it makes fewer than a million versions a second.
 constexpr char kBatchScript[] = R"lua(
-if redis.call('EXISTS', 'aaren/version') == 0 then
-  redis.call('SET', 'aaren/version', ARGV[1])
-end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 for i = 1, #KEYS do
   local k = KEYS[i]
@@ -44,7 +46,12 @@ for i = 1, #KEYS do
     out[#out + 1] = found
     out[#out + 1] = redis.call('HGET', k, 'd')
   elseif op == 'p' then
-    local v = string.format('%d', redis.call('INCR', 'aaren/version'))
+    local n = redis.call('INCR', 'aaren/version')
+    if n < now then
+      n = now
+      redis.call('SET', 'aaren/version', string.format('%d', n))
+    end
+    local v = string.format('%d', n)
     redis.call('HSET', k, 'v', v, 'd', val)
     if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end
     out[#out + 1] = 0

@@ -3,9 +3,9 @@
 // redis://HOST:PORT[/DB]), written by every replica of a deployment (DESIGN.md 7.3).
 //
 // Layout: each record is a hash at its key with fields `v` (its version) and `d` (the record's
-// bytes); the key `aaren/version` is the counter every put takes its version from (started at
-// the current time in microseconds when missing, so that a Redis that lost its data does not
-// hand out versions a server may still hold). A batch is one EVALSHA of a Lua script: Redis runs
+// bytes); the key `aaren/version` is the counter every put takes its version from, kept at or
+// above Redis's clock in microseconds, so that a Redis that lost recent writes does not hand out
+// a version again that a server may still hold. A batch is one EVALSHA of a Lua script: Redis runs
 // it atomically, checks each write's expected version (compare-and-set), applies the writes that
 // pass, PEXPIREs puts that carry a TTL, and answers after the script ran. Durability of an OK
 // commit is then Redis's: with `appendonly yes` and `appendfsync always` Redis fsyncs its AOF

@@ -154,6 +154,30 @@ TEST_F(ReplicasTest, ADeleteOnOneReplicaIsSeenByTheOther) {
   EXPECT_EQ(app.status().code(), absl::StatusCode::kNotFound) << app.status();
 }
 
+TEST_F(ReplicasTest, AnIdMadeAgainForAnotherModelReplacesTheStaleCopySafely) {
+  // A holds "m" on the tokens model; on B it is deleted and made again on the features model
+  // (other state and output sizes). A must load the new session, not copy it into the old one.
+  auto a = Replica("a");
+  auto b = Replica("b");
+  Open(*a, "tok", "m");
+  ASSERT_TRUE(Append(*a, "m", RandomInput("tok", 4, 3)).ok());
+  ASSERT_TRUE(b->GetSession(SessionRef("", "m")).ok());
+  ASSERT_TRUE(DeleteAsync(*b, "m").get().ok());
+  Open(*b, "feat", "m");
+  const SequenceInput in = RandomInput("feat", 6, 4);
+  absl::StatusOr<AppendResult> on_b = Append(*b, "m", in);
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  absl::StatusOr<SessionInfo> info = a->GetSession(SessionRef("", "m"));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->model, "feat");
+  EXPECT_EQ(info->position, 6);
+  absl::StatusOr<SessionSnapshot> snap = Export(*a, "m");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  std::vector<float> want_state;
+  Reference("feat", in, &want_state);
+  ExpectNear(snap->state, want_state);
+}
+
 TEST_F(ReplicasTest, ConcurrentConditionalAppendsApplyEachAcknowledgedOneExactlyOnce) {
   auto a = Replica("a");
   auto b = Replica("b");
