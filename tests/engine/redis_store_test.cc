@@ -73,7 +73,7 @@ struct RedisMaker {
   std::unique_ptr<testing::RedisServer> redis;
   std::unique_ptr<StateStore> Make() {
     absl::StatusOr<std::unique_ptr<testing::RedisServer>> r =
-        testing::RedisServer::Start({dir.path()});
+        testing::RedisServer::Start(testing::RedisIn(dir.path()));
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return nullptr;
     redis = *std::move(r);
@@ -218,7 +218,7 @@ TYPED_TEST(SharedStoreTest, ConcurrentWritersNeverBothWin) {
 
 class RedisStoreTest : public ::testing::Test {
  protected:
-  void StartRedis(testing::RedisOptions options = {}) {
+  void StartRedis(testing::RedisOptions options = testing::RedisIn("")) {
     options.dir = dir_.path();
     absl::StatusOr<std::unique_ptr<testing::RedisServer>> r = testing::RedisServer::Start(options);
     ASSERT_TRUE(r.ok()) << r.status();
@@ -257,11 +257,13 @@ TEST_F(RedisStoreTest, UnreachableRedisIsAClearStartUpError) {
 }
 
 TEST_F(RedisStoreTest, AuthAndDatabase) {
-  StartRedis({.password = "s3cret pass"});
+  StartRedis(testing::RedisIn("").WithPassword("s3cret pass"));
   absl::StatusOr<std::unique_ptr<StateStore>> s = OpenStateStore(redis_->spec());
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(), HasSubstr("NOAUTH"));
-  s = OpenStateStore(redis_->spec(), {.password = "wrong"});
+  StateStoreOptions wrong;
+  wrong.password = "wrong";
+  s = OpenStateStore(redis_->spec(), wrong);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(), HasSubstr("AUTH"));
   // "USER PASSWORD": the default user with its password.
@@ -298,7 +300,7 @@ TEST_F(RedisStoreTest, PutsCarryTheirTtl) {
 }
 
 TEST_F(RedisStoreTest, RedisDownIsUnavailableNamingTheStoreAndComesBack) {
-  StartRedis({.appendonly = true});
+  StartRedis(testing::RedisIn("").WithAppendOnly());
   absl::StatusOr<std::unique_ptr<StateStore>> s = OpenStateStore(redis_->spec());
   ASSERT_TRUE(s.ok()) << s.status();
   StateStore& store = **s;

@@ -449,7 +449,7 @@ struct RedisStoreMaker {
     static ScopedTempDir* dir = new ScopedTempDir();
     static testing::RedisServer* redis = [] {
       absl::StatusOr<std::unique_ptr<testing::RedisServer>> r =
-          testing::RedisServer::Start({dir->path()});
+          testing::RedisServer::Start(testing::RedisIn(dir->path()));
       if (!r.ok()) {
         std::cerr << r.status() << "\n";
         return static_cast<testing::RedisServer*>(nullptr);

@@ -30,6 +30,7 @@ void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView
   open.set_model(kSessionClientModel);
   open.set_create_if_missing(true);
   if (!stream.Open(open)) return;
+  view.opened = true;
   std::mt19937_64 rng(seed);
   while (!stop.load()) {
     std::vector<int32_t> tokens(1 + rng() % 3);

@@ -34,6 +34,7 @@ struct ClientView {
   std::vector<int32_t> last;     // the last acknowledged append's tokens
   std::vector<int32_t> pending;  // sent, no reply (empty: none)
   int64_t replies = 0;
+  bool opened = false;  // a Stream open succeeded once (the session exists)
 };
 
 v1::Sequence Tokens(const std::vector<int32_t>& t);

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,7 +31,22 @@ struct RedisOptions {
   bool appendonly = false;
   std::string appendfsync = "always";
   std::string password;  // requirepass ("" = none)
+
+  RedisOptions& WithAppendOnly() {
+    appendonly = true;
+    return *this;
+  }
+  RedisOptions& WithPassword(std::string p) {
+    password = std::move(p);
+    return *this;
+  }
 };
+// Options for a server with its data in `dir`.
+inline RedisOptions RedisIn(std::string dir) {
+  RedisOptions o;
+  o.dir = std::move(dir);
+  return o;
+}
 
 class RedisServer {
  public:
