@@ -27,6 +27,25 @@ void TenantStreams::Release(const std::string& tenant) {
   if (it != open_.end() && --it->second <= 0) open_.erase(it);
 }
 
+bool DrainRegistry::Add(Drainable* call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) return false;
+  calls_.insert(call);
+  return true;
+}
+
+void DrainRegistry::Remove(Drainable* call) {
+  std::lock_guard<std::mutex> lock(mu_);
+  calls_.erase(call);
+}
+
+void DrainRegistry::DrainAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+  // Under mu_: a call cannot be removed (and deleted) while it is asked to end.
+  for (Drainable* call : calls_) call->Drain();
+}
+
 CallRecord::CallRecord(const CallEnv& env, const char* rpc,
                        const grpc::CallbackServerContext* context)
     : env_(env), rpc_(rpc), context_(context), start_(std::chrono::steady_clock::now()) {

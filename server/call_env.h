@@ -19,6 +19,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/mca.h"
@@ -43,11 +44,37 @@ class TenantStreams {
   absl::flat_hash_map<std::string, int64_t> open_;
 };
 
+// A long-lived call (a Stream) that can be asked to end early when the server drains.
+class Drainable {
+ public:
+  virtual ~Drainable() = default;
+  // Ends the call soon with UNAVAILABLE (never blocks; may run on any thread; never called after
+  // the call left the registry).
+  virtual void Drain() = 0;
+};
+
+// The open Drainable calls. On SIGTERM the server drains them first, so that a client of a
+// replica being replaced reconnects (to another replica) at once instead of at --drain_timeout.
+class DrainRegistry {
+ public:
+  // False once DrainAll ran: the call should end at once.
+  bool Add(Drainable* call);
+  // Before the call is deleted. Waits while DrainAll is calling it.
+  void Remove(Drainable* call);
+  void DrainAll();
+
+ private:
+  std::mutex mu_;
+  absl::flat_hash_set<Drainable*> calls_;
+  bool draining_ = false;
+};
+
 struct CallEnv {
   Engine* engine = nullptr;
   ServerMetrics* metrics = nullptr;     // may be null
   const Authenticator* auth = nullptr;  // null: no authentication, every caller anonymous
   TenantStreams* streams = nullptr;     // may be null: no per-tenant stream limit
+  DrainRegistry* drain = nullptr;       // may be null: long calls run until --drain_timeout
   bool access_log = false;              // --access_log: one line per call
   McaOptions default_mca;               // for requests that do not enable MCA
   // Calls of the server's own services from their start until gRPC is done with them (their

@@ -416,6 +416,8 @@ int Run() {
   env.metrics = &metrics;
   env.auth = auth.get();
   env.streams = &tenant_streams;
+  DrainRegistry drain_registry;
+  env.drain = &drain_registry;
   env.access_log = absl::GetFlag(FLAGS_access_log);
   env.default_mca = default_mca;
   std::atomic<int64_t> active_calls{0};
@@ -516,6 +518,9 @@ int Run() {
        {"timeout", absl::FormatDuration(drain)}});
   health->SetServingStatus(false);
   health->SetServingStatus("aaren.v1.Aaren", false);
+  // Open Streams end after answering what they took: their clients reconnect elsewhere now
+  // rather than being cut at the deadline.
+  drain_registry.DrainAll();
   // gRPC's Shutdown waits for the deadline or for every connection to go away, and an idle
   // client keeps its connection for seconds after the GOAWAY. So the drain waits only for the
   // calls in flight (of aaren.v1 and the other protocols; health and reflection are not waited

@@ -24,13 +24,20 @@ int64_t ExpectedReplyBytes(const Engine::AppendParams& params, int64_t n_feature
   return floats * 4 + kReplyOverheadBytes;
 }
 
+absl::Status DrainingStatus() {
+  return absl::UnavailableError(
+      "the server is shutting down: reconnect (every append answered on this stream was "
+      "applied; retry the others with expected_position)");
+}
+
 }  // namespace
 
 StreamReactor::StreamReactor(const CallEnv& env, grpc::CallbackServerContext* context)
     : env_(env), record_(env, "Stream", context), cancel_(std::make_shared<CancelFlag>(false)) {
   if (env_.metrics != nullptr) env_.metrics->StreamOpened();
+  const bool draining = env_.drain != nullptr && !(registered_ = env_.drain->Add(this));
   std::lock_guard<std::mutex> lock(mu_);
-  absl::Status st = record_.Authenticate();
+  absl::Status st = draining ? DrainingStatus() : record_.Authenticate();
   if (st.ok() && env_.streams != nullptr) {
     st = env_.streams->Acquire(record_.tenant());
     holds_stream_slot_ = st.ok();
@@ -40,6 +47,16 @@ StreamReactor::StreamReactor(const CallEnv& env, grpc::CallbackServerContext* co
     return;
   }
   MaybeReadLocked();
+}
+
+void StreamReactor::OnDone() {
+  if (registered_) env_.drain->Remove(this);
+  delete this;
+}
+
+void StreamReactor::Drain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  FailLocked(DrainingStatus());
 }
 
 void StreamReactor::MaybeReadLocked() {

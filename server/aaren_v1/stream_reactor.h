@@ -38,7 +38,8 @@
 
 namespace aaren {
 
-class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+                      public Drainable {
  public:
   static constexpr int kMaxPending = 64;
   static constexpr int64_t kMaxPendingBytes = 8 << 20;
@@ -48,7 +49,11 @@ class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
-  void OnDone() override { delete this; }
+  void OnDone() override;
+  // Server drain (SIGTERM): replies already made are sent, appends still queued are dropped
+  // (their clients retry them with expected_position), nothing more is read, and the stream
+  // ends with UNAVAILABLE saying the server is shutting down.
+  void Drain() override;
 
  private:
   struct Reply {
@@ -70,6 +75,7 @@ class StreamReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   CallRecord record_;
   std::shared_ptr<CancelFlag> cancel_;
   bool holds_stream_slot_ = false;  // counted in TenantStreams
+  bool registered_ = false;         // in env_.drain
   grpc::ByteBuffer frame_;          // the read in flight
   v1::StreamRequest request_;
 

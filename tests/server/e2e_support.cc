@@ -287,6 +287,18 @@ bool StreamClient::Write(const v1::StreamRequest& request) { return stream_->Wri
 
 bool StreamClient::Read(v1::StreamResponse* response) { return stream_->Read(response); }
 
+grpc::Status StreamClient::FinishBroken() {
+  if (!writes_done_) {
+    stream_->WritesDone();
+    writes_done_ = true;
+  }
+  v1::StreamResponse extra;
+  while (stream_->Read(&extra)) {
+  }
+  finished_ = true;
+  return stream_->Finish();
+}
+
 grpc::Status StreamClient::Finish() {
   if (!writes_done_) {
     stream_->WritesDone();

@@ -205,6 +205,8 @@ class StreamClient {
   bool Read(v1::StreamResponse* response);
   // Half-closes and returns the final status.
   grpc::Status Finish();
+  // The same for a stream that broke: replies still buffered are dropped, not test failures.
+  grpc::Status FinishBroken();
   // Drops the stream as a crashing client would: cancels the call without finishing it.
   void Cancel();
 

@@ -420,6 +420,40 @@ TEST(DrainTest, InFlightScoreCompletesAndServerExitsZero) {
       << DescribeExit(*exit_status);
 }
 
+TEST(DrainTest, OpenStreamsEndWithUnavailableAtOnceNotAtTheDeadline) {
+  // A replica being replaced: its Stream clients must reconnect elsewhere now, with a status
+  // that says to, not be cut off with CANCELLED when --drain_timeout runs out.
+  auto started = ServerProcess::Start(DemoFlags({"--drain_timeout", "60s"}));
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = std::move(*started);
+  auto stub = NewAarenStub(*server);
+  std::vector<std::unique_ptr<StreamClient>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(std::make_unique<StreamClient>(*stub));
+    v1::OpenSession open;
+    open.set_model(kLm);
+    ASSERT_TRUE(streams.back()->Open(open).has_value());
+    v1::AppendRequest append;
+    append.mutable_input()->add_tokens(1);
+    ASSERT_TRUE(streams.back()->Append(append).has_value());
+  }
+  const auto start = Clock::now();
+  server->Signal(SIGTERM);
+  for (auto& stream : streams) {
+    v1::StreamResponse response;
+    EXPECT_FALSE(stream->Read(&response)) << "a reply after SIGTERM without an append";
+    const grpc::Status st = stream->Finish();
+    EXPECT_EQ(st.error_code(), Code::UNAVAILABLE) << StatusString(st);
+    EXPECT_NE(st.error_message().find("shutting down"), std::string::npos) << st.error_message();
+  }
+  const std::optional<int> exit_status = server->WaitForExit(std::chrono::seconds(60));
+  ASSERT_TRUE(exit_status.has_value()) << "still running 60 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
+      << DescribeExit(*exit_status);
+  // Far inside the 60 s drain deadline (the streams did not hold it up).
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(30));
+}
+
 TEST(DrainTest, IdleServerExitsZeroOnSigterm) {
   auto started = ServerProcess::Start(DemoFlags({}));
   ASSERT_TRUE(started.ok()) << started.status();

@@ -29,7 +29,14 @@ void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView
   open.set_session_id(view.id);
   open.set_model(kSessionClientModel);
   open.set_create_if_missing(true);
-  if (!stream.Open(open)) return;
+  if (!stream.Open(open)) {
+    {
+      const grpc::Status st = stream.FinishBroken();
+      ++view.breaks[st.error_code()];
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) view.odd_break = StatusString(st);
+    }
+    return;
+  }
   view.opened = true;
   std::mt19937_64 rng(seed);
   while (!stop.load()) {
@@ -41,7 +48,14 @@ void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView
     req.set_output_mode(v1::OUTPUT_MODE_LAST);
     view.pending = tokens;
     std::optional<v1::AppendResponse> r = stream.Append(req);
-    if (!r.has_value()) return;  // the server went away: `pending` may or may not be applied
+    if (!r.has_value()) {  // the server went away: `pending` may or may not be applied
+      {
+        const grpc::Status st = stream.FinishBroken();
+        ++view.breaks[st.error_code()];
+        if (st.error_code() != grpc::StatusCode::UNAVAILABLE) view.odd_break = StatusString(st);
+      }
+      return;
+    }
     EXPECT_EQ(r->position(), static_cast<int64_t>(view.acked.size() + tokens.size()));
     view.acked = Concat(view.acked, tokens);
     view.last = tokens;

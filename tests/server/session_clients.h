@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -35,6 +36,10 @@ struct ClientView {
   std::vector<int32_t> pending;  // sent, no reply (empty: none)
   int64_t replies = 0;
   bool opened = false;  // a Stream open succeeded once (the session exists)
+  // How each of its streams that broke ended (status code -> count); the clean end at `stop`
+  // is not counted.
+  std::map<grpc::StatusCode, int> breaks;
+  std::string odd_break;  // the last break that was not UNAVAILABLE, with its message
 };
 
 v1::Sequence Tokens(const std::vector<int32_t>& t);
