@@ -58,6 +58,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -431,9 +432,14 @@ class Engine {
   std::vector<std::pair<std::string, HeldReply>> held_;  // (HoldKeyLocked, reply)
   uint64_t window_ = 1;                                  // the commit the next change goes into
   uint64_t done_window_ = 0;                             // every commit up to this one has finished
-  std::deque<std::pair<uint64_t, absl::Status>> failed_windows_;  // recent failures
-  // Recent commits' lost compare-and-sets: per window, the status of each key that lost.
-  std::deque<std::pair<uint64_t, absl::flat_hash_map<std::string, absl::Status>>> lost_windows_;
+  // Request threads waiting in AwaitDurableLocked, per window: how its commit ended for them
+  // (kept until the last of them has read it, however late it wakes).
+  struct WindowOutcome {
+    int waiting = 0;
+    absl::Status failed;                                  // the commit failed
+    absl::flat_hash_map<std::string, absl::Status> lost;  // keys whose compare-and-set lost
+  };
+  std::map<uint64_t, WindowOutcome> waiters_;
   const bool shared_;
   bool commit_wanted_ = false;  // a request thread waits (AwaitDurableLocked)
   int64_t next_checkpoint_ms_ = 0;

@@ -13,8 +13,6 @@
 namespace aaren {
 namespace {
 
-// Failed commits remembered for the request threads waiting on them (AwaitDurableLocked).
-constexpr size_t kFailedWindowsKept = 64;
 // Problems a RecoveryReport lists by name (the counts cover all of them).
 constexpr size_t kProblemsListed = 20;
 // Expired records are deleted in batches of this many during recovery.
@@ -85,16 +83,15 @@ absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock,
   const uint64_t window = window_;
   commit_wanted_ = true;
   cv_.notify_one();
+  ++waiters_[window].waiting;  // (std::map: the entry stays put while others are added)
   durable_cv_.wait(lock, [&] { return done_window_ >= window; });
-  for (const auto& [w, st] : failed_windows_) {
-    if (w == window) return st;
+  auto it = waiters_.find(window);
+  absl::Status st = it->second.failed;
+  if (st.ok()) {
+    if (auto lost = it->second.lost.find(key); lost != it->second.lost.end()) st = lost->second;
   }
-  for (const auto& [w, lost] : lost_windows_) {
-    if (w != window) continue;
-    auto it = lost.find(key);
-    if (it != lost.end()) return it->second;
-  }
-  return absl::OkStatus();
+  if (--it->second.waiting == 0) waiters_.erase(it);
+  return st;
 }
 
 void Engine::OnRemovedLocked(Session* s) {
@@ -494,8 +491,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
       }
     }
-    failed_windows_.emplace_back(window, reply_status);
-    if (failed_windows_.size() > kFailedWindowsKept) failed_windows_.pop_front();
+    if (auto it = waiters_.find(window); it != waiters_.end()) it->second.failed = reply_status;
     for (auto& [key, h] : held) {
       completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
     }
@@ -529,8 +525,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         if (options_.observer != nullptr) {
           options_.observer->OnStoreConflicts(static_cast<int64_t>(lost.size()));
         }
-        lost_windows_.emplace_back(window, lost);
-        if (lost_windows_.size() > kFailedWindowsKept) lost_windows_.pop_front();
+        if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
       }
     }
     for (auto& [key, h] : held) {
