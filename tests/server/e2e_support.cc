@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tests/server/e2e_support.h"
 
+#include "client/session_routing.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -257,7 +259,7 @@ std::string SnapshotBytes(AarenStub& stub, const std::string& session_id) {
 StreamClient::StreamClient(AarenStub& stub, std::chrono::milliseconds timeout,
                            const std::string& session_id) {
   context_.set_deadline(std::chrono::system_clock::now() + timeout);
-  if (!session_id.empty()) context_.AddMetadata("aaren-session-id", session_id);
+  client::AddSessionIdMetadata(context_, session_id);
   stream_ = stub.Stream(&context_);
 }
 

@@ -31,6 +31,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/session_routing.h"
 #include "core/model.h"
 #include "grpcpp/create_channel.h"
 #include "tests/server/e2e_support.h"
@@ -167,7 +168,7 @@ class ReplicasTest : public ::testing::Test {
     while (Clock::now() < end) {
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      context.AddMetadata("aaren-session-id", id);
+      client::AddSessionIdMetadata(context, id);
       v1::GetSessionRequest req;
       req.set_session_id(id);
       v1::Session s;

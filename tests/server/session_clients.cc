@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "client/session_routing.h"
 #include "grpcpp/client_context.h"
 
 namespace aaren::testing {
@@ -74,7 +75,7 @@ v1::AppendResponse UnaryAppend(AarenStub& stub, const std::string& id,
   req.set_output_mode(mode);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
-  context.AddMetadata("aaren-session-id", id);
+  client::AddSessionIdMetadata(context, id);
   v1::AppendResponse response;
   grpc::Status st = stub.Append(&context, req, &response);
   EXPECT_TRUE(st.ok()) << id << ": " << StatusString(st);
@@ -86,7 +87,7 @@ int64_t PositionOf(AarenStub& stub, const std::string& id) {
   req.set_session_id(id);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
-  context.AddMetadata("aaren-session-id", id);
+  client::AddSessionIdMetadata(context, id);
   v1::Session response;
   grpc::Status st = stub.GetSession(&context, req, &response);
   EXPECT_TRUE(st.ok()) << id << ": " << StatusString(st);
