@@ -100,8 +100,13 @@ ARG GIT_SHA=unknown
 # with `git ls-files`: a throwaway index of the context gives it the same list.
 RUN git init --quiet && git add --all
 
-# Release build into build/ and every test, as CI runs them.
-RUN CMAKE_ARGS="-DAAREN_WITH_CUDA=${AAREN_WITH_CUDA} -DAAREN_MARCH=${AAREN_MARCH} \
+# Release build into build/ and every test, as CI runs them. The KServe v2 tests install
+# tritonclient from PyPI into a virtualenv: behind a TLS-intercepting proxy, mount the CA bundle
+# that trusts it at /run/aaren-pip-ca.crt for the build (podman build -v
+# /etc/ssl/certs/ca-certificates.crt:/run/aaren-pip-ca.crt:ro ...; scripts/image-test.sh does),
+# and pip uses it.
+RUN if [ -f /run/aaren-pip-ca.crt ]; then export PIP_CERT=/run/aaren-pip-ca.crt; fi; \
+    CMAKE_ARGS="-DAAREN_WITH_CUDA=${AAREN_WITH_CUDA} -DAAREN_MARCH=${AAREN_MARCH} \
 -DAAREN_GIT_SHA=${GIT_SHA} \
 -DAAREN_DEFAULT_MODEL_DIRS=/opt/aaren/models/demo-lm,/opt/aaren/models/demo-ts" \
     JOBS="${JOBS}" bash scripts/test.sh
@@ -149,7 +154,7 @@ USER 10001:10001
 WORKDIR /opt/aaren
 
 # gRPC (aaren.v1.Aaren, grpc.health.v1.Health, reflection) and Prometheus metrics (/metrics).
-EXPOSE 50051 8002
+EXPOSE 50051 8000 8002
 
 # SERVING once the models are loaded; NOT_SERVING while draining after SIGTERM.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

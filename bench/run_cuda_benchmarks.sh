@@ -36,7 +36,7 @@ done
 
 echo "### streaming through the server, 10k sessions"
 dir=$(mktemp -d)
-"$bin/aaren-server" --device=cuda --port 0 --port_file "$dir/port" --metrics_port 0 \
+"$bin/aaren-server" --device=cuda --port 0 --port_file "$dir/port" --metrics_port 0 --http_port 0 \
   --enable_echo --max_sessions 16384 --log_level warn &
 server=$!
 for _ in $(seq 1 100); do [[ -s "$dir/port" ]] && break; sleep 0.2; done

@@ -29,7 +29,7 @@ start_server() {  # args: extra flags
   metrics_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
     --model_dir models/demo-lm --threads "$threads" --metrics_host 127.0.0.1 \
-    --metrics_port "$metrics_port" "$@" 2> "$out/server.log" &
+    --metrics_port "$metrics_port" --http_port 0 "$@" 2> "$out/server.log" &
   server_pid=$!
   for _ in $(seq 600); do [ -s "$out/port" ] && break; sleep 0.1; done
   [ -s "$out/port" ] || { cat "$out/server.log"; exit 1; }

@@ -44,7 +44,7 @@ start_replicas() {  # args: count
   for i in $(seq "$1"); do
     rm -f "$out/port$i"
     "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port$i" \
-      --model_dir models/demo-lm --threads "$threads" --metrics_port 0 \
+      --model_dir models/demo-lm --threads "$threads" --metrics_port 0 --http_port 0 \
       --state_store "$store" --durability ack --replica_id "bench-$i" 2> "$out/server$i.log" &
     pids+=($!)
   done

@@ -25,7 +25,7 @@ printf 'bench %s\n' "$token" > "$out/tokens"
 start_server() {  # args: extra flags
   rm -f "$out/port"
   "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
-    --model_dir models/demo-lm --threads "$threads" --metrics_port 0 --log_level warn "$@" \
+    --model_dir models/demo-lm --threads "$threads" --metrics_port 0 --http_port 0 --log_level warn "$@" \
     2> "$out/server.log" &
   server_pid=$!
   for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done

@@ -21,7 +21,7 @@ cli="$build/client/aaren-cli"
 start_server() {  # args: extra flags
   rm -f "$out/port"
   "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
-    --threads "$threads" --enable_echo --metrics_port 0 --log_level warn "$@" \
+    --threads "$threads" --enable_echo --metrics_port 0 --http_port 0 --log_level warn "$@" \
     2> "$out/server.log" &
   server_pid=$!
   for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done

@@ -245,7 +245,8 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
         }
       }
       if (options_.observer != nullptr) {
-        options_.observer->OnQueueWait(static_cast<double>(SteadyNowNs() - w->enqueued_ns) * 1e-9);
+        options_.observer->OnQueueWait(m,
+                                       static_cast<double>(SteadyNowNs() - w->enqueued_ns) * 1e-9);
       }
       w->outputs.resize(
           static_cast<size_t>((w->mode == OutputMode::kAll ? w->length : 1) * m.output_dim));

@@ -102,7 +102,13 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   t0=$SECONDS
   # --format docker keeps HEALTHCHECK (the OCI image format has no such field); --network=host
   # lets apt-get inside the build reach Debian's archive and the tests bind loopback.
-  "${podman[@]}" build --format docker --network=host --pull=never \
+  # The host's CA bundle, for pip inside the build (tests/kserve_v2 installs tritonclient from
+  # PyPI): where the host reaches PyPI through a TLS-intercepting proxy, the base image's
+  # certificates do not trust it. The Dockerfile points PIP_CERT at it when it is there.
+  ca_bundle=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+  ca_mount=()
+  [ -f "$ca_bundle" ] && ca_mount=(--volume "$ca_bundle:/run/aaren-pip-ca.crt:ro")
+  "${podman[@]}" build --format docker --network=host --pull=never "${ca_mount[@]}" \
     --build-arg BASE=cpu --build-arg METRICS_EXPORTER="$exporter" \
     --build-arg GIT_SHA="$git_sha" --build-arg JOBS="${JOBS:-$(nproc)}" \
     --tag "$image" --file Dockerfile . > "$repo/build-image.log" 2>&1 \

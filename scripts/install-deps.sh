@@ -11,10 +11,11 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libspdlog-dev
   libcivetweb-dev prometheus python3-yaml libssl-dev openssl librocksdb-dev zlib1g-dev
-  libhiredis-dev redis-server nginx-light
+  libhiredis-dev redis-server nginx-light libcpp-httplib-dev
   clang libclang-rt-14-dev libomp-14-dev
   python3-grpcio python3-protobuf
-  python3 python3-numpy python3-torch python3-pytest
+  python3 python3-numpy python3-torch python3-pytest python3-venv
+  libb64-0d
 )
 
 missing=()

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server/call_env.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/logging.h"
@@ -52,6 +54,17 @@ CallRecord::CallRecord(const CallEnv& env, const char* rpc,
   if (env_.active_calls != nullptr) env_.active_calls->fetch_add(1, std::memory_order_relaxed);
 }
 
+CallRecord::CallRecord(const CallEnv& env, const char* rpc, std::string peer,
+                       std::string authorization)
+    : env_(env),
+      rpc_(rpc),
+      context_(nullptr),
+      peer_(std::move(peer)),
+      authorization_(std::move(authorization)),
+      start_(std::chrono::steady_clock::now()) {
+  if (env_.active_calls != nullptr) env_.active_calls->fetch_add(1, std::memory_order_relaxed);
+}
+
 CallRecord::~CallRecord() {
   if (env_.active_calls != nullptr) env_.active_calls->fetch_sub(1, std::memory_order_release);
 }
@@ -62,7 +75,9 @@ absl::Status CallRecord::Authenticate() {
     authenticated_ = true;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::string> tenant = env_.auth->Authenticate(*context_);
+  absl::StatusOr<std::string> tenant = context_ != nullptr
+                                           ? env_.auth->Authenticate(*context_)
+                                           : env_.auth->AuthenticateHeader(authorization_);
   if (!tenant.ok()) return tenant.status();
   tenant_ = *std::move(tenant);
   authenticated_ = true;
@@ -82,7 +97,9 @@ void CallRecord::Finish(grpc::StatusCode code) {
                                       : tenant_},
          {"code", StatusCodeName(code)},
          {"duration_ms", absl::StrFormat("%.3f", seconds * 1e3)},
-         {"peer", context_ != nullptr ? context_->peer() : std::string("-")}});
+         {"peer", context_ != nullptr ? context_->peer()
+                  : peer_.empty()     ? std::string("-")
+                                      : peer_}});
   }
 }
 

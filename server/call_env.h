@@ -86,6 +86,9 @@ struct CallEnv {
 class CallRecord {
  public:
   CallRecord(const CallEnv& env, const char* rpc, const grpc::CallbackServerContext* context);
+  // A call of the REST transport: the client's address and its Authorization header ("" when
+  // it sent none).
+  CallRecord(const CallEnv& env, const char* rpc, std::string peer, std::string authorization);
   // Owned by the call's reactor, so this runs when gRPC is done with the call (OnDone).
   ~CallRecord();
   CallRecord(const CallRecord&) = delete;
@@ -104,7 +107,9 @@ class CallRecord {
  private:
   const CallEnv& env_;
   const char* rpc_;
-  const grpc::CallbackServerContext* context_;
+  const grpc::CallbackServerContext* context_;  // null for REST calls
+  std::string peer_;                            // REST calls
+  std::string authorization_;                   // REST calls
   std::chrono::steady_clock::time_point start_;
   std::string tenant_;
   bool authenticated_ = false;

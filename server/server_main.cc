@@ -47,6 +47,8 @@
 #include "server/backend_choice.h"
 #include "server/call_env.h"
 #include "server/echo_service.h"
+#include "server/kserve_v2/v2_grpc_service.h"
+#include "server/kserve_v2/v2_http_server.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_registry.h"
 #include "server/metrics/server_metrics.h"
@@ -97,6 +99,12 @@ ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
           "A keepalive ping not answered within this closes the connection");
 ABSL_FLAG(bool, enable_echo, false,
           "Also serve aaren.v1.BenchEcho (for `aaren-cli bench --mode echo`)");
+ABSL_FLAG(int32_t, http_port, 8000,
+          "Port of the KServe v2 / Triton REST API (8000, as Triton's); 0 disables it. HTTPS "
+          "with the gRPC port's TLS files when they are given");
+ABSL_FLAG(int32_t, http_threads, 64,
+          "Worker threads of the REST API: each serves one connection at a time (keep-alive "
+          "included), so this bounds the REST clients served at once");
 ABSL_FLAG(int32_t, metrics_port, 8002,
           "Port of the Prometheus /metrics endpoint (8002, as Triton's); 0 disables it");
 ABSL_FLAG(std::string, metrics_host, "",
@@ -360,7 +368,10 @@ int Run() {
       metrics_registry.get(),
       BuildInfo{AAREN_VERSION, AAREN_GIT_SHA, choice->device, metrics_registry->implementation()},
       **registry);
-  options.observer = &metrics;
+  // The v2 protocol's per-model statistics observe the engine too.
+  v2::V2Statistics v2_stats(**registry);
+  ObserverTee observers({&metrics, &v2_stats});
+  options.observer = &observers;
 
   // Security: TLS credentials and bearer tokens (README, "Security").
   TlsFiles tls{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
@@ -423,6 +434,15 @@ int Run() {
   std::atomic<int64_t> active_calls{0};
   env.active_calls = &active_calls;
   AarenService service(&env);
+  std::atomic<bool> v2_ready{true};
+  v2::V2Env v2_env;
+  v2_env.env = &env;
+  v2_env.stats = &v2_stats;
+  v2_env.server_version = AAREN_VERSION;
+  v2_env.idle_ttl_s = options.store.default_idle_ttl_s;
+  v2_env.limits = v2::ParseLimits{default_mca, options.max_sequence_tokens};
+  v2_env.ready = &v2_ready;
+  v2::V2GrpcService v2_service(&v2_env);
   EchoService echo;
   const bool enable_echo = absl::GetFlag(FLAGS_enable_echo);
   grpc::EnableDefaultHealthCheckService(true);
@@ -431,6 +451,7 @@ int Run() {
   // Reflection behind the token check (or off); every unknown method: UNIMPLEMENTED naming it.
   std::vector<std::unique_ptr<grpc::Service>> stand_ins;
   stand_ins.push_back(std::make_unique<v1::Aaren::Service>());
+  stand_ins.push_back(std::make_unique<inference::GRPCInferenceService::Service>());
   if (enable_echo) stand_ins.push_back(std::make_unique<v1::BenchEcho::Service>());
   std::unique_ptr<ReflectionGate> gate =
       ReflectionGate::Create(reflection ? auth.get() : nullptr, std::move(stand_ins));
@@ -441,6 +462,7 @@ int Run() {
   int port = 0;
   builder.AddListeningPort(address, *credentials, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&v2_service);
   if (enable_echo) builder.RegisterService(&echo);
   builder.RegisterCallbackGenericService(gate.get());
   const int max_message = absl::GetFlag(FLAGS_max_message_bytes);
@@ -476,6 +498,26 @@ int Run() {
                                         : "on"},
        {"max_sessions", absl::StrCat(options.store.pool_sessions)},
        {"max_batch_tokens", absl::StrCat(options.max_batch_tokens)}});
+  // The REST API, before the port file says the server is up.
+  std::unique_ptr<v2::V2HttpServer> http;
+  if (const int http_port = absl::GetFlag(FLAGS_http_port); http_port != 0) {
+    v2::HttpOptions http_options;
+    http_options.host = absl::GetFlag(FLAGS_host);
+    http_options.port = http_port;
+    http_options.tls = tls;
+    http_options.threads = absl::GetFlag(FLAGS_http_threads);
+    http_options.max_body_bytes = max_message;
+    if (http_options.threads < 1) {
+      return Fail(absl::InvalidArgumentError("--http_threads: must be at least 1"));
+    }
+    auto started = v2::V2HttpServer::Start(&v2_env, http_options);
+    if (!started.ok()) return Fail(started.status());
+    http = *std::move(started);
+    Log(LogLevel::kInfo, "REST",
+        {{"address", absl::StrCat(http_options.host, ":", http->port())},
+         {"protocol", tls.enabled() ? "https" : "http"},
+         {"threads", absl::StrCat(http_options.threads)}});
+  }
   if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
     // Written whole under a temporary name, then renamed: a reader never sees a partial file.
     const std::string tmp = path + ".tmp";
@@ -517,10 +559,12 @@ int Run() {
       {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"timeout", absl::FormatDuration(drain)}});
   health->SetServingStatus(false);
+  v2_ready.store(false);
   health->SetServingStatus("aaren.v1.Aaren", false);
   // Open Streams end after answering what they took: their clients reconnect elsewhere now
   // rather than being cut at the deadline.
   drain_registry.DrainAll();
+  if (http != nullptr) http->StopAccepting();  // REST: no new connections during the drain
   // gRPC's Shutdown waits for the deadline or for every connection to go away, and an idle
   // client keeps its connection for seconds after the GOAWAY. So the drain waits only for the
   // calls in flight (of aaren.v1 and the other protocols; health and reflection are not waited
@@ -533,6 +577,7 @@ int Run() {
            std::chrono::system_clock::now() < deadline);
   grpc_server_cancel_all_calls(server->c_server());
   shutdown.join();
+  http.reset();  // waits for the REST connections still open (each ends after its request)
   engine.Shutdown();
   metrics_registry.reset();  // stops /metrics before the engine it reads goes away
   Log(LogLevel::kInfo, "stopped");
@@ -572,6 +617,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client that goes away mid-reply must not kill the server: OpenSSL writes to the REST
+  // port's sockets with write(), which raises SIGPIPE on a closed connection (gRPC's own
+  // sockets use MSG_NOSIGNAL). The write then fails with EPIPE instead.
+  signal(SIGPIPE, SIG_IGN);
 
   absl::SetProgramUsageMessage(
       "Serves Aaren models over gRPC.\n"

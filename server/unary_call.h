@@ -54,9 +54,12 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
             grpc::ByteBuffer* reply)
       : record_(env, rpc, context), reply_(reply), cancel_(std::make_shared<CancelFlag>(false)) {}
 
-  // Authenticates the caller, then parses `raw` into request. Done it with the error otherwise.
-  absl::Status Begin(const grpc::ByteBuffer& raw) {
-    if (absl::Status st = record_.Authenticate(); !st.ok()) return st;
+  // Authenticates the caller (unless `authenticate` is false: health probes), then parses `raw`
+  // into request. Done it with the error otherwise.
+  absl::Status Begin(const grpc::ByteBuffer& raw, bool authenticate = true) {
+    if (authenticate) {
+      if (absl::Status st = record_.Authenticate(); !st.ok()) return st;
+    }
     return ParseRawMessage(raw, &request);
   }
 

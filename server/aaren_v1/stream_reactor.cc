@@ -33,39 +33,8 @@ absl::Status DrainingStatus() {
 }  // namespace
 
 StreamReactor::StreamReactor(const CallEnv& env, grpc::CallbackServerContext* context)
-    : env_(env), record_(env, "Stream", context), cancel_(std::make_shared<CancelFlag>(false)) {
-  if (env_.metrics != nullptr) env_.metrics->StreamOpened();
-  const bool draining = env_.drain != nullptr && !(registered_ = env_.drain->Add(this));
-  std::lock_guard<std::mutex> lock(mu_);
-  absl::Status st = draining ? DrainingStatus() : record_.Authenticate();
-  if (st.ok() && env_.streams != nullptr) {
-    st = env_.streams->Acquire(record_.tenant());
-    holds_stream_slot_ = st.ok();
-  }
-  if (!st.ok()) {
-    FailLocked(std::move(st));
-    return;
-  }
-  MaybeReadLocked();
-}
-
-void StreamReactor::OnDone() {
-  if (registered_) env_.drain->Remove(this);
-  delete this;
-}
-
-void StreamReactor::Drain() {
-  std::lock_guard<std::mutex> lock(mu_);
-  FailLocked(DrainingStatus());
-}
-
-void StreamReactor::MaybeReadLocked() {
-  if (reading_ || reads_done_ || finished_ || !error_.ok() || cancelled_) return;
-  const int pending = in_flight_ + static_cast<int>(replies_.size());
-  if (pending >= kMaxPending) return;
-  if (pending > 0 && pending_bytes_ >= kMaxPendingBytes) return;
-  reading_ = true;
-  StartRead(&frame_);
+    : BoundedStream(env, "Stream", context, DrainingStatus()) {
+  Begin();
 }
 
 void StreamReactor::OnReadDone(bool ok) {
@@ -81,7 +50,7 @@ void StreamReactor::OnReadDone(bool ok) {
       PumpLocked();
       return;
     }
-    if (!error_.ok() || finished_) {  // ending: ignore what the client still sends
+    if (EndingLocked()) {  // ending: ignore what the client still sends
       reading_ = false;
       return;
     }
@@ -168,16 +137,6 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
   MaybeReadLocked();
 }
 
-void StreamReactor::QueueLocked(const v1::StreamResponse& reply) {
-  Reply r;
-  if (!SerializeRawMessage(reply, &r.frame)) {
-    return FailLocked(absl::InternalError("the reply could not be encoded"));
-  }
-  r.bytes = static_cast<int64_t>(r.frame.Length());
-  pending_bytes_ += r.bytes;
-  replies_.push_back(std::move(r));
-}
-
 void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result, int64_t reserved_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   --in_flight_;
@@ -195,58 +154,12 @@ void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result, int64_t re
   PumpLocked();
 }
 
-void StreamReactor::OnWriteDone(bool ok) {
-  std::lock_guard<std::mutex> lock(mu_);
-  writing_ = false;
-  pending_bytes_ -= replies_.front().bytes;
-  replies_.pop_front();
-  if (!ok) {
-    // The client is gone: drop queued work; the session keeps its applied appends.
-    cancel_->store(true);
-    cancelled_ = true;
-  }
-  MaybeReadLocked();
-  PumpLocked();
-}
-
-void StreamReactor::OnCancel() {
-  cancel_->store(true);
-  Engine* engine = env_.engine;
-  SessionRef ref;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancelled_ = true;
-    ref = SessionRef(record_.tenant(), session_id_);
-    PumpLocked();  // may Finish: `this` may be gone after the lock is released
-  }
-  if (!ref.id.empty()) engine->SweepCancelled(ref);
-}
-
-void StreamReactor::FailLocked(absl::Status status) {
-  if (error_.ok()) error_ = std::move(status);
-  cancel_->store(true);  // appends queued behind the failed one must not apply
-  PumpLocked();
-}
-
-void StreamReactor::PumpLocked() {
-  if (finished_ || writing_) return;
-  // Replies queued before an error are still delivered; then the error ends the stream.
-  if (!replies_.empty() && !cancelled_) {
-    writing_ = true;
-    StartWrite(&replies_.front().frame);
-    return;
-  }
-  for (const Reply& r : replies_) pending_bytes_ -= r.bytes;
-  replies_.clear();
-  if (in_flight_ == 0 && (reads_done_ || !error_.ok() || cancelled_)) {
-    finished_ = true;
-    const grpc::Status status =
-        cancelled_ && error_.ok() ? grpc::Status::CANCELLED : ToGrpcStatus(error_);
-    if (holds_stream_slot_) env_.streams->Release(record_.tenant());
-    if (env_.metrics != nullptr) env_.metrics->StreamClosed();  // before the client sees it
-    record_.Finish(status.error_code());
-    Finish(status);
-  }
+std::function<void()> StreamReactor::OnCancelLocked() {
+  if (session_id_.empty()) return nullptr;
+  // Queued appends of this call drop now rather than when the session reaches the scheduler.
+  return [engine = env_.engine, ref = SessionRef(record_.tenant(), session_id_)] {
+    engine->SweepCancelled(ref);
+  };
 }
 
 }  // namespace aaren

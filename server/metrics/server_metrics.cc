@@ -184,7 +184,7 @@ void ServerMetrics::OnForward(const ServedModel& model, bool step, int64_t token
                      seconds);
 }
 
-void ServerMetrics::OnQueueWait(double seconds) {
+void ServerMetrics::OnQueueWait(const ServedModel&, double seconds) {
   registry_->Observe("aaren_scheduler_queue_wait_seconds", {}, seconds);
 }
 

@@ -44,7 +44,7 @@ class ServerMetrics final : public EngineObserver {
 
   // EngineObserver.
   void OnForward(const ServedModel& model, bool step, int64_t tokens, double seconds) override;
-  void OnQueueWait(double seconds) override;
+  void OnQueueWait(const ServedModel& model, double seconds) override;
   void OnTokens(const ServedModel& model, bool scored, int64_t tokens) override;
   // aaren_mca_value_projection_flops_total{kind="spent"|"exact"}: every completed operation's
   // counts, MCA or not (so spent / exact is the share of the exact cost paid).

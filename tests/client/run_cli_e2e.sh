@@ -65,7 +65,7 @@ expect_status() {
 }
 
 # ---- start the server ----
-"$AAREN_SERVER" --host 127.0.0.1 --port 0 --port_file "$WORK/port" --threads 2 --metrics_port 0 \
+"$AAREN_SERVER" --host 127.0.0.1 --port 0 --port_file "$WORK/port" --threads 2 --metrics_port 0 --http_port 0 \
   --model_dir "$LM" --model_dir "$AAREN_SOURCE_DIR/models/demo-ts" --enable_echo \
   >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!

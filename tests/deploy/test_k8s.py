@@ -131,9 +131,10 @@ def test_workload_selector_matches_template(objects, key):
 
 def test_container_ports(container):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    assert ports == {"grpc": GRPC_PORT, "http": 8000, "metrics": METRICS_PORT}
     args = container["args"]
     assert f"--port={GRPC_PORT}" in args and f"--metrics_port={METRICS_PORT}" in args
+    assert "--http_port=8000" in args
     assert "--host=0.0.0.0" in args
 
 
@@ -182,11 +183,12 @@ def test_termination_grace_covers_the_drain(deployment, container):
     assert grace > drain_s + sleep_s
 
 
-def test_service_selects_the_pods_and_exposes_both_ports(service, deployment):
+def test_service_selects_the_pods_and_exposes_every_port(service, deployment):
     assert selects(service["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert set(ports) == {"grpc", "metrics"}
+    assert set(ports) == {"grpc", "http", "metrics"}
     assert ports["grpc"]["port"] == GRPC_PORT and ports["metrics"]["port"] == METRICS_PORT
+    assert ports["http"]["port"] == 8000  # the KServe v2 REST API (--http_port)
     (c,) = deployment["spec"]["template"]["spec"]["containers"]
     container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     for name, port in ports.items():

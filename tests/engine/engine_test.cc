@@ -388,7 +388,7 @@ TEST_F(EngineTest, ChunkedPrefillGivesTheSameStateAsOneChunk) {
 class McaCountingObserver : public EngineObserver {
  public:
   void OnForward(const ServedModel&, bool, int64_t, double) override {}
-  void OnQueueWait(double) override {}
+  void OnQueueWait(const ServedModel&, double) override {}
   void OnTokens(const ServedModel&, bool, int64_t) override {}
   void OnMcaFlops(const ServedModel&, const McaCounts& counts) override {
     std::lock_guard<std::mutex> lock(mu);

@@ -38,7 +38,7 @@ def podman_compose(*args: str, env: dict, check: bool = True) -> subprocess.Comp
     # Run with the same privileges as PODMAN (e.g. "sudo podman"), keeping the variables.
     prefix = PODMAN[:-1]
     if prefix == ["sudo"]:
-        prefix = ["sudo", "--preserve-env=AAREN_IMAGE,AAREN_GRPC_PORT,AAREN_METRICS_PORT"]
+        prefix = ["sudo", "--preserve-env=AAREN_IMAGE,AAREN_GRPC_PORT,AAREN_HTTP_PORT,AAREN_METRICS_PORT"]
     cmd = prefix + [exe, "-p", PROJECT, "-f", str(COMPOSE_FILE), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     if check and r.returncode != 0:
@@ -64,7 +64,7 @@ def flag_values(args: list, flag: str) -> list:
 @pytest.fixture
 def compose_env() -> dict:
     return dict(os.environ, AAREN_IMAGE=IMAGE, AAREN_GRPC_PORT=str(free_port()),
-                AAREN_METRICS_PORT=str(free_port()))
+                AAREN_HTTP_PORT=str(free_port()), AAREN_METRICS_PORT=str(free_port()))
 
 
 def test_whole_file_as_podman_compose_reads_it(image, compose_env):
@@ -75,6 +75,7 @@ def test_whole_file_as_podman_compose_reads_it(image, compose_env):
         aaren = runs["aaren"]
         assert image in aaren, aaren
         assert flag_values(aaren, "-p") == [f"{compose_env['AAREN_GRPC_PORT']}:50051",
+                                            f"{compose_env['AAREN_HTTP_PORT']}:8000",
                                             f"{compose_env['AAREN_METRICS_PORT']}:8002"]
         assert "--host=0.0.0.0" in aaren and "--log_format=json" in aaren
         assert "prom/prometheus:v2.55.1" in runs["prometheus"]

@@ -78,7 +78,7 @@ def start_server(tmp: Path, extra_args: List[str], metrics_port: int = 0,
     port_file = tmp / "port"
     log_path = tmp / "server.log"
     cmd = [str(exe), "--host", "127.0.0.1", "--port", "0", "--port_file", str(port_file),
-           "--metrics_port", str(metrics_port),
+           "--metrics_port", str(metrics_port), "--http_port", "0",
            "--model_dir", str(REPO / "models" / "demo-lm"),
            "--model_dir", str(REPO / "models" / "demo-ts")] + list(extra_args)
     start_timeout = float(os.environ.get("AAREN_SERVER_START_TIMEOUT", "90"))

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <latch>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -48,21 +49,23 @@ TEST_F(ConcurrencyTest, SixtyFourStreamsEachGetTheSingleClientOutputs) {
 
   std::vector<std::vector<float>> streamed(kClients);
   std::vector<std::string> errors(kClients);
-  std::atomic<int> ready{0};
+  // Start together so that the appends really interleave. Every client counts down, opened
+  // or not (one that failed must not leave the others waiting), and blocks rather than spins
+  // (64 spinning threads would starve the server on a 2-core machine).
+  std::latch opened(kClients);
   std::vector<std::thread> threads;
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
       auto client_stub = NewAarenStub(*server_);  // each client on its own connection
-      StreamClient stream(*client_stub);
+      StreamClient stream(*client_stub, std::chrono::seconds(120));
       v1::OpenSession open;
       open.set_model(models[c]->name());
-      if (!stream.Open(open)) {
+      const bool ok = stream.Open(open).has_value();
+      opened.arrive_and_wait();
+      if (!ok) {
         errors[c] = "open: " + StatusString(stream.Finish());
         return;
       }
-      // Start together so that the appends really interleave.
-      ready.fetch_add(1);
-      while (ready.load() < kClients) std::this_thread::yield();
       for (int64_t t = 0; t < kTokens; ++t) {
         v1::AppendRequest append;
         *append.mutable_input() = SliceInput(*models[c], inputs[c], t, t + 1);

@@ -279,6 +279,13 @@ TEST_F(HardeningTest, OperationsQueuedBehindAGenerateHonourTheirDeadlinesAndNeve
   fork.set_new_session_id(id + "-fork");
   EXPECT_EQ(Call(stub(), &AarenStub::ForkSession, fork, milliseconds(300)).status.error_code(),
             Code::DEADLINE_EXCEEDED);
+  // The server's deadline for a call runs from when it received the call, so it ends a little
+  // after the client's: an operation the Generate releases inside that gap may still run, and
+  // gRPC makes no promise about it (DEADLINE_EXCEEDED means "the outcome is unknown"). What is
+  // promised is that an operation whose deadline has passed on the server never starts: so the
+  // Generate ends only once every server-side deadline is well past (this gap, a few ms on an
+  // idle machine, was ~10 ms under a loaded container build, and the fork ran).
+  std::this_thread::sleep_for(milliseconds(500));
   const int64_t generated = Position(id);
   Stop(g);
   std::this_thread::sleep_for(milliseconds(300));

@@ -89,10 +89,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Server
   server->log_path_ = server->dir_ / "server.log";
   const std::filesystem::path port_file = server->dir_ / "port";
 
-  // No metrics endpoint: parallel test servers would collide on its fixed default port.
-  std::vector<std::string> args = {binary, "--host",      "127.0.0.1",        "--port",
-                                   "0",    "--port_file", port_file.string(), "--metrics_port",
-                                   "0"};
+  // No metrics endpoint and no REST API: parallel test servers would collide on their fixed
+  // default ports (a test that wants one passes its own flag later, which wins).
+  std::vector<std::string> args = {
+      binary,           "--host", "127.0.0.1",   "--port", "0", "--port_file", port_file.string(),
+      "--metrics_port", "0",      "--http_port", "0"};
   for (const std::string& dir : flags.model_dirs) {
     args.push_back("--model_dir");
     args.push_back(dir);

@@ -9,10 +9,13 @@
 //   * tenants: tenant B cannot see, read, append to, fork, export, stream to, generate on or
 //     delete tenant A's sessions, and gets exactly the NOT_FOUND an unknown id gets;
 //   * per-tenant limits and the memory budget, each refusal naming its flag;
-//   * the access log names rpc, tenant and code, and never the token.
+//   * the access log names rpc, tenant and code, and never the token;
+//   * the KServe v2 REST port is HTTPS with the same certificates, client certificates, tokens
+//     and tenants (an https client, cpp-httplib's).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 
 #include <chrono>
@@ -200,9 +203,28 @@ class SecureServerTest : public SharedServerTest<SecureServerTest> {
                    (Pki() / "ca.pem").string(),
                    "--auth_tokens_file",
                    TokensFile().string(),
-                   "--access_log"};
+                   "--access_log",
+                   "--http_port",
+                   std::to_string(HttpPort())};
     flags.credentials = ClientTls();
     return flags;
+  }
+  static int HttpPort() {
+    static const int port = FreePort();
+    return port;
+  }
+  // An HTTPS client of the REST port trusting `ca`, presenting `cert` (none when empty).
+  static std::unique_ptr<httplib::SSLClient> Https(const std::string& ca, const std::string& cert,
+                                                   const std::string& key) {
+    auto c = cert.empty()
+                 ? std::make_unique<httplib::SSLClient>("127.0.0.1", HttpPort())
+                 : std::make_unique<httplib::SSLClient>(
+                       "127.0.0.1", HttpPort(), (Pki() / cert).string(), (Pki() / key).string());
+    c->set_ca_cert_path((Pki() / ca).string().c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_connection_timeout(5);
+    c->set_read_timeout(30);
+    return c;
   }
 };
 
@@ -386,6 +408,104 @@ TEST_F(SecureServerTest, AccessLogNamesTheCallNeverTheToken) {
       log, std::regex("msg=call rpc=ListModels tenant=tenant-b code=OK duration_ms=[0-9.]+ peer=")))
       << log;
   EXPECT_TRUE(std::regex_search(log, std::regex("msg=call rpc=ListModels tenant=- "
+                                                "code=UNAUTHENTICATED")))
+      << log;
+  EXPECT_EQ(log.find("token-of-tenant"), std::string::npos) << "a token reached the log";
+}
+
+TEST_F(SecureServerTest, RestIsHttpsWithTheSameCertificatesTokensAndTenants) {
+  // A refused handshake closes the socket under the client's next write: EPIPE, not SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
+  // Plaintext, no client certificate, another CA's, not trusting the server: no answer.
+  httplib::Client plain("127.0.0.1", HttpPort());
+  plain.set_connection_timeout(5);
+  plain.set_read_timeout(5);
+  EXPECT_FALSE(plain.Get("/v2/health/live"));
+  EXPECT_FALSE(Https("ca.pem", "", "")->Get("/v2/health/live"));
+  EXPECT_FALSE(Https("ca.pem", "rogue-client.pem", "rogue-client.key")->Get("/v2/health/live"));
+  EXPECT_FALSE(Https("rogue-ca.pem", "client.pem", "client.key")->Get("/v2/health/live"));
+
+  auto https = Https("ca.pem", "client.pem", "client.key");
+  auto live = https->Get("/v2/health/live");  // open, like gRPC health
+  ASSERT_TRUE(live) << httplib::to_string(live.error());
+  EXPECT_EQ(live->status, 200);
+  for (const char* path :
+       {"/v2", "/v2/models/demo-lm", "/v2/models/demo-lm/config", "/v2/models/demo-lm/stats"}) {
+    auto r = https->Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 401) << path;
+    EXPECT_NE(r->body.find("authorization"), std::string::npos) << r->body;
+  }
+  auto wrong = https->Get("/v2", {{"Authorization", "Bearer not-a-token-of-anyone-here"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  EXPECT_EQ(wrong->body.find("not-a-token"), std::string::npos) << "the token was echoed";
+  // A POST without a token is refused before its body is read, and starts nothing.
+  auto anonymous = https->Post("/v2/models/demo-lm/infer",
+                               R"({"inputs": [{"name": "TOKENS", "shape": [1], "datatype": "INT32",
+      "data": [1]}], "parameters": {"sequence_id": "anon-seq", "sequence_start": true}})",
+                               "application/json");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  EXPECT_NE(anonymous->body.find("authorization"), std::string::npos) << anonymous->body;
+
+  // Tenant A starts a sequence over REST: an ordinary session of A, invisible to B.
+  const std::string start = R"({"inputs": [{"name": "TOKENS", "shape": [3], "datatype": "INT32",
+      "data": [1, 2, 3]}], "parameters": {"sequence_id": "rest-seq", "sequence_start": true}})";
+  const httplib::Headers as_a = {{"Authorization", absl::StrCat("Bearer ", kTokenA)}};
+  const httplib::Headers as_b = {{"Authorization", absl::StrCat("Bearer ", kTokenB)}};
+  auto made = https->Post("/v2/models/demo-lm/infer", as_a, start, "application/json");
+  ASSERT_TRUE(made);
+  EXPECT_EQ(made->status, 200) << made->body;
+  v1::GetSessionRequest get;
+  get.set_session_id("rest-seq");
+  auto seen = CallAs(kTokenA, stub(), &AarenStub::GetSession, get);
+  ASSERT_TRUE(seen.ok()) << StatusString(seen.status);
+  EXPECT_EQ(seen.response.position(), 3);
+  EXPECT_EQ(CallAs(kTokenB, stub(), &AarenStub::GetSession, get).status.error_code(),
+            Code::NOT_FOUND);
+  const std::string next = R"({"inputs": [{"name": "TOKENS", "shape": [1], "datatype": "INT32",
+      "data": [4]}], "parameters": {"sequence_id": "rest-seq"}})";
+  auto by_b = https->Post("/v2/models/demo-lm/infer", as_b, next, "application/json");
+  ASSERT_TRUE(by_b);
+  EXPECT_EQ(by_b->status, 400);  // B has no such sequence: Triton's missing-START error
+  EXPECT_NE(by_b->body.find("START"), std::string::npos) << by_b->body;
+  auto by_a = https->Post("/v2/models/demo-lm/infer", as_a, next, "application/json");
+  ASSERT_TRUE(by_a);
+  EXPECT_EQ(by_a->status, 200) << by_a->body;
+  EXPECT_EQ(CallAs(kTokenA, stub(), &AarenStub::GetSession, get).response.position(), 4);
+  v1::GetSessionRequest get_anonymous;
+  get_anonymous.set_session_id("anon-seq");
+  for (const char* token : {kTokenA, kTokenB}) {
+    EXPECT_EQ(CallAs(token, stub(), &AarenStub::GetSession, get_anonymous).status.error_code(),
+              Code::NOT_FOUND)
+        << "the refused POST started a sequence";
+  }
+
+  // A client that gives up before its (34 MB) reply is written: the server serves on. (The
+  // server ignores SIGPIPE; this client's close did not raise one here even without that, so
+  // this checks only that the abandoned reply harms nothing.)
+  {
+    std::string tokens = "0";
+    for (int i = 1; i < 200000; ++i) tokens += ",1";
+    auto impatient = Https("ca.pem", "client.pem", "client.key");
+    impatient->set_read_timeout(0, 20000);
+    (void)impatient->Post("/v2/models/demo-lm/infer", as_a,
+                          absl::StrCat(R"({"inputs": [{"name": "TOKENS", "shape": [200000], )",
+                                       R"("datatype": "INT32", "data": [)", tokens, "]}]}"),
+                          "application/json");
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto still = https->Get("/v2/health/live");
+  ASSERT_TRUE(still) << "the server died with its client";
+  EXPECT_EQ(still->status, 200);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const std::string log = server_->Log();
+  EXPECT_TRUE(std::regex_search(log, std::regex("msg=call rpc=rest:ModelInfer tenant=tenant-a "
+                                                "code=OK duration_ms=[0-9.]+ peer=ipv4:127")))
+      << log;
+  EXPECT_TRUE(std::regex_search(log, std::regex("msg=call rpc=rest:ServerMetadata tenant=- "
                                                 "code=UNAUTHENTICATED")))
       << log;
   EXPECT_EQ(log.find("token-of-tenant"), std::string::npos) << "a token reached the log";

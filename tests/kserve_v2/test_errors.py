@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Bad requests get Triton's answers: INVALID_ARGUMENT (REST 400) naming the tensor for bad
+tensors and parameters, NOT_FOUND (REST 404) naming the model for an unknown model,
+INVALID_ARGUMENT saying START is needed for an id the tenant does not have (and that it expired,
+when it did). tritonclient raises InferenceServerException with status() "StatusCode.X" (gRPC)
+or the HTTP code (REST)."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc",
+                    reason="no tritonclient (tests/kserve_v2/run.sh makes its virtualenv)")
+
+from kserve_support import LM, TOLERANCE, TS, V2, model_spec, rel_err  # noqa: E402
+
+
+def _sid() -> str:
+    return "kserve-err-" + os.urandom(6).hex()
+
+
+def test_wrong_datatype(v2):
+    lm, ts = model_spec(LM), model_spec(TS)
+    with v2.raises("INVALID_ARGUMENT", "TOKENS", "FP32", "INT32"):
+        v2.infer(lm, np.array([1, 2, 3], np.float32), datatype="FP32")
+    with v2.raises("INVALID_ARGUMENT", "TOKENS", "INT64", "INT32"):
+        v2.infer(lm, np.array([1, 2, 3], np.int64), datatype="INT64")
+    with v2.raises("INVALID_ARGUMENT", "FEATURES", "INT32", "FP32"):
+        v2.infer(ts, np.zeros((2, 8), np.int32), datatype="INT32")
+
+
+def test_wrong_shape(v2):
+    lm, ts = model_spec(LM), model_spec(TS)
+    with v2.raises("INVALID_ARGUMENT", "TOKENS", "shape"):
+        v2.infer(lm, np.array([[1, 2, 3]], np.int32))
+    with v2.raises("INVALID_ARGUMENT", "FEATURES", "shape"):
+        v2.infer(ts, np.zeros((3, 5), np.float32))
+    with v2.raises("INVALID_ARGUMENT", "FEATURES", "shape"):
+        v2.infer(ts, np.zeros(8, np.float32))
+
+
+def test_wrong_input_name_and_values(v2):
+    lm, ts = model_spec(LM), model_spec(TS)
+    with v2.raises("INVALID_ARGUMENT", "INPUT0", "TOKENS"):
+        v2.infer(lm, np.array([1, 2], np.int32), name="INPUT0")
+    with v2.raises("INVALID_ARGUMENT", "TOKENS", "out of range"):
+        v2.infer(lm, np.array([1, 43], np.int32))
+    with v2.raises("INVALID_ARGUMENT", "TOKENS", "out of range"):
+        v2.infer(lm, np.array([-1], np.int32))
+    x = np.zeros((2, 8), np.float32)
+    x[1, 3] = np.nan
+    with v2.raises("INVALID_ARGUMENT", "FEATURES", "finite"):
+        v2.infer(ts, x)
+
+
+def test_bad_parameters(v2):
+    lm = model_spec(LM)
+    x = np.array([1, 2], np.int32)
+    with v2.raises("INVALID_ARGUMENT", "output_mode"):
+        v2.infer(lm, x, parameters={"output_mode": "none"})
+    with v2.raises("INVALID_ARGUMENT", "mca_alpha"):
+        v2.infer(lm, x, parameters={"mca_alpha": -1.0})
+    with v2.raises("INVALID_ARGUMENT", "sequence_id"):
+        v2.infer(lm, x, sequence_id="bad id with spaces", start=True)
+
+
+def test_unknown_model(v2):
+    lm = model_spec(LM)
+    with v2.raises("NOT_FOUND", "no-such-model"):
+        v2.infer(lm, np.array([1, 2], np.int32), model="no-such-model")
+    with v2.raises("NOT_FOUND", "no-such-model"):
+        v2.statistics("no-such-model")
+
+
+def test_unknown_sequence_needs_start(v2):
+    lm = model_spec(LM)
+    x = np.array([1, 2, 3], np.int32)
+    for sid in (_sid(), int.from_bytes(os.urandom(7), "little") + 1):
+        with v2.raises("INVALID_ARGUMENT", "START", str(sid)):
+            v2.infer(lm, x, sequence_id=sid)
+        with v2.raises("INVALID_ARGUMENT", "START", str(sid)):
+            v2.infer(lm, x, sequence_id=sid, end=True)
+    # A START with a bad tensor makes no session: the next request still needs START.
+    sid = _sid()
+    with v2.raises("INVALID_ARGUMENT", "TOKENS"):
+        v2.infer(lm, np.array([1, 99], np.int32), sequence_id=sid, start=True)
+    with v2.raises("INVALID_ARGUMENT", "START"):
+        v2.infer(lm, x, sequence_id=sid)
+
+
+def test_expired_sequence(ttl_server, rest):
+    """--session_idle_ttl 1s: after 3 s idle the sequence is gone, and the error says it expired
+    and that START is needed; START makes it again."""
+    from aaren_client import AarenClient
+
+    lm = model_spec(LM)
+    x = np.array([5, 6, 7], np.int32)
+    clients = [V2("grpc", ttl_server.grpc_url)]
+    if rest:
+        clients.append(V2("http", ttl_server.http_url))
+    try:
+        ids = {}
+        for c in clients:
+            ids[c.transport] = sid = _sid()
+            c.infer(lm, x, sequence_id=sid, start=True)
+        time.sleep(3.0)  # TTL 1 s + the engine's 1 s expiry sweep, and room for a slow machine
+        for c in clients:
+            sid = ids[c.transport]
+            with c.raises("INVALID_ARGUMENT", "START", "expired", sid):
+                c.infer(lm, x, sequence_id=sid)
+            # START makes it again, from the empty state.
+            with AarenClient(ttl_server.target, timeout=60) as a:
+                want = a.score_one(LM, x.tolist())
+            got = c.infer(lm, x, sequence_id=sid, start=True, end=True)
+            assert rel_err(got, want) < TOLERANCE
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_classification_output_is_refused(v2):
+    # The server does not offer Triton's classification extension: asking for it is an error
+    # naming the parameter, not a silently different reply.
+    lm = model_spec(LM)
+    x = np.array([1, 2], np.int32)
+    inp = v2.input(lm.input_name, x, lm.datatype)
+    out = v2.mod.InferRequestedOutput("OUTPUTS", class_count=3)
+    with v2.raises("INVALID_ARGUMENT", "classification"):
+        v2.client.infer(LM, [inp], outputs=[out])
