@@ -18,6 +18,17 @@ constexpr int kTileEmpty = 0;
 constexpr int kTileAggregate = 1;  // the tile's own (m, u, w) is published
 constexpr int kTileInclusive = 2;  // the prefix through the tile is published
 
+// The look-back is deterministic: which records a tile combines, and in which order, never
+// depends on timing (a decoupled look-back that stops at the first inclusive prefix it happens to
+// see rounds differently from run to run). Within one (span, head), tile k is a checkpoint when
+// k % kCheckpointTiles == 0; a checkpoint publishes its inclusive prefix, every other tile its
+// aggregate. Tile k > 0 with c = the last checkpoint before it combines exactly
+//   inclusive[c] (+) (aggregate[c + 1] (+) (... (+) aggregate[k - 1]))
+// (the aggregates right to left, as they are ready first), and tile 0 starts from the span's
+// state. So checkpoints form the only serial chain, one link per kCheckpointTiles tiles, and a
+// tile reads at most kCheckpointTiles - 1 extra records from L2.
+constexpr int64_t kCheckpointTiles = 32;
+
 __host__ __device__ inline int64_t AlignUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 // Scratch layout: int flags[total_tiles] | uint32 counter | float aggregate[total_tiles][2 + dh]
@@ -133,7 +144,6 @@ __device__ inline void Publish(float* records, int* flags, int64_t tile, const R
 __global__ void __launch_bounds__(kThreads) AttentionScanKernel(AttentionScanParams p, bool vec4) {
   extern __shared__ float smem[];
   __shared__ int64_t s_tile;
-  __shared__ int s_flag;
   const AttentionIo& io = p.io;
   const int dh = io.d_head;
   const int cw = ColumnThreads(dh);
@@ -238,32 +248,35 @@ __global__ void __launch_bounds__(kThreads) AttentionScanKernel(AttentionScanPar
     aggregate = CombineRecords(aggregate, other);
   }
 
-  // ---- The exclusive prefix of the tile: the span's state, then every tile before this one.
+  // ---- The exclusive prefix of the tile (deterministic look-back, see kCheckpointTiles). ----
   float* state = p.span_state[span] + p.state_offset + static_cast<int64_t>(h) * (2 + dh);
+  const bool checkpoint = k % kCheckpointTiles == 0;
   Record prefix;
   if (k == 0) {
     prefix = LoadRecord(state, c, cw, dh, /*l2=*/false);
   } else {
-    Publish(sc.aggregate, sc.flags, t, aggregate, kTileAggregate, g, c, cw, dh);
-    prefix = Identity();  // everything from the tile found so far up to this one
-    for (int64_t j = t - 1;; --j) {
+    if (!checkpoint) Publish(sc.aggregate, sc.flags, t, aggregate, kTileAggregate, g, c, cw, dh);
+    const int64_t first = t - k;  // this (span, head)'s tile 0
+    const int64_t last_checkpoint = first + (k - 1) / kCheckpointTiles * kCheckpointTiles;
+    Record later = Identity();  // aggregate[j + 1] (+) ... (+) aggregate[k - 1]
+    for (int64_t j = t - 1; j >= last_checkpoint; --j) {
       if (tid == 0) {
-        int f;
-        while ((f = *reinterpret_cast<volatile int*>(sc.flags + j)) == kTileEmpty) __nanosleep(32);
+        while (*reinterpret_cast<volatile int*>(sc.flags + j) == kTileEmpty) __nanosleep(32);
         __threadfence();  // the record is read after its flag was seen
-        s_flag = f;
       }
       __syncthreads();
-      const int f = s_flag;
       __threadfence();
-      const float* rec = (f == kTileInclusive ? sc.inclusive : sc.aggregate) + j * (2 + dh);
-      prefix = CombineRecords(LoadRecord(rec, c, cw, dh, /*l2=*/true), prefix);
-      __syncthreads();  // s_flag is reused
-      if (f == kTileInclusive) break;
+      if (j == last_checkpoint) {
+        prefix =
+            CombineRecords(LoadRecord(sc.inclusive + j * (2 + dh), c, cw, dh, /*l2=*/true), later);
+      } else {
+        later =
+            CombineRecords(LoadRecord(sc.aggregate + j * (2 + dh), c, cw, dh, /*l2=*/true), later);
+      }
     }
   }
   const Record inclusive = CombineRecords(prefix, aggregate);
-  Publish(sc.inclusive, sc.flags, t, inclusive, kTileInclusive, g, c, cw, dh);
+  if (checkpoint) Publish(sc.inclusive, sc.flags, t, inclusive, kTileInclusive, g, c, cw, dh);
 
   // ---- Rescan the tile from shared memory, writing every row's output. ----
   Record run = CombineRecords(prefix, before_group);

@@ -5,9 +5,11 @@
 //  - Scan (LaunchAttentionScan): spans of any length. Each (span, head) is cut into tiles of
 //    `tile_rows` rows; a block loads one tile's scores and values into shared memory once,
 //    reduces them to the tile's (m, u, w) aggregate, gets the exclusive prefix of everything
-//    before it by a decoupled look-back over the tiles before it (published aggregates and
-//    inclusive prefixes; the first tile of a span starts from the span's state), publishes its
-//    inclusive prefix, and rescans the tile from shared memory writing every row's output. So
+//    before it by a decoupled look-back over the tiles before it (the last checkpoint tile's
+//    inclusive prefix, every 32nd tile, and the aggregates after it: a fixed set combined in a
+//    fixed order, so the same Forward is bit-identical run to run; the first tile of a span
+//    starts from the span's state), and rescans the tile from shared memory writing every row's
+//    output. So
 //    values are read from global memory once and outputs written once: the kernel moves the
 //    bytes a copy would, plus the small tile records. The last tile writes the span's new state.
 //  - Step (LaunchAttentionStep): spans of length 1 (streaming appends of many sessions). One

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kernels/cuda_backend.h"
+#include "kernels/cuda_backend_impl.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -7,8 +8,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -99,137 +102,6 @@ class TablePacker {
 
 }  // namespace
 
-class CudaStateMemory;
-
-struct CudaBackend::Impl {
-  struct Layer {
-    const float* norm1_weight;
-    const float* norm1_bias;
-    const float* fused_weight;  // [fused_width, d_model]: W_v rows, then the folded score rows
-    const float* fused_bias;    // [fused_width]
-    const float* out_weight;
-    const float* out_bias;
-    const float* norm2_weight;
-    const float* norm2_bias;
-    const float* up_weight;
-    const float* up_bias;
-    const float* down_weight;
-    const float* down_bias;
-  };
-
-  std::shared_ptr<const Model> model;
-  int device = 0;
-  std::string description;
-  cudaStream_t stream = nullptr;
-  const CublasLibrary* blas = nullptr;  // loaded at Init
-  cublasHandle_t cublas = nullptr;
-  std::mutex mu;  // serialises Forward and state-memory calls (one stream)
-  std::vector<void*> weight_blocks;
-  const float* embed = nullptr;
-  const float* input_weight = nullptr;
-  const float* input_bias = nullptr;
-  std::vector<Layer> layers;
-  const float* norm_f_weight = nullptr;
-  const float* norm_f_bias = nullptr;
-  const float* head_weight = nullptr;
-  const float* head_bias = nullptr;
-  const double* frequencies = nullptr;
-  // Width of the fused value + score projection: d_model values, n_heads scores, padded to a
-  // multiple of 4 floats so that rows stay 16-byte aligned for vector loads.
-  int fused_width = 0;
-  void* pinned = nullptr;  // page-locked staging for a Forward's tables and results
-  size_t pinned_bytes = 0;
-  std::unique_ptr<CudaStateMemory> memory;
-  // McaTables (core/mca.h) on the device, uploaded by the first Forward with an MCA span (null
-  // until then); the blocks are owned by weight_blocks.
-  struct McaDeviceTables {
-    const float* prob = nullptr;
-    const int32_t* alias = nullptr;
-    const float* inv_p = nullptr;
-    const float* columns = nullptr;
-  } mca;
-
-  ~Impl();
-  absl::Status Init();
-  template <typename T>
-  absl::StatusOr<const T*> UploadWeights(const T* host, size_t n, absl::string_view what);
-  absl::Status ReservePinned(size_t bytes);
-  absl::Status UploadMcaTables();
-  absl::Status Run(absl::Span<const Span> spans, const std::vector<int32_t>& live,
-                   const std::vector<int64_t>& length, int64_t rows);
-  // y = LayerNorm(x (+= add_bias, the previous projection's pending bias)) * gamma + beta over
-  // `rows` rows of d_model.
-  absl::Status LayerNorm(int64_t rows, float* x, const float* add_bias, const float* gamma,
-                         const float* beta, float* y);
-  absl::Status Residual(const Layer& w, float* x, const float* attn, int64_t n, float* normed,
-                        float* hidden);
-};
-
-// Device memory for states, page-locked host memory for the host tier; copies on the backend's
-// stream under its lock, so they are ordered with every Forward.
-class CudaStateMemory final : public StateMemory {
- public:
-  explicit CudaStateMemory(CudaBackend::Impl* impl) : impl_(impl) {}
-
-  absl::string_view runnable_location() const override { return "device"; }
-
-  absl::StatusOr<float*> Allocate(int64_t floats, Kind kind) override {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    AAREN_CUDA_RETURN_IF_ERROR(cudaSetDevice(impl_->device), "cudaSetDevice");
-    void* p = nullptr;
-    const size_t bytes = static_cast<size_t>(floats) * sizeof(float);
-    const cudaError_t err = kind == Kind::kRunnable
-                                ? cudaMalloc(&p, bytes)
-                                : cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
-      return CudaStatus(err, absl::StrCat(kind == Kind::kRunnable ? "device" : "page-locked host",
-                                          " memory for session states (", bytes, " bytes)"));
-    }
-    return static_cast<float*>(p);
-  }
-
-  void Free(float* block, Kind kind) override {
-    if (block == nullptr) return;
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    cudaSetDevice(impl_->device);
-    // Both wait for work in flight that may still touch the block.
-    if (kind == Kind::kRunnable) {
-      cudaFree(block);
-    } else {
-      cudaFreeHost(block);
-    }
-  }
-
-  absl::Status Upload(float* dst, const float* src, int64_t floats) override {
-    return CopyAndWait(dst, src, floats, "upload of session state");
-  }
-  absl::Status Download(float* dst, const float* src, int64_t floats) override {
-    return CopyAndWait(dst, src, floats, "download of session state");
-  }
-  absl::Status Move(float* dst, const float* src, int64_t floats) override {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    AAREN_CUDA_RETURN_IF_ERROR(cudaSetDevice(impl_->device), "cudaSetDevice");
-    AAREN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, static_cast<size_t>(floats) * 4,
-                                               cudaMemcpyDefault, impl_->stream),
-                               "move of session state");
-    return absl::OkStatus();
-  }
-
- private:
-  absl::Status CopyAndWait(float* dst, const float* src, int64_t floats, absl::string_view what) {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    AAREN_CUDA_RETURN_IF_ERROR(cudaSetDevice(impl_->device), "cudaSetDevice");
-    AAREN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, static_cast<size_t>(floats) * 4,
-                                               cudaMemcpyDefault, impl_->stream),
-                               what);
-    AAREN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl_->stream), what);
-    return absl::OkStatus();
-  }
-
-  CudaBackend::Impl* impl_;
-};
-
 CudaBackend::Impl::~Impl() {
   cudaSetDevice(device);
   if (stream != nullptr) cudaStreamSynchronize(stream);
@@ -246,8 +118,12 @@ absl::StatusOr<const T*> CudaBackend::Impl::UploadWeights(const T* host, size_t 
   AAREN_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)),
                              absl::StrCat("device memory for ", what));
   weight_blocks.push_back(p);
-  AAREN_CUDA_RETURN_IF_ERROR(cudaMemcpy(p, host, n * sizeof(T), cudaMemcpyHostToDevice),
-                             absl::StrCat("upload of ", what));
+  // On the backend's stream, like every later use (a synchronous cudaMemcpy runs on the legacy
+  // stream, which the non-blocking stream does not wait for); Init synchronises once at its end.
+  // From pageable memory the call returns once `host` has been staged, so it may go away.
+  AAREN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(p, host, n * sizeof(T), cudaMemcpyHostToDevice, stream),
+      absl::StrCat("upload of ", what));
   return static_cast<const T*>(p);
 }
 
@@ -335,14 +211,20 @@ absl::Status CudaBackend::Impl::Init() {
     freq[i] = std::pow(10000.0, -static_cast<double>(2 * i) / static_cast<double>(d));
   }
   ASSIGN_OR_RETURN(frequencies, UploadWeights(freq.data(), freq.size(), "position frequencies"));
-  memory = std::make_unique<CudaStateMemory>(this);
+  // Every weight is on the device before the first Forward or state copy.
+  AAREN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream), "upload of the weights");
+  memory = MakeCudaStateMemory(this);
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Impl::ReservePinned(size_t bytes) {
   if (bytes <= pinned_bytes) return absl::OkStatus();
   const size_t want = std::max(bytes, pinned_bytes * 2);  // grow geometrically
-  if (pinned != nullptr) cudaFreeHost(pinned);
+  if (pinned != nullptr) {
+    // Nothing on the stream may still read the old staging memory.
+    AAREN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream), "staging memory");
+    cudaFreeHost(pinned);
+  }
   pinned = nullptr;
   pinned_bytes = 0;
   const cudaError_t err = cudaHostAlloc(&pinned, want, cudaHostAllocDefault);
@@ -801,25 +683,52 @@ absl::Status CudaBackend::Forward(absl::Span<const Span> spans) {
   Impl& im = *impl_;
   const ModelConfig& c = im.model->config();
   RETURN_IF_ERROR(ValidateSpans(c, spans));
-  std::vector<int32_t> live;
-  std::vector<int64_t> length;
-  int64_t rows = 0;
-  for (size_t i = 0; i < spans.size(); ++i) {
-    const int64_t len = spans[i].length(c.n_features);
+  // The batch's size against the kernels' int32 limits, before any table of that size is built.
+  const int tile_rows = AttentionScanTileRows(static_cast<int>(c.d_head()));
+  int64_t rows = 0, live_spans = 0, tiles = 0;
+  for (const Span& s : spans) {
+    const int64_t len = s.length(c.n_features);
     if (len == 0) continue;
-    live.push_back(static_cast<int32_t>(i));
-    length.push_back(len);
+    ++live_spans;
     rows += len;
+    if (len > 1) tiles += c.n_heads * ((len + tile_rows - 1) / tile_rows);
   }
-  if (live.empty()) {
+  if (rows > INT_MAX || tiles > INT_MAX || live_spans > INT_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("batch of ", rows, " tokens in ", live_spans,
+                                                   " spans exceeds the CUDA backend's limit of ",
+                                                   INT_MAX, " rows and scan tiles"));
+  }
+  if (live_spans == 0) {
     for (const Span& s : spans) {
       if (s.mca_counts != nullptr) *s.mca_counts = McaCounts{};
     }
     return absl::OkStatus();
   }
   std::lock_guard<std::mutex> lock(im.mu);
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (spans[i].length(c.n_features) == 0) continue;
+    RETURN_IF_ERROR(im.CheckDeviceState(spans[i].state, c.state_floats(), i));
+  }
   AAREN_CUDA_RETURN_IF_ERROR(cudaSetDevice(im.device), "cudaSetDevice");
-  return im.Run(spans, live, length, rows);
+  // Host tables are sized by the batch: their allocation failing is a refusal, not a crash
+  // (Run changes no state before its tables are built).
+  try {
+    std::vector<int32_t> live;
+    std::vector<int64_t> length;
+    live.reserve(static_cast<size_t>(live_spans));
+    length.reserve(static_cast<size_t>(live_spans));
+    for (size_t i = 0; i < spans.size(); ++i) {
+      const int64_t len = spans[i].length(c.n_features);
+      if (len == 0) continue;
+      live.push_back(static_cast<int32_t>(i));
+      length.push_back(len);
+    }
+    return im.Run(spans, live, length, rows);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("host memory for the CUDA backend's tables of a batch of ", rows,
+                     " tokens in ", live_spans, " spans; no state was changed"));
+  }
 }
 
 }  // namespace aaren::cuda

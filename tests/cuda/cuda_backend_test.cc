@@ -4,7 +4,8 @@
 // streaming-equals-scan invariant on the GPU; extreme scores; spans of 1 to 100k tokens mixed in
 // one Forward; all-or-nothing errors; state memory copies; concurrent Forwards; Monte-Carlo
 // Attention against the CPU backend (same draws), its FLOP counts, alpha = 0 as the exact
-// product, and streaming with MCA. Every test skips, saying why, on a machine without a GPU.
+// product, and streaming with MCA; reruns bit-identical; host state pointers refused. Every test
+// skips, saying why, on a machine without a GPU.
 #include "kernels/cuda_backend.h"
 
 #include <gtest/gtest.h>
@@ -209,6 +210,80 @@ TEST_F(CudaBackendTest, BadInputIsRejectedBeforeAnyWork) {
   EXPECT_NE(st.message().find("spans[1].tokens[4]"), std::string::npos) << st;
   EXPECT_EQ(states.State(0), before);
   EXPECT_EQ(states.position(0), 0);
+}
+
+// The scan's look-back combines a fixed set of tile records in a fixed order (kCheckpointTiles in
+// kernels/attention_kernels.cu), so reruns of one Forward agree bit for bit: spans long enough for
+// hundreds of tiles per head (many checkpoints), short ones beside them, with and without MCA.
+TEST_F(CudaBackendTest, TheSameForwardIsBitIdenticalRunToRun) {
+  const ModelConfig config = MakeConfig(InputKind::kTokens, PositionKind::kSinusoidal, 4, 2, 64);
+  const uint64_t seed = ::testing::UnitTest::GetInstance()->random_seed();
+  auto gpu = MakeCuda(RandomModel(config, seed));
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<int64_t> lengths = {100000, 3, 40000, 1, 9000};
+  std::vector<Sequence> seqs;
+  for (size_t i = 0; i < lengths.size(); ++i)
+    seqs.push_back(RandomSequence(config, lengths[i], seed + 1 + i));
+  for (const bool mca : {false, true}) {
+    std::vector<Piece> pieces;
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      Piece p{&seqs[i], 0, lengths[i], static_cast<int>(i)};
+      if (mca) p.mca = McaOptions{true, 0.5f, 7};
+      pieces.push_back(p);
+    }
+    std::vector<std::vector<float>> first_outputs, first_states;
+    std::vector<McaCounts> first_counts;
+    for (int run = 0; run < 12; ++run) {
+      BackendStates states(*gpu, static_cast<int>(lengths.size()));
+      ASSERT_TRUE(states.Run(pieces).ok());
+      std::vector<std::vector<float>> st;
+      for (size_t i = 0; i < lengths.size(); ++i) st.push_back(states.State(static_cast<int>(i)));
+      if (run == 0) {
+        first_outputs = states.outputs();
+        first_states = st;
+        first_counts = states.counts();
+        continue;
+      }
+      for (size_t i = 0; i < lengths.size(); ++i) {
+        EXPECT_EQ(states.outputs()[i], first_outputs[i])
+            << "mca " << mca << " run " << run << ": outputs of span " << i;
+        EXPECT_EQ(st[i], first_states[i]) << "mca " << mca << " run " << run << ": state " << i;
+        EXPECT_EQ(states.counts()[i].value_flops, first_counts[i].value_flops) << "span " << i;
+      }
+    }
+  }
+}
+
+// A span whose state is host memory is refused before any kernel could fault on it (which would
+// lose the CUDA context and every device-resident session with it); the backend works on.
+TEST_F(CudaBackendTest, AHostStatePointerIsRefusedAndTheDeviceSurvives) {
+  const ModelConfig config = MakeConfig(InputKind::kTokens, PositionKind::kNone, 2, 1);
+  auto gpu = MakeCuda(RandomModel(config, 11));
+  ASSERT_NE(gpu, nullptr);
+  const Sequence seq = RandomSequence(config, 300, 12);
+  BackendStates states(*gpu, 1);
+  std::vector<float> host_state(static_cast<size_t>(config.state_floats()), 0.0f);
+  std::vector<float> outputs(static_cast<size_t>(300 * config.output_dim));
+  int64_t position = 0;
+  for (int64_t length : {1, 300}) {  // the step kernel and the scan kernel
+    Span good = seq.Slice(0, length, config.n_features);
+    good.state = states.device_state(0);
+    int64_t good_position = 0;
+    good.position = &good_position;
+    good.outputs = outputs.data();
+    Span bad = seq.Slice(0, length, config.n_features);
+    bad.state = host_state.data();
+    bad.position = &position;
+    bad.outputs = outputs.data();
+    const std::vector<Span> spans = {good, bad};
+    const absl::Status st = gpu->Forward(spans);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find("spans[1].state"), std::string::npos) << st;
+    EXPECT_EQ(position, 0);
+    EXPECT_EQ(good_position, 0) << "a refused batch advanced a span";
+  }
+  ASSERT_TRUE(states.Run({{&seq, 0, 300, 0}}).ok());
+  EXPECT_EQ(states.position(0), 300);
 }
 
 TEST_F(CudaBackendTest, StateMemoryCopiesAreExact) {
