@@ -127,17 +127,17 @@ void GatherFromHeads(HeadMajor& hm, int64_t n, int64_t n_heads, RowOf row_of, fl
 }
 
 // x += W_o attn + b_o; x += W_2 gelu(W_1 LN_2(x) + b_1) + b_2, for n rows (attn row-major).
-void ResidualRows(const LayerWeights& w, const ModelConfig& c, const float* attn, float* x,
-                  int64_t n, Scratch& scratch) {
+template <typename Packed>
+void ResidualRows(const LayerWeights& w, const Packed& p, const ModelConfig& c, const float* attn,
+                  float* x, int64_t n, Scratch& scratch) {
   const int64_t d = c.d_model;
-  LinearRows(attn, n, d, *w.out_weight, w.out_bias->ptr(), x, d, /*accumulate=*/true);
+  p.out.Run(attn, n, d, x, d, /*accumulate=*/true);
   LayerNormRows(x, n, d, *w.norm2_weight, *w.norm2_bias, static_cast<float>(c.norm_eps),
                 scratch.normed.data());
   float* hidden = scratch.wide.data();
-  LinearRows(scratch.normed.data(), n, d, *w.ffn_up_weight, w.ffn_up_bias->ptr(), hidden, c.d_ff);
+  p.ffn_up.Run(scratch.normed.data(), n, d, hidden, c.d_ff);
   GeluInPlace(hidden, n * c.d_ff);
-  LinearRows(hidden, n, c.d_ff, *w.ffn_down_weight, w.ffn_down_bias->ptr(), x, d,
-             /*accumulate=*/true);
+  p.ffn_down.Run(hidden, n, c.d_ff, x, d, /*accumulate=*/true);
 }
 
 }  // namespace
@@ -149,9 +149,20 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, CpuBackendOptions opt
                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
       min_scan_chunk_(options.min_scan_chunk) {
   SetBlasSingleThreaded();  // this backend parallelises over row blocks itself
-  for (int64_t l = 0; l < model_->config().n_layers; ++l) {
-    score_weights_.push_back(FoldQueryKey(*model_, l));
+  const ModelConfig& c = model_->config();
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = model_->layer(l);
+    const FoldedScoreWeights folded = FoldQueryKey(*model_, l);
+    layers_.push_back(PackedLayer{
+        PackedLinear(folded.matrix.data(), c.n_heads, c.d_model, folded.bias.data()),
+        PackedLinear(*w.value_weight, w.value_bias), PackedLinear(*w.out_weight, w.out_bias),
+        PackedLinear(*w.ffn_up_weight, w.ffn_up_bias),
+        PackedLinear(*w.ffn_down_weight, w.ffn_down_bias)});
   }
+  if (c.input_kind == InputKind::kFeatures) {
+    input_ = PackedLinear(*model_->input_weight(), model_->input_bias());
+  }
+  head_ = PackedLinear(model_->head_weight(), &model_->head_bias());
 }
 
 CpuBackend::~CpuBackend() = default;
@@ -309,8 +320,7 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
                 &features[first_row[i] * c.n_features]);
     }
     ForEachBlock(blocks, scratch, [&](RowRange b, Scratch&) {
-      LinearRows(&features[b.begin * c.n_features], b.size(), c.n_features, *model_->input_weight(),
-                 model_->input_bias()->ptr(), &x[b.begin * d], d);
+      input_.Run(&features[b.begin * c.n_features], b.size(), c.n_features, &x[b.begin * d], d);
     });
   }
   if (c.position == PositionKind::kSinusoidal) {
@@ -323,18 +333,17 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
   // ---- Blocks. ----
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = model_->layer(l);
-    const FoldedScoreWeights& sw = score_weights_[l];
+    const PackedLayer& pw = layers_[l];
     // Scores and values of every row, into head-major buffers.
     ForEachBlock(blocks, scratch, [&](RowRange b, Scratch& s) {
       const int64_t n = b.size();
       LayerNormRows(&x[b.begin * d], n, d, *w.norm1_weight, *w.norm1_bias, eps, s.normed.data());
-      LinearRows(s.normed.data(), n, d, d, sw.matrix.data(), n_heads, sw.bias.data(),
-                 s.scores.data(), n_heads);
+      pw.scores.Run(s.normed.data(), n, d, s.scores.data(), n_heads);
       ScatterToHeads(s.scores.data(), n, n_heads, scores, b.begin);
       if (mca != nullptr) std::copy_n(s.normed.data(), n * d, &mca_normed[b.begin * d]);
       // Exact values, unless every row of the block gets MCA's sampled ones.
       if (needs_exact_values(b)) {
-        LinearRows(s.normed.data(), n, d, *w.value_weight, w.value_bias->ptr(), s.wide.data(), d);
+        pw.values.Run(s.normed.data(), n, d, s.wide.data(), d);
         ScatterToHeads(s.wide.data(), n, n_heads, values, b.begin);
       }
     });
@@ -394,7 +403,7 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
       ForEachBlock(blocks, scratch, [&](RowRange b, Scratch& s) {
         GatherFromHeads(
             attn, b.size(), n_heads, [&](int64_t r) { return b.begin + r; }, s.attn.data());
-        ResidualRows(w, c, s.attn.data(), &x[b.begin * d], b.size(), s);
+        ResidualRows(w, pw, c, s.attn.data(), &x[b.begin * d], b.size(), s);
       });
     } else {
       // Last layer: only rows whose outputs are wanted go on (the states are already final).
@@ -404,11 +413,10 @@ void CpuBackend::RunLayers(absl::Span<const Span> spans, const std::vector<int64
         GatherFromHeads(
             attn, n, n_heads, [&](int64_t r) { return out_rows[b.begin + r]; }, s.attn.data());
         float* xb = &xs[b.begin * d];
-        ResidualRows(w, c, s.attn.data(), xb, n, s);
+        ResidualRows(w, pw, c, s.attn.data(), xb, n, s);
         LayerNormRows(xb, n, d, model_->norm_f_weight(), model_->norm_f_bias(), eps,
                       s.normed.data());
-        LinearRows(s.normed.data(), n, d, model_->head_weight(), model_->head_bias().ptr(),
-                   &outputs[b.begin * c.output_dim], c.output_dim);
+        head_.Run(s.normed.data(), n, d, &outputs[b.begin * c.output_dim], c.output_dim);
       });
     }
   }

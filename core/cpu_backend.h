@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 
 #include "core/backend.h"
+#include "core/linear.h"
 #include "core/mca.h"
 #include "core/model.h"
 #include "core/score_weights.h"
@@ -51,7 +52,17 @@ class CpuBackend final : public Backend {
   std::shared_ptr<const Model> model_;
   int num_threads_;
   int64_t min_scan_chunk_;
-  std::vector<FoldedScoreWeights> score_weights_;  // per layer
+  // The dense layers with their weights packed once for the GEMM kernels (core/linear.h).
+  struct PackedLayer {
+    PackedLinear scores;  // the folded query-key product (FoldQueryKey): [n_heads, d_model]
+    PackedLinear values;
+    PackedLinear out;
+    PackedLinear ffn_up;
+    PackedLinear ffn_down;
+  };
+  std::vector<PackedLayer> layers_;
+  PackedLinear input_;  // features models only
+  PackedLinear head_;
   // Monte-Carlo Attention's tables, built on the first Forward that asks for MCA.
   const McaTables& Mca();
   std::once_flag mca_once_;

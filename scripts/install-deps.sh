@@ -16,6 +16,7 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   python3 python3-numpy python3-torch python3-pytest python3-venv
   libb64-0d
+  libdnnl-dev libxsmm-dev
 )
 
 missing=()
