@@ -17,9 +17,15 @@ py="${PYTHON:-python3}"
 seqs="${SCORE_SEQUENCES:-8}"
 toks="${SCORE_TOKENS:-4096}"
 
-echo "### cuda_bench"
-"$bin/cuda_bench" --demo_lm models/demo-lm --score_sequences "$seqs" --score_tokens "$toks" \
-  --step_sessions 10000
+# Line-buffered (stdbuf) and one bounded run per section, so a section cut off by its timeout
+# still leaves every line it printed.
+for section in scan step forward; do
+  echo "### cuda_bench $section"
+  timeout -k 5 "${SECTION_TIMEOUT:-120}" stdbuf -oL "$bin/cuda_bench" --sections "$section" \
+    --demo_lm models/demo-lm --score_sequences "$seqs" --score_tokens "$toks" --step_sessions 10000 \
+    --cpu_repeats "${CPU_REPEATS:-1}"
+  echo "### rc=$?"
+done
 
 echo "### pytorch eager on the GPU"
 big=$(mktemp -d)
@@ -30,7 +36,7 @@ cat > "$big/config.json" << 'JSON'
 JSON
 for cfg in models/demo-lm/config.json "$big/config.json"; do
   echo "config: $cfg"
-  "$py" bench/pytorch_forward.py --device cuda --config "$cfg" --batch "$seqs" --tokens "$toks" \
+  timeout -k 5 "${SECTION_TIMEOUT:-120}" "$py" bench/pytorch_forward.py --device cuda --config "$cfg" --batch "$seqs" --tokens "$toks" \
     --repeats 5 --chunk_sizes 64,128,256,512 | tail -1
 done
 
@@ -43,7 +49,7 @@ for _ in $(seq 1 100); do [[ -s "$dir/port" ]] && break; sleep 0.2; done
 addr="127.0.0.1:$(cat "$dir/port")"
 for mode in stream echo; do
   echo "mode: $mode"
-  "$bin/aaren-cli" bench --target "$addr" --mode "$mode" --model demo-lm --sessions 10000 \
+  timeout -k 5 "${SECTION_TIMEOUT:-120}" "$bin/aaren-cli" bench --target "$addr" --mode "$mode" --model demo-lm --sessions 10000 \
     --tokens_per_session 100 --json
 done
 kill -TERM "$server"

@@ -194,9 +194,10 @@ def sinusoidal_position_encoding(
     stays accurate for positions in the millions.
     """
     t = positions.to(torch.float64).unsqueeze(-1)  # [..., 1]
-    j = torch.arange(d_model, dtype=torch.float64)
+    j = torch.arange(d_model, dtype=torch.float64, device=positions.device)
     pair = torch.div(j, 2, rounding_mode="floor")  # i for columns 2i and 2i+1
-    inv_freq = torch.pow(torch.tensor(10000.0, dtype=torch.float64), -(2.0 * pair) / d_model)
+    base = torch.tensor(10000.0, dtype=torch.float64, device=positions.device)
+    inv_freq = torch.pow(base, -(2.0 * pair) / d_model)
     angle = t * inv_freq  # t / 10000^(2i/D)
     is_sin = (j.to(torch.int64) % 2) == 0
     pe = torch.where(is_sin, torch.sin(angle), torch.cos(angle))
