@@ -357,7 +357,7 @@ TEST_F(DropTest, AppendWhoseDeadlinePassesWhileQueuedIsNotApplied) {
       << "an append whose client gave up (deadline) was still applied";
 }
 
-// ---- SIGTERM drain ----// ---- SIGTERM drain ----
+// ---- SIGTERM drain ----
 
 TEST(DrainTest, InFlightScoreCompletesAndServerExitsZero) {
   constexpr int kSequences = 16;
@@ -375,16 +375,19 @@ TEST(DrainTest, InFlightScoreCompletesAndServerExitsZero) {
   // A first run gives the expected outputs and how long the Score takes. On a fast backend (the
   // GPU scores this in milliseconds) the request is doubled until it takes long enough to still be
   // in flight when SIGTERM arrives.
-  auto calibration_start = Clock::now();
-  auto expected = Call(*stub, &AarenStub::Score, request);
-  auto duration = Clock::now() - calibration_start;
+  CallResult<v1::ScoreResponse> expected;
+  Clock::duration duration{};
+  auto calibrate = [&] {
+    const auto start = Clock::now();
+    expected = Call(*stub, &AarenStub::Score, request);
+    duration = Clock::now() - start;
+  };
+  calibrate();
   ASSERT_TRUE(expected.ok()) << StatusString(expected.status);
   for (int doubling = 0; doubling < 4 && duration < milliseconds(300); ++doubling) {
     const int n = request.sequences_size();
     for (int i = 0; i < n; ++i) *request.add_sequences() = request.sequences(i);
-    calibration_start = Clock::now();
-    expected = Call(*stub, &AarenStub::Score, request);
-    duration = Clock::now() - calibration_start;
+    calibrate();
     ASSERT_TRUE(expected.ok()) << StatusString(expected.status);
   }
   RecordProperty("score_ms",
