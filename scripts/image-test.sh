@@ -112,8 +112,11 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     --build-arg BASE=cpu --build-arg METRICS_EXPORTER="$exporter" \
     --build-arg GIT_SHA="$git_sha" --build-arg JOBS="${JOBS:-$(nproc)}" \
     --tag "$image" --file Dockerfile . > "$repo/build-image.log" 2>&1 \
-    || { grep -E "FAILED|Error|error:" "$repo/build-image.log" | tail -40 >&2
-         tail -20 "$repo/build-image.log" >&2
+    || { tail -20 "$repo/build-image.log" >&2
+         # Last, so that a CI excerpt of the output's end shows them: each failing gtest case
+         # with its assertion (file:line, expected and actual), or a compiler error.
+         grep -E "^\S+:[0-9]+: Failure|Expected|Which is|Value of|Actual|\[  FAILED  \]|error:" \
+           "$repo/build-image.log" | tail -24 >&2
          say "image build failed (log: build-image.log)"; exit 1; }
   build_s=$((SECONDS - t0))
   say "built $image in ${build_s} s (log: build-image.log)"
