@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "bench/bench_models.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <random>
+#include <thread>
+#include <vector>
 
 namespace aaren::bench {
 
@@ -48,10 +52,28 @@ std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, uint64_t seed) {
 }
 
 std::vector<float> RandomFloats(int64_t n, uint64_t seed, float scale) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
+  // Chunks of 2^20 values, each from its own generator seeded by (seed, chunk), filled by all
+  // cores: the GPU benchmarks need 4-16 GB of inputs, which one mt19937 takes minutes to make.
+  // The values depend on n, seed and scale only, not on the number of threads.
+  constexpr int64_t kChunk = int64_t{1} << 20;
+  std::vector<float> v(static_cast<size_t>(n));
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::atomic<int64_t> next{0};
+  auto fill = [&] {
+    for (int64_t c = next++; c < chunks; c = next++) {
+      std::seed_seq seq{seed, static_cast<uint64_t>(c)};
+      std::mt19937_64 rng(seq);
+      std::normal_distribution<float> normal(0.0f, scale);
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end; ++i) v[static_cast<size_t>(i)] = normal(rng);
+    }
+  };
+  const int64_t threads =
+      std::min<int64_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < threads; ++t) workers.emplace_back(fill);
+  fill();
+  for (std::thread& w : workers) w.join();
   return v;
 }
 
