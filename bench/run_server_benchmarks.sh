@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Server benchmarks (the tables of bench/RESULTS.md, "gRPC server"): starts aaren-server on the
 # demo models with the echo service, then measures with `aaren-cli bench`:
-#   1. streaming tokens/s at 1, 16 and 256 concurrent sessions beside the echo stream of the same
+#   1. streaming tokens/s at 1, 16, 64 and 256 concurrent sessions beside the echo stream of the same
 #      message sizes (gRPC's ceiling here), with p50/p99 append latency;
 #   2. Score throughput, 64 sequences x 1k tokens, beside the in-process backend call and the
 #      in-process engine (engine_bench) measured in the same run;
@@ -32,7 +32,7 @@ trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true' EXIT
 
 echo "== 1. streaming vs echo (demo-lm, closed loop, 1 token per append) =="
 start_server
-for n in 1 16 256; do
+for n in 1 16 64 256; do
   for mode in echo stream; do
     "$cli" bench --target "$target" --model demo-lm --mode "$mode" --sessions "$n" \
       --tokens_per_session 0 --duration "$duration" --json > "$out/$mode-$n.json"
@@ -42,7 +42,7 @@ done
 import json, sys
 out = sys.argv[1]
 print(f"{'sessions':>8} {'echo tok/s':>11} {'stream tok/s':>12} {'ratio':>6} {'p50 us':>8} {'p99 us':>8}")
-for n in (1, 16, 256):
+for n in (1, 16, 64, 256):
     e = json.load(open(f"{out}/echo-{n}.json")); s = json.load(open(f"{out}/stream-{n}.json"))
     print(f"{n:>8} {e['tokens_per_s']:>11.0f} {s['tokens_per_s']:>12.0f} "
           f"{s['tokens_per_s'] / e['tokens_per_s']:>6.2f} {s['latency_us']['p50']:>8.0f} "
