@@ -13,19 +13,15 @@ cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build}"
 sessions="${SESSIONS:-16}"
 profile_s="${PROFILE_S:-10}"
+threads="${THREADS:-2}"
+freq=999  # perf samples per second of CPU
 out="$build/profile-stream"
 perf="${PERF:-/usr/bin/perf}"
 mkdir -p "$out"
 [ -x "$perf" ] || { echo "profile_stream: $perf not found (apt-get install linux-perf)" >&2; exit 1; }
 
-rm -f "$out/port"
-"$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
-  --threads "${THREADS:-2}" --model_dir models/demo-lm --metrics_port 0 --log_level warn \
-  2> "$out/server.log" &
-server_pid=$!
-trap 'kill -TERM "$server_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done
-target="127.0.0.1:$(cat "$out/port")"
+source bench/server_lib.sh
+start_server --model_dir models/demo-lm
 
 # The client runs 2 s longer on each side than the profile, so the profile sees steady state.
 "$build/client/aaren-cli" bench --target "$target" --model demo-lm --mode stream \
@@ -33,13 +29,13 @@ target="127.0.0.1:$(cat "$out/port")"
   > "$out/stream.json" &
 client_pid=$!
 sleep 2
-"$perf" record -q -F 999 -p "$server_pid" -o "$out/perf.data" -- sleep "$profile_s"
+"$perf" record -q -F "$freq" -p "$server_pid" -o "$out/perf.data" -- sleep "$profile_s"
 wait "$client_pid"
 "$perf" script -i "$out/perf.data" -F tid,ip,sym,dso 2> /dev/null > "$out/samples.txt"
 
-/usr/bin/python3 - "$out" "$profile_s" <<'PY'
+/usr/bin/python3 - "$out" "$profile_s" "$freq" <<'PY'
 import collections, json, re, sys
-out, seconds = sys.argv[1], float(sys.argv[2])
+out, seconds, freq = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 tokens_per_s = json.load(open(f"{out}/stream.json"))["tokens_per_s"]
 
 def component(sym, dso):
@@ -66,7 +62,7 @@ for line in open(f"{out}/samples.txt"):
     n += 1
     by_component[component(sym, dso)] += 1
     by_thread[tid] += 1
-cores = n / 999 / seconds
+cores = n / freq / seconds
 us_per_token = 1e6 * cores / tokens_per_s
 print(f"{tokens_per_s:.0f} tokens/s; server CPU {cores:.2f} cores = {us_per_token:.1f} us "
       f"per token ({n} samples)")

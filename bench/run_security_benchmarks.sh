@@ -22,17 +22,7 @@ bash tests/support/make_test_certs.sh "$out/pki" > /dev/null
 token="bench-token-0123456789abcdef"
 printf 'bench %s\n' "$token" > "$out/tokens"
 
-start_server() {  # args: extra flags
-  rm -f "$out/port"
-  "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
-    --model_dir models/demo-lm --threads "$threads" --metrics_port 0 --http_port 0 --log_level warn "$@" \
-    2> "$out/server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done
-  target="127.0.0.1:$(cat "$out/port")"
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid"; }
-trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true' EXIT
+source bench/server_lib.sh
 
 pki="$out/pki"
 tls_server=(--tls_cert_file "$pki/server.pem" --tls_key_file "$pki/server.key")
@@ -51,7 +41,7 @@ for round in $(seq "$rounds"); do
               client=("${mtls_client[@]}" --token "$token") ;;
       *) echo "unknown configuration $config" >&2; exit 2 ;;
     esac
-    start_server "${server[@]}"
+    start_server --model_dir models/demo-lm "${server[@]}"
     for n in 16 256; do
       "$cli" bench --target "$target" "${client[@]}" --model demo-lm --mode stream \
         --sessions "$n" --tokens_per_session 0 --duration "$duration" --json \

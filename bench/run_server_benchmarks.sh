@@ -18,20 +18,10 @@ out="$build/server-bench"
 mkdir -p "$out"
 cli="$build/client/aaren-cli"
 
-start_server() {  # args: extra flags
-  rm -f "$out/port"
-  "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
-    --threads "$threads" --enable_echo --metrics_port 0 --http_port 0 --log_level warn "$@" \
-    2> "$out/server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do [ -s "$out/port" ] && break; sleep 0.1; done
-  target="127.0.0.1:$(cat "$out/port")"
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid"; }
-trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true' EXIT
+source bench/server_lib.sh
 
 echo "== 1. streaming vs echo (demo-lm, closed loop, 1 token per append) =="
-start_server
+start_server --enable_echo
 for n in 1 16 64 256; do
   for mode in echo stream; do
     "$cli" bench --target "$target" --model demo-lm --mode "$mode" --sessions "$n" \
