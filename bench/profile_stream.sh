@@ -7,7 +7,8 @@
 # malloc/copies, Abseil, our transport and engine code) and by thread.
 # Needs perf (Debian's linux-perf; /usr/bin/perf) and permission to profile (root, or
 # kernel.perf_event_paranoid <= 1). Environment: BUILD_DIR (default build), SESSIONS (16),
-# PROFILE_S (10), THREADS (backend threads, 2). Output goes to $BUILD_DIR/profile-stream/.
+# PROFILE_S (10), THREADS (backend threads, 2), SERVER_FLAGS (more aaren-server flags, split on
+# spaces, e.g. "--state_store DIR --durability ack"). Output goes to $BUILD_DIR/profile-stream/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build}"
@@ -21,7 +22,8 @@ mkdir -p "$out"
 [ -x "$perf" ] || { echo "profile_stream: $perf not found (apt-get install linux-perf)" >&2; exit 1; }
 
 source bench/server_lib.sh
-start_server --model_dir models/demo-lm
+# shellcheck disable=SC2086 # SERVER_FLAGS is a list of flags
+start_server --model_dir models/demo-lm ${SERVER_FLAGS:-}
 
 # The client runs 2 s longer on each side than the profile, so the profile sees steady state.
 "$build/client/aaren-cli" bench --target "$target" --model demo-lm --mode stream \

@@ -10,7 +10,9 @@
 #      compaction, and the time aaren-server takes to recover them (its "sessions recovered" log).
 # Run after `bash scripts/build.sh`. Environment: BUILD_DIR (default build), DURATION (default
 # 10s), ROUNDS (default 3), THREADS (default 2), SESSIONS (default 1000000), STORE_ROOT (where the
-# stores go; default $BUILD_DIR/durability-bench, i.e. the disk the build is on).
+# stores go; default $BUILD_DIR/durability-bench, i.e. the disk the build is on), BASELINE_SERVER
+# (another aaren-server binary, e.g. one built from an older commit: adds "ack-baseline", that
+# binary with --durability ack, to every round of part 1, so a change is measured in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build}"
@@ -24,10 +26,14 @@ mkdir -p "$out"
 cli="$build/client/aaren-cli"
 df -h "$out" | tail -1 | awk '{print "disk: " $1 " (" $2 ", " $4 " free)"}'
 
+configs=(none checkpoint ack)
+[ -n "${BASELINE_SERVER:-}" ] && configs+=(ack-baseline)
+server_bin="$build/server/aaren-server"
+
 start_server() {  # args: extra flags
   rm -f "$out/port"
   metrics_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
+  "$server_bin" --host 127.0.0.1 --port 0 --port_file "$out/port" \
     --model_dir models/demo-lm --threads "$threads" --metrics_host 127.0.0.1 \
     --metrics_port "$metrics_port" --http_port 0 "$@" 2> "$out/server.log" &
   server_pid=$!
@@ -40,10 +46,12 @@ trap 'kill -TERM "${server_pid:-0}" 2>/dev/null || true' EXIT
 
 echo "== 1. streaming with none / checkpoint / ack"
 for round in $(seq "$rounds"); do
-  for config in none checkpoint ack; do
+  for config in "${configs[@]}"; do
     rm -rf "$out/store"
+    server_bin="$build/server/aaren-server"
     case "$config" in
       none) flags=() ;;
+      ack-baseline) flags=(--state_store "$out/store" --durability ack); server_bin="$BASELINE_SERVER" ;;
       *) flags=(--state_store "$out/store" --durability "$config") ;;
     esac
     start_server "${flags[@]}"
@@ -55,15 +63,16 @@ for round in $(seq "$rounds"); do
     stop_server
   done
 done
-/usr/bin/python3 - "$out" "$rounds" <<'PY'
+server_bin="$build/server/aaren-server"
+/usr/bin/python3 - "$out" "$rounds" "${configs[@]}" <<'PY'
 import json, re, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, configs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def runs(config, n):
     return [json.load(open(f"{out}/{config}-{n}-{r}.json")) for r in range(1, rounds + 1)]
 print(f"{'durability':>10} {'sessions':>8} {'tokens/s':>9} {'vs none':>7} {'p50 us':>7} {'p99 us':>7}")
 for n in (16, 256):
     base = statistics.median(r["tokens_per_s"] for r in runs("none", n))
-    for config in ("none", "checkpoint", "ack"):
+    for config in configs:
         rs = runs(config, n)
         for r in rs:
             assert r["errors"] == 0, r
@@ -73,7 +82,7 @@ for n in (16, 256):
 def metric(text, name, labels=""):
     m = re.search(r"^" + re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
-for config in ("checkpoint", "ack"):
+for config in configs[1:]:
     text = open(f"{out}/{config}-{rounds}.metrics").read()
     commits = metric(text, "aaren_store_commits_total", 'result="ok"')
     records = metric(text, "aaren_store_records_written_total")

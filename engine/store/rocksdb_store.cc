@@ -112,6 +112,12 @@ rocksdb::Options StoreOptions(const std::string& dir) {
   // RocksDB preallocates 4 MiB for each MANIFEST by default: space DiskBytes cannot see and a
   // nearly full disk does not have. This store's MANIFEST grows by a few bytes per flush.
   o.manifest_preallocation_size = 64 << 10;
+  // Each commit rewrites the records of the sessions that changed, all of one size per model: a
+  // put then overwrites the key's memtable entry instead of adding a version, so the memtable
+  // (and its skiplist) stays as large as the set of live sessions, not the stream of writes.
+  // The store reads no snapshots and iterates only at recovery, before any write.
+  o.inplace_update_support = true;
+  o.allow_concurrent_memtable_write = false;  // required by inplace_update_support
   return o;
 }
 
@@ -261,6 +267,14 @@ absl::Status RocksDbStore::Commit(const std::vector<StoreWrite>& batch) {
     needs_reopen_ = true;
     return absl::UnavailableError(
         absl::StrCat("state store ", Describe(), ": commit failed: ", Reason(s)));
+  }
+  wal_bytes_since_flush_ += static_cast<int64_t>(wb.GetDataSize());
+  if (wal_bytes_since_flush_ >= kWalBytesPerFlush) {
+    // A new WAL from here on; the old one is deleted once its memtable is in an SST. A flush
+    // that fails to start is asked for again at the next commit (the batch itself is durable).
+    rocksdb::FlushOptions fo;
+    fo.wait = false;
+    if (db_->Flush(fo).ok()) wal_bytes_since_flush_ = 0;
   }
   return absl::OkStatus();
 }

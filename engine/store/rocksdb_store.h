@@ -51,6 +51,12 @@ class RocksDbStore : public StateStore {
 
   // "rocksdb:" + dir().
   std::string Describe() const override;
+  // Puts overwrite a key's memtable entry in place (same-size records), so the memtable never
+  // fills and RocksDB would never switch WAL files on its own: Commit asks for a flush (in the
+  // background) after every kWalBytesPerFlush bytes of batches, which bounds the WAL, and so
+  // disk use and the replay at the next start, to about that much.
+  static constexpr int64_t kWalBytesPerFlush = int64_t{64} << 20;
+
   // One WriteBatch (deletes and puts in batch order), one synced WAL write. UNAVAILABLE
   // "state store rocksdb:DIR: commit failed: ..." when the write (or the reopen after an earlier
   // failed write) fails; nothing of the batch may be assumed applied then.
@@ -96,6 +102,8 @@ class RocksDbStore : public StateStore {
   // A write failed: db_ must not be written again (it is closed and reopened first). db_ may be
   // a read-only instance then.
   bool needs_reopen_ = false;
+  // Bytes of batches written since the last flush was asked for (under the exclusive lock).
+  int64_t wal_bytes_since_flush_ = 0;
 };
 
 }  // namespace aaren

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -32,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/store/memory_store.h"
 #include "engine/store/redis_store.h"
@@ -1071,6 +1073,59 @@ TEST_F(RocksDbStoreTest, DiskBytesGrowsWithData) {
   EXPECT_GE(full, empty + (1 << 20));
   ASSERT_OK(store->CompactAll());
   EXPECT_GE(store->DiskBytes(), 1 << 20);
+}
+
+// Puts overwrite in place, so the memtable never fills by itself: Commit's own flushes keep the
+// WAL near kWalBytesPerFlush however much is rewritten, and every value (shorter, same size or
+// longer than the one it replaces) reads back as last written, before and after a reopen.
+TEST_F(RocksDbStoreTest, RewritingTheSameKeysKeepsTheWalBounded) {
+  constexpr int kKeys = 64, kCommits = 200;
+  constexpr int64_t kBatchBytes = int64_t{kKeys} * (16 << 10);
+  static_assert(kCommits * kBatchBytes > 3 * RocksDbStore::kWalBytesPerFlush);
+  auto wal_bytes = [&] {
+    int64_t n = 0;
+    for (const fs::path& p : FilesEndingWith(DbDir(), ".log")) {
+      n += static_cast<int64_t>(fs::file_size(p));
+    }
+    return n;
+  };
+  // One size, as a model's records are; the last commit makes even keys shorter, odd longer.
+  auto size_of = [](int commit, int key) {
+    const size_t base = 16 << 10;
+    if (commit < kCommits - 1) return base;
+    return key % 2 == 0 ? base - 100 : base + 100;
+  };
+  int64_t most = 0;
+  {
+    auto store = MustOpen(DbDir());
+    ASSERT_NE(store, nullptr);
+    for (int c = 0; c < kCommits; ++c) {
+      std::vector<StoreWrite> batch;
+      for (int k = 0; k < kKeys; ++k) {
+        batch.push_back(Put(absl::StrCat("w/", k), ValueOf(c + k, size_of(c, k))));
+      }
+      ASSERT_OK(store->Commit(batch));
+      most = std::max(most, wal_bytes());
+    }
+    // At most the WAL being written and the one whose flush is still running.
+    EXPECT_LE(most, 2 * RocksDbStore::kWalBytesPerFlush + 2 * kBatchBytes);
+    for (int k = 0; k < kKeys; ++k) {
+      absl::StatusOr<std::optional<std::string>> v = store->Get(absl::StrCat("w/", k));
+      ASSERT_TRUE(v.ok()) << v.status();
+      ASSERT_TRUE(v->has_value());
+      EXPECT_EQ(**v, ValueOf(kCommits - 1 + k, size_of(kCommits - 1, k))) << k;
+    }
+  }
+  auto store = MustOpen(DbDir());
+  ASSERT_NE(store, nullptr);
+  auto all = ScanAll(*store, "w/");
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), size_t{kKeys});
+  for (const auto& [key, value] : *all) {
+    int k = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(absl::string_view(key).substr(2), &k)) << key;
+    EXPECT_EQ(value, ValueOf(kCommits - 1 + k, size_of(kCommits - 1, k))) << key;
+  }
 }
 
 // ---- RocksDbStore on a full disk ----
