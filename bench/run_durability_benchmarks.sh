@@ -3,8 +3,10 @@
 # Durability costs (bench/RESULTS.md, "Durability"), all in one run on this machine's disk:
 #   1. streaming tokens/s through aaren-server on demo-lm at 16 and 256 concurrent sessions
 #      (`aaren-cli bench --mode stream`, closed loop, 1 token per append) with --durability none,
-#      checkpoint and ack (a fresh RocksDB store each time), ROUNDS alternating rounds; ratio to
-#      none; the server's own store commit counts and durations from /metrics;
+#      checkpoint and ack (a fresh RocksDB store each time), and ack-memory (ack over
+#      --state_store memory:, the engine's share of ack's cost without RocksDB), ROUNDS
+#      alternating rounds; ratio to none; the server's own store commit counts and durations
+#      from /metrics;
 #   2. RocksDbStore::Commit alone (store_bench): batches of 16 and 256 records, p50/p99;
 #   3. SESSIONS (default 1M) stored sessions: bytes on disk per session vs state_bytes after
 #      compaction, and the time aaren-server takes to recover them (its "sessions recovered" log).
@@ -26,7 +28,7 @@ mkdir -p "$out"
 cli="$build/client/aaren-cli"
 df -h "$out" | tail -1 | awk '{print "disk: " $1 " (" $2 ", " $4 " free)"}'
 
-configs=(none checkpoint ack)
+configs=(none checkpoint ack ack-memory)
 [ -n "${BASELINE_SERVER:-}" ] && configs+=(ack-baseline)
 server_bin="$build/server/aaren-server"
 
@@ -51,6 +53,7 @@ for round in $(seq "$rounds"); do
     server_bin="$build/server/aaren-server"
     case "$config" in
       none) flags=() ;;
+      ack-memory) flags=(--state_store memory: --durability ack) ;;
       ack-baseline) flags=(--state_store "$out/store" --durability ack); server_bin="$BASELINE_SERVER" ;;
       *) flags=(--state_store "$out/store" --durability "$config") ;;
     esac
