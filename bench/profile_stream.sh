@@ -8,7 +8,8 @@
 # Needs perf (Debian's linux-perf; /usr/bin/perf) and permission to profile (root, or
 # kernel.perf_event_paranoid <= 1). Environment: BUILD_DIR (default build), SESSIONS (16),
 # PROFILE_S (10), THREADS (backend threads, 2), SERVER_FLAGS (more aaren-server flags, split on
-# spaces, e.g. "--state_store DIR --durability ack"). Output goes to $BUILD_DIR/profile-stream/.
+# spaces, e.g. "--state_store DIR --durability ack"), CLIENT_FLAGS (more `aaren-cli bench` flags,
+# e.g. the TLS ones). Output goes to $BUILD_DIR/profile-stream/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build}"
@@ -28,6 +29,7 @@ start_server --model_dir models/demo-lm ${SERVER_FLAGS:-}
 # The client runs 2 s longer on each side than the profile, so the profile sees steady state.
 "$build/client/aaren-cli" bench --target "$target" --model demo-lm --mode stream \
   --sessions "$sessions" --tokens_per_session 0 --duration "$((profile_s + 4))s" --json \
+  ${CLIENT_FLAGS:-} \
   > "$out/stream.json" &
 client_pid=$!
 sleep 2
@@ -49,6 +51,7 @@ def component(sym, dso):
         if re.search(r"Reactor|BoundedStream|Parse|Service|Interceptor|Metric|Registry|Series|Access|Auth|Tenant|grpc::", sym):
             return "transport: reactors, parsing, metrics"
         return "engine: scheduler, sessions, validation"
+    if dso.startswith(("libssl", "libcrypto")): return "TLS: OpenSSL"
     if dso.startswith(("libgrpc", "libgpr", "libprotobuf", "libaddress_sorting", "libupb")):
         return "gRPC + protobuf (user space)"
     if dso == "[kernel.kallsyms]": return "kernel: syscalls, wake-ups, TCP loopback"
