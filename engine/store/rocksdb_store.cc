@@ -115,7 +115,10 @@ rocksdb::Options StoreOptions(const std::string& dir) {
   // Each commit rewrites the records of the sessions that changed, all of one size per model: a
   // put then overwrites the key's memtable entry instead of adding a version, so the memtable
   // (and its skiplist) stays as large as the set of live sessions, not the stream of writes.
-  // The store reads no snapshots and iterates only at recovery, before any write.
+  // What in-place updates give up: Get takes RocksDB's per-key lock, but an iterator over the
+  // live memtable can meet a record half-overwritten (its CRC then fails: DATA_LOSS, never a
+  // wrong state). The engine iterates only at recovery, before any write; flushes and
+  // checkpoints read immutable memtables, which no update touches.
   o.inplace_update_support = true;
   o.allow_concurrent_memtable_write = false;  // required by inplace_update_support
   return o;
