@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 
@@ -50,11 +51,18 @@ void PutString(std::string* out, absl::string_view s) {
 
 void PutFloats(std::string* out, const std::vector<float>& v) {
   PutU32(out, static_cast<uint32_t>(v.size()));
-  out->reserve(out->size() + 4 * v.size());
-  for (float f : v) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, sizeof(bits));
-    PutU32(out, bits);
+  const size_t at = out->size();
+  out->resize(at + 4 * v.size());
+  char* p = out->data() + at;
+  if constexpr (std::endian::native == std::endian::little) {
+    // The format's byte order: one copy (a state is ~1k floats, encoded at every commit).
+    if (!v.empty()) std::memcpy(p, v.data(), 4 * v.size());
+  } else {
+    for (float f : v) {
+      uint32_t bits;
+      std::memcpy(&bits, &f, sizeof(bits));
+      for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((bits >> (8 * i)) & 0xff);
+    }
   }
 }
 
@@ -121,9 +129,13 @@ class Reader {
                                               " floats, ", rest_.size(), " bytes remain"));
     }
     v->resize(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      const uint32_t bits = LoadU32(rest_.data() + 4 * static_cast<size_t>(i));
-      std::memcpy(&(*v)[i], &bits, sizeof(bits));
+    if constexpr (std::endian::native == std::endian::little) {
+      if (n > 0) std::memcpy(v->data(), rest_.data(), 4 * static_cast<size_t>(n));
+    } else {
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t bits = LoadU32(rest_.data() + 4 * static_cast<size_t>(i));
+        std::memcpy(&(*v)[i], &bits, sizeof(bits));
+      }
     }
     rest_.remove_prefix(4 * static_cast<size_t>(n));
     return absl::OkStatus();
