@@ -53,12 +53,18 @@ base=$(rss)
 "$cli" bench --target "$target" --model demo-lm --mode sessions --count 100000 --cleanup=false
 sleep 1
 after=$(rss)
+# A second 100k: the marginal cost, without the first calls' one-time growth (gRPC's and the
+# allocator's caches, the first slabs and hash-table sizes).
+"$cli" bench --target "$target" --model demo-lm --mode sessions --count 100000 --cleanup=false
+sleep 1
+after2=$(rss)
 state_bytes=$("$cli" models --target "$target" --json | /usr/bin/python3 -c \
   'import json,sys; print([m for m in json.load(sys.stdin)["models"] if m["name"]=="demo-lm"][0]["state_bytes"])')
 /usr/bin/python3 -c "
-base, after, sb = $base, $after, $state_bytes
+base, after, after2, sb = $base, $after, $after2, $state_bytes
 n = 100000
-print(f'RSS idle server {base/1e6:.1f} MB; with {n} sessions {after/1e6:.1f} MB')
+print(f'RSS idle server {base/1e6:.1f} MB; with {n} sessions {after/1e6:.1f} MB; with {2*n} {after2/1e6:.1f} MB')
 print(f'RSS / (n x state_bytes {sb}) = {after/(n*sb):.3f}; (RSS - idle RSS) / (n x state_bytes) = {(after-base)/(n*sb):.3f}')
+print(f'second {n}: (RSS growth) / (n x state_bytes) = {(after2-after)/(n*sb):.3f}')
 "
 stop_server

@@ -59,7 +59,7 @@ void Engine::ReleaseScratchLocked(Session* s) {
 
 SessionInfo Engine::InfoLocked(const Session* s) const {
   SessionInfo info;
-  info.session_id = s->id;
+  info.session_id = s->id.str();
   info.uid = s->uid;
   info.model = s->model->name;
   info.position = s->position;
@@ -255,8 +255,8 @@ void Engine::Score(ScoreParams params,
       auto s = store_.Create(model, tenant, "", params.idle_ttl_s, now, "sequences");
       if (s.ok()) {
         sessions[i] = *s;
-        job->results[i].session_id = (*s)->id;
-        job->prefill_ids.push_back((*s)->id);
+        job->results[i].session_id = (*s)->id.str();
+        job->prefill_ids.push_back((*s)->id.str());
       } else {
         st = s.status();
       }
@@ -358,7 +358,7 @@ void Engine::CreateSession(CreateParams params,
     lock.unlock();
     return done(r);
   }
-  const SessionRef ref(params.tenant, (*s)->id);
+  const SessionRef ref(params.tenant, (*s)->id.str());
   const uint64_t uid = (*s)->uid;
   w->on_done = [this, ref, uid, done = std::move(done)](absl::StatusOr<AppendResult> r) mutable {
     if (!r.ok()) {
@@ -654,10 +654,10 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
         std::vector<Completion> failed;
         while (s->has_work()) {
           std::unique_ptr<Work> w = s->Pop();
-          FailWorkLocked(
-              *w,
-              absl::NotFoundError(absl::StrCat("session_id: session '", s->id, "' was deleted")),
-              failed);
+          FailWorkLocked(*w,
+                         absl::NotFoundError(
+                             absl::StrCat("session_id: session '", s->id.view(), "' was deleted")),
+                         failed);
         }
         // kAck: what to make again if the delete cannot be written.
         std::optional<SessionRecord> undo;

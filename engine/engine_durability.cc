@@ -123,7 +123,7 @@ void Engine::ForgetLocked(Session* s, const absl::Status& status,
 absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::string>& current,
                                          uint64_t version, bool was_create,
                                          std::vector<Completion>& completions) {
-  const std::string id = s->id;
+  const std::string id = s->id.str();
   if (was_create && current.has_value()) {
     absl::Status st = absl::AlreadyExistsError(
         absl::StrCat("session_id: session '", id, "' already exists (made on another replica)"));
@@ -260,7 +260,7 @@ absl::StatusOr<SessionRecord> Engine::RecordLocked(const Session* s) {
   const ServedModel& m = *s->model;
   SessionRecord r;
   r.tenant = store_.TenantName(s->tenant);
-  r.id = s->id;
+  r.id = s->id.str();
   r.model = m.name;
   r.config_hash = m.config_hash;
   r.uid = s->uid;

@@ -129,7 +129,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
       GenerateProgress& g = *w->generate;
       if (g.stop_requested) {
         FailHeadLocked(s,
-                       absl::NotFoundError(absl::StrCat("session_id: session '", s->id,
+                       absl::NotFoundError(absl::StrCat("session_id: session '", s->id.view(),
                                                         "' was deleted while generating")),
                        completions);
         continue;

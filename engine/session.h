@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "core/mca.h"
 #include "engine/input_validation.h"
+#include "engine/session_id.h"
 #include "engine/token_sampler.h"
 
 namespace aaren {
@@ -155,38 +156,41 @@ struct AppendRecord {
   std::unique_ptr<std::vector<float>> outputs;
 };
 
+// Fields are ordered to pack: the id's 33 bytes, then every one-byte field, then the 4- and
+// 8-byte ones, so the record is 192 bytes, the block size of the pool the store allocates it
+// from (checked below). 100k idle sessions are 100k of these.
 struct Session {
-  std::string id;
+  StoredSessionId id;
+  Tier tier = Tier::kPool;
+  SessionState state = SessionState::kIdle;
+  bool in_ready = false;  // queued in the scheduler's ready list
+  bool in_lru = false;
+  // Durability (engine_durability.cc): the session's record has been put in the StateStore (or
+  // is in the batch being committed), so removing it must write a delete; `dirty`: changed since
+  // its record was last put.
+  bool stored = false;
+  bool dirty = false;
+  // Shared stores: its record is in the commit now running (LoadFromStore leaves it alone).
+  bool committing = false;
   uint32_t tenant = 0;  // SessionStore::InternTenant's index of the owning tenant
+  int32_t slot = -1;    // slot in the StatePool of its tier (kScratch: -1 once given back)
+  uint32_t idle_ttl_s = 0;
   // Which incarnation of `id` this is: random, fixed at creation. A session deleted and made
   // again under the same id has another uid, so a Stream attached to the old one cannot append
   // to the new one.
   uint64_t uid = 0;
   const ServedModel* model = nullptr;
   int64_t position = 0;
-  Tier tier = Tier::kPool;
-  SessionState state = SessionState::kIdle;
-  bool in_ready = false;  // queued in the scheduler's ready list
-  int32_t slot = -1;      // slot in the StatePool of its tier (kScratch: -1 once given back)
-  uint32_t idle_ttl_s = 0;
   int64_t created_ms = 0;
   int64_t last_used_ms = 0;
   Session* lru_prev = nullptr;  // pool-resident idle sessions, most recent first
   Session* lru_next = nullptr;
-  bool in_lru = false;
   Work* head = nullptr;  // pending work, in arrival order
   Work* tail = nullptr;
-  AppendRecord last_append;
-  // Durability (engine_durability.cc): the session's record has been put in the StateStore (or
-  // is in the batch being committed), so removing it must write a delete; `dirty`: changed since
-  // its record was last put.
-  bool stored = false;
-  bool dirty = false;
   // Shared stores: the store version of the record this copy was loaded from or last wrote
   // (0: none); the next write expects it (compare-and-set).
   uint64_t version = 0;
-  // Shared stores: its record is in the commit now running (LoadFromStore leaves it alone).
-  bool committing = false;
+  AppendRecord last_append;
 
   bool has_work() const { return head != nullptr; }
   // The head append has run some chunks: its state must stay where it is until it finishes.
@@ -205,6 +209,9 @@ struct Session {
   }
   void SetState(SessionState next);
 };
+// SessionStore allocates Sessions from a std::pmr pool whose block sizes (libstdc++) step from
+// 128 to 192 to 256 bytes: a field more must come with one fewer.
+static_assert(sizeof(Session) <= 192, "Session grew past its pool block (see above)");
 
 }  // namespace aaren
 

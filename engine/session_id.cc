@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -59,6 +60,36 @@ absl::Status ValidateSessionId(absl::string_view id, absl::string_view field) {
     }
   }
   return absl::OkStatus();
+}
+
+char* StoredSessionId::heap() const {
+  char* p = nullptr;
+  std::memcpy(&p, bytes_, sizeof(p));
+  return p;
+}
+
+void StoredSessionId::Clear() {
+  if (size_ > kInline) delete[] heap();
+  size_ = 0;
+}
+
+StoredSessionId& StoredSessionId::operator=(absl::string_view id) {
+  if (id.size() > 255) {
+    std::fprintf(stderr, "aaren: a stored session id has at most 255 characters, got %zu\n",
+                 id.size());
+    std::abort();
+  }
+  // `id` may not view this id's own bytes: a Session's id is assigned once, from elsewhere.
+  Clear();
+  if (id.size() > kInline) {
+    char* p = new char[id.size()];
+    std::memcpy(p, id.data(), id.size());
+    std::memcpy(bytes_, &p, sizeof(p));
+  } else if (!id.empty()) {
+    std::memcpy(bytes_, id.data(), id.size());
+  }
+  size_ = static_cast<uint8_t>(id.size());
+  return *this;
 }
 
 }  // namespace aaren

@@ -20,8 +20,9 @@ void Session::SetState(SessionState next) {
   const bool ok = (state == SessionState::kIdle && next != SessionState::kIdle) ||
                   (state == SessionState::kRunning && next == SessionState::kIdle);
   if (!ok) {
-    std::fprintf(stderr, "aaren: session %s: illegal state change %d -> %d\n", id.c_str(),
-                 static_cast<int>(state), static_cast<int>(next));
+    std::fprintf(stderr, "aaren: session %.*s: illegal state change %d -> %d\n",
+                 static_cast<int>(id.size()), id.data(), static_cast<int>(state),
+                 static_cast<int>(next));
     std::abort();
   }
   state = next;
@@ -46,13 +47,30 @@ SessionStore::SessionStore(const ModelRegistry& models, StoreLimits limits) : li
 
 SessionStore::~SessionStore() {
   // The engine drains every queue before it destroys the store; free any leftovers.
-  for (auto& [id, s] : sessions_) {
+  for (Session* s : sessions_) {
     while (s->has_work()) s->Pop();
+    DeleteSession(s);
   }
+  sessions_.clear();
+  FreeRemoved();
   for (auto& [m, slots] : slots_) {
     if (slots.swap_block != nullptr)
       slots.memory->Free(slots.swap_block, StateMemory::Kind::kStaging);
   }
+}
+
+Session* SessionStore::NewSession() {
+  return new (session_memory_.allocate(sizeof(Session), alignof(Session))) Session();
+}
+
+void SessionStore::DeleteSession(Session* s) {
+  s->~Session();
+  session_memory_.deallocate(s, sizeof(Session), alignof(Session));
+}
+
+void SessionStore::FreeRemoved() {
+  for (Session* s : removed_) DeleteSession(s);
+  removed_.clear();
 }
 
 StatePool& SessionStore::TierOf(const Session* s) const {
@@ -103,9 +121,10 @@ static absl::StatusOr<int32_t> AcquireIdentity(StatePool& pool,
 }
 
 int64_t SessionStore::SessionBytes(const ServedModel& m) {
-  // The state and last output row in their slots, the Session record, its map entry and id.
+  // The state and last output row in their slots, the Session record (its id inline), its index
+  // slot and the index's spare capacity.
   return (m.state_floats + m.output_dim) * static_cast<int64_t>(sizeof(float)) +
-         static_cast<int64_t>(sizeof(Session)) + 64;
+         static_cast<int64_t>(sizeof(Session)) + 16;
 }
 
 uint32_t SessionStore::InternTenant(absl::string_view name) {
@@ -146,19 +165,19 @@ absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, uint32_t
   // when the pool's memory cannot be allocated.
   if (PoolFull()) RETURN_IF_ERROR(EvictOne().status());
   ModelSlots& slots = SlotsOf(model);
-  auto s = std::make_unique<Session>();
+  Tier tier = Tier::kPool;
+  int32_t slot = -1;
   absl::Status pool_error;
   if (!PoolFull()) {
-    absl::StatusOr<int32_t> slot = AcquireIdentity(*slots.pool, slots.identity);
-    if (slot.ok()) {
-      s->tier = Tier::kPool;
-      s->slot = *slot;
+    absl::StatusOr<int32_t> got = AcquireIdentity(*slots.pool, slots.identity);
+    if (got.ok()) {
+      slot = *got;
       ++pool_used_;
     } else {
-      pool_error = slot.status();
+      pool_error = got.status();
     }
   }
-  if (s->slot < 0) {
+  if (slot < 0) {
     if (HostFull()) {
       if (!pool_error.ok()) return pool_error;
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -166,24 +185,26 @@ absl::StatusOr<Session*> SessionStore::Create(const ServedModel* model, uint32_t
           " busy, host tier ", host_used_, "/", limits_.host_sessions,
           "); delete sessions or raise --max_sessions / --host_tier_sessions"));
     }
-    ASSIGN_OR_RETURN(s->slot, AcquireIdentity(*slots.host, slots.identity));
-    s->tier = Tier::kHost;
+    ASSIGN_OR_RETURN(slot, AcquireIdentity(*slots.host, slots.identity));
+    tier = Tier::kHost;
     ++host_used_;
   }
-  s->id = std::move(new_id);
+  Session* s = NewSession();
+  s->tier = tier;
+  s->slot = slot;
+  s->id = new_id;
   s->tenant = tenant;
   s->uid = NewSessionUid();
   s->model = model;
   s->idle_ttl_s = idle_ttl_s != 0 ? idle_ttl_s : limits_.default_idle_ttl_s;
   s->created_ms = s->last_used_ms = now_ms;
-  Session* raw = s.get();
-  if (!expired_ids_.empty()) expired_ids_.erase(ExpiredKey(tenant, raw->id));
-  sessions_.emplace(KeyOf(raw), std::move(s));
+  if (!expired_ids_.empty()) expired_ids_.erase(ExpiredKey(tenant, new_id));
+  sessions_.insert(s);
   ++tenant_sessions_[tenant];
   memory_bytes_ += SessionBytes(*model);
-  if (raw->tier == Tier::kPool) LruPushFront(raw);
+  if (s->tier == Tier::kPool) LruPushFront(s);
   ++created_;
-  return raw;
+  return s;
 }
 
 absl::Status SessionStore::AcquireScratch(Session* s) {
@@ -202,7 +223,7 @@ void SessionStore::ReleaseScratch(Session* s) {
 absl::StatusOr<Session*> SessionStore::Find(uint32_t tenant, absl::string_view id,
                                             absl::string_view field) const {
   auto it = sessions_.find(Key{tenant, id});
-  if (it != sessions_.end()) return it->second.get();
+  if (it != sessions_.end()) return *it;
   if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty session id"));
   // Only a valid id is ever echoed back.
   if (absl::Status st = ValidateSessionId(id, field); !st.ok()) return st;
@@ -232,7 +253,7 @@ void SessionStore::Remove(Session* s, bool expired) {
       if (it != expired_ids_.end() && it->second == old_seq) expired_ids_.erase(it);
       expired_order_.pop_front();
     }
-    ExpiredKey key(s->tenant, s->id);
+    ExpiredKey key(s->tenant, s->id.str());
     expired_ids_[key] = ++expiry_seq_;
     expired_order_.emplace_back(std::move(key), expiry_seq_);
   } else {
@@ -241,9 +262,8 @@ void SessionStore::Remove(Session* s, bool expired) {
   --tenant_sessions_[s->tenant];
   memory_bytes_ -= SessionBytes(*s->model);
   s->state = SessionState::kClosed;
-  auto it = sessions_.find(KeyOf(s));
-  removed_.push_back(std::move(it->second));
-  sessions_.erase(it);
+  sessions_.erase(s);
+  removed_.push_back(s);
 }
 
 // Moves `s` between tiers: takes a slot in `to`, moves the state (in order with later Forwards
@@ -352,10 +372,10 @@ void SessionStore::LruPushFront(Session* s) {
 
 int64_t SessionStore::ExpireIdle(int64_t now_ms) {
   std::vector<Session*> expired;
-  for (auto& [id, s] : sessions_) {
+  for (Session* s : sessions_) {
     if (s->state == SessionState::kIdle && !s->has_work() && !s->in_ready &&
         now_ms - s->last_used_ms > static_cast<int64_t>(s->idle_ttl_s) * 1000) {
-      expired.push_back(s.get());
+      expired.push_back(s);
     }
   }
   for (Session* s : expired) Remove(s, /*expired=*/true);

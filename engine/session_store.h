@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -88,7 +90,7 @@ class SessionStore {
   // Erases an idle session with no pending work and frees its slot. The Session object stays
   // valid (state kClosed) until FreeRemoved(), so a caller iterating sessions may still test it.
   void Remove(Session* s, bool expired);
-  void FreeRemoved() { removed_.clear(); }
+  void FreeRemoved();
   // Called by Remove (and so by ExpireIdle) for every session it removes, before the session is
   // marked closed: how the engine learns that a stored session must be deleted from its
   // StateStore.
@@ -157,21 +159,40 @@ class SessionStore {
   absl::StatusOr<bool> EvictOne();
   bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
 
-  // A session's key: its tenant and id (a view of Session::id).
+  // A session's key: its tenant and id (a view of Session::id). The index holds Session
+  // pointers (8 bytes a slot, not a key and a pointer) and looks them up by Key or Session*.
   struct Key {
     uint32_t tenant;
     absl::string_view id;
-    bool operator==(const Key& o) const { return tenant == o.tenant && id == o.id; }
     template <typename H>
     friend H AbslHashValue(H h, const Key& k) {
       return H::combine(std::move(h), k.tenant, k.id);
     }
   };
-  static Key KeyOf(const Session* s) { return Key{s->tenant, s->id}; }
+  static Key KeyOf(const Session* s) { return Key{s->tenant, s->id.view()}; }
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(const Key& k) const { return absl::Hash<Key>{}(k); }
+    size_t operator()(const Session* s) const { return (*this)(KeyOf(s)); }
+  };
+  struct KeyEq {
+    using is_transparent = void;
+    static bool Same(const Key& a, const Key& b) { return a.tenant == b.tenant && a.id == b.id; }
+    bool operator()(const Session* a, const Session* b) const { return a == b; }
+    bool operator()(const Session* a, const Key& b) const { return Same(KeyOf(a), b); }
+    bool operator()(const Key& a, const Session* b) const { return Same(a, KeyOf(b)); }
+    bool operator()(const Key& a, const Key& b) const { return Same(a, b); }
+  };
+  // Session records come from session_memory_ (no per-allocation header); these construct and
+  // destroy them there.
+  Session* NewSession();
+  void DeleteSession(Session* s);
 
   StoreLimits limits_;
   absl::AnyInvocable<void(Session*)> remove_hook_;
-  absl::flat_hash_map<Key, std::unique_ptr<Session>> sessions_;
+  // Declared before the containers of Session pointers; ~SessionStore destroys every Session.
+  std::pmr::unsynchronized_pool_resource session_memory_;
+  absl::flat_hash_set<Session*, KeyHash, KeyEq> sessions_;
   std::vector<std::string> tenant_names_{std::string(kAnonymousTenant)};
   absl::flat_hash_map<std::string, uint32_t> tenant_index_{{std::string(kAnonymousTenant), 0}};
   std::vector<int64_t> tenant_sessions_{0};
@@ -181,7 +202,7 @@ class SessionStore {
   int64_t host_used_ = 0;
   Session* lru_head_ = nullptr;
   Session* lru_tail_ = nullptr;
-  std::vector<std::unique_ptr<Session>> removed_;
+  std::vector<Session*> removed_;  // removed, destroyed by FreeRemoved
   // Recently expired (tenant, id) -> the sequence number of their latest expiry, oldest first
   // in order.
   using ExpiredKey = std::pair<uint32_t, std::string>;

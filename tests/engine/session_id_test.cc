@@ -81,5 +81,26 @@ TEST(ValidateSessionIdTest, RejectsBadCharactersNamingFieldAndPosition) {
   }
 }
 
+// StoredSessionId keeps every length it can be given (inline up to kInline, on the heap beyond)
+// byte for byte, and reassignment across the inline/heap boundary keeps no stale bytes.
+TEST(StoredSessionIdTest, HoldsEveryLengthFromZeroTo255) {
+  StoredSessionId id;
+  EXPECT_TRUE(id.empty());
+  EXPECT_EQ(id.view(), "");
+  for (size_t n : {size_t{1}, size_t{31}, StoredSessionId::kInline, StoredSessionId::kInline + 1,
+                   kMaxSessionIdLength, size_t{255}, size_t{7}, size_t{200}, size_t{0}}) {
+    std::string want;
+    for (size_t i = 0; i < n; ++i) want.push_back(static_cast<char>('a' + (i * 7 + n) % 26));
+    id = want;
+    EXPECT_EQ(id.size(), n);
+    EXPECT_EQ(id.view(), want) << n;
+    EXPECT_EQ(id.str(), want) << n;
+    EXPECT_TRUE(id == want) << n;
+  }
+  const std::string server_made = NewSessionId();
+  id = server_made;
+  EXPECT_EQ(absl::string_view(id), server_made);
+}
+
 }  // namespace
 }  // namespace aaren

@@ -143,7 +143,7 @@ TEST_F(SessionStoreTest, CreateWithServerIdStartsIdleAtTheIdentityState) {
 TEST_F(SessionStoreTest, ServerIdsAreDistinct) {
   auto store = MakeStore(100, 0);
   absl::flat_hash_set<std::string> ids;
-  for (int i = 0; i < 100; ++i) ids.insert(MustCreate(*store, tok_, "")->id);
+  for (int i = 0; i < 100; ++i) ids.insert(MustCreate(*store, tok_, "")->id.str());
   EXPECT_EQ(ids.size(), 100u);
 }
 
@@ -168,6 +168,30 @@ TEST_F(SessionStoreTest, CreateWithClientIdAndItsErrors) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store->counts().created, 1u);
   EXPECT_EQ(store->counts().pool, 1);
+}
+
+// Ids longer than the record holds inline (StoredSessionId) are found, told apart from ids that
+// share their first 32 characters, and removed like any other.
+TEST_F(SessionStoreTest, LongClientIdsAreFoundAndRemoved) {
+  auto store = MakeStore(4, 4);
+  const std::string prefix(StoredSessionId::kInline, 'p');
+  const std::string a = prefix + "-a", b = prefix + "-b";
+  const std::string longest(kMaxSessionIdLength, 'z');
+  Session* sa = MustCreate(*store, tok_, a);
+  Session* sb = MustCreate(*store, tok_, b);
+  Session* sl = MustCreate(*store, tok_, longest);
+  ASSERT_NE(sa, nullptr);
+  ASSERT_NE(sb, nullptr);
+  ASSERT_NE(sl, nullptr);
+  EXPECT_EQ(*store->Find(0, a, "session_id"), sa);
+  EXPECT_EQ(*store->Find(0, b, "session_id"), sb);
+  EXPECT_EQ(*store->Find(0, longest, "session_id"), sl);
+  EXPECT_EQ(store->Find(0, prefix, "session_id").status().code(), absl::StatusCode::kNotFound);
+  store->Remove(sa, /*expired=*/false);
+  store->FreeRemoved();
+  EXPECT_EQ(store->Find(0, a, "session_id").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store->Find(0, b, "session_id"), sb);
+  EXPECT_EQ(store->counts().pool, 2);
 }
 
 TEST_F(SessionStoreTest, FindUnknownAndEmptyIds) {
