@@ -2,6 +2,7 @@
 #include "core/mca.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <Eigen/Core>
 
@@ -61,6 +62,50 @@ McaTables::McaTables(const Model& model)
   }
 }
 
+namespace {
+
+// The sampled product for a head width known at compile time: the same sums, in the same order
+// (k = 0 .. r-1, each out[c] += col[c] * scale), as the generic loop, so the results are the
+// same bits; the d_head sums stay in registers instead of a load and a store per sample, and
+// each block's draws (independent hashes) are made before its columns are summed.
+template <int kDh>
+void SampledColumns(const float* columns, const float* prob, const int32_t* alias,
+                    const float* inv_p, const float* x, int32_t d, int64_t r, float inv_r,
+                    uint64_t token_key, float* out) {
+  // Eight-float vectors (GCC's vector extension, one AVX register each), fully unrolled so that
+  // the compiler keeps the kDh / 8 sums in registers.
+  typedef float Vec __attribute__((vector_size(32)));
+  constexpr int kVecs = kDh / 8;
+  constexpr int64_t kBlock = 16;
+  Vec acc[kVecs];
+#pragma GCC unroll 16
+  for (int v = 0; v < kVecs; ++v) acc[v] = Vec{};
+  int32_t picked[kBlock];
+  float scale[kBlock];
+  for (int64_t k0 = 0; k0 < r; k0 += kBlock) {
+    const int64_t n = std::min(kBlock, r - k0);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t j = mca::DrawColumn(mca::SampleBits(token_key, k0 + i), prob, alias, d);
+      picked[i] = j;
+      scale[i] = x[j] * inv_p[j] * inv_r;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const float* col = columns + static_cast<int64_t>(picked[i]) * kDh;
+      const Vec sc = Vec{} + scale[i];
+#pragma GCC unroll 16
+      for (int v = 0; v < kVecs; ++v) {
+        Vec c;
+        std::memcpy(&c, col + 8 * v, sizeof(c));
+        acc[v] += c * sc;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < kVecs; ++v) std::memcpy(out + 8 * v, &acc[v], sizeof(Vec));
+}
+
+}  // namespace
+
 void McaValueProjection(const McaTables& tables, int64_t layer, int64_t head, const float* x,
                         int64_t r, uint64_t token_key, float* out) {
   const int64_t d = tables.d_model(), dh = tables.d_head();
@@ -77,9 +122,21 @@ void McaValueProjection(const McaTables& tables, int64_t layer, int64_t head, co
   const int32_t* alias = tables.alias(layer, head);
   const float* inv_p = tables.inv_p(layer, head);
   const float inv_r = 1.0f / static_cast<float>(r);
+  const auto d32 = static_cast<int32_t>(d);
+  switch (dh) {  // the common head widths with the sums held in registers
+    case 16:
+      return SampledColumns<16>(columns, prob, alias, inv_p, x, d32, r, inv_r, token_key, out);
+    case 32:
+      return SampledColumns<32>(columns, prob, alias, inv_p, x, d32, r, inv_r, token_key, out);
+    case 64:
+      return SampledColumns<64>(columns, prob, alias, inv_p, x, d32, r, inv_r, token_key, out);
+    case 128:
+      return SampledColumns<128>(columns, prob, alias, inv_p, x, d32, r, inv_r, token_key, out);
+    default:
+      break;
+  }
   for (int64_t k = 0; k < r; ++k) {
-    const int32_t j =
-        mca::DrawColumn(mca::SampleBits(token_key, k), prob, alias, static_cast<int32_t>(d));
+    const int32_t j = mca::DrawColumn(mca::SampleBits(token_key, k), prob, alias, d32);
     const float scale = x[j] * inv_p[j] * inv_r;
     const float* col = columns + static_cast<int64_t>(j) * dh;
     for (int64_t c = 0; c < dh; ++c) out[c] += col[c] * scale;

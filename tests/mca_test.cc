@@ -108,6 +108,47 @@ TEST(McaValueProjectionTest, ExactWithDOrMoreSamples) {
   }
 }
 
+// The sampled product at every head width, the ones with a register-held kernel (16, 32, 64,
+// 128) and others (8, 24), and sample counts on and off its blocks of 16: equal to the same
+// draws (the shared sampler) summed in float64 from the model's own weights, with p_j from the
+// squared column norms computed here.
+TEST(McaValueProjectionTest, EveryHeadWidthSumsItsDrawnColumns) {
+  for (int64_t dh : {8, 16, 24, 32, 64, 128}) {
+    const int64_t heads = 2, d = heads * dh;
+    auto model = RandomModel(MakeConfig(InputKind::kTokens, PositionKind::kSinusoidal, heads, 1, d),
+                             100 + dh);
+    const McaTables tables(*model);
+    const float* w = model->layer(0).value_weight->ptr();  // [d, d], row = output
+    const std::vector<float> x = RandomRow(d, 7 + dh);
+    for (int64_t head = 0; head < heads; ++head) {
+      std::vector<double> norm2(d, 0.0);
+      double total = 0.0;
+      for (int64_t j = 0; j < d; ++j) {
+        for (int64_t c = 0; c < dh; ++c) {
+          const double v = w[(head * dh + c) * d + j];
+          norm2[j] += v * v;
+        }
+        total += norm2[j];
+      }
+      for (int64_t r : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{17}, int64_t{33}, d - 1}) {
+        if (r >= d) continue;  // the exact product (ExactWithDOrMoreSamples)
+        const uint64_t key = mca::TokenKey(9, 0, head, r);
+        std::vector<double> want(dh, 0.0);
+        for (int64_t k = 0; k < r; ++k) {
+          const int32_t j = mca::DrawColumn(mca::SampleBits(key, k), tables.prob(0, head),
+                                            tables.alias(0, head), static_cast<int32_t>(d));
+          const double scale = double(x[j]) * (total / norm2[j]) / double(r);
+          for (int64_t c = 0; c < dh; ++c) want[c] += double(w[(head * dh + c) * d + j]) * scale;
+        }
+        std::vector<float> got(dh);
+        McaValueProjection(tables, 0, head, x.data(), r, key, got.data());
+        EXPECT_LT(MaxRelativeError(got, want), 1e-4)
+            << "d_head " << dh << " head " << head << " r " << r;
+      }
+    }
+  }
+}
+
 // Over 200 seeds, the mean of the sampled projection converges to the exact one: every
 // component's mean is within 5 standard errors (the sample standard deviation / sqrt(200)) of
 // the exact value (a false alarm has probability ~6e-7 per component).
