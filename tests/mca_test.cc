@@ -142,6 +142,17 @@ TEST(McaValueProjectionTest, EveryHeadWidthSumsItsDrawnColumns) {
         }
         std::vector<float> got(dh);
         McaValueProjection(tables, 0, head, x.data(), r, key, got.data());
+        // And the same bits as the header's contract read literally (float sums in order k).
+        std::vector<float> literal(dh, 0.0f);
+        const float inv_r = 1.0f / static_cast<float>(r);
+        for (int64_t k = 0; k < r; ++k) {
+          const int32_t j = mca::DrawColumn(mca::SampleBits(key, k), tables.prob(0, head),
+                                            tables.alias(0, head), static_cast<int32_t>(d));
+          const float scale = x[j] * tables.inv_p(0, head)[j] * inv_r;
+          const float* col = tables.columns(0, head) + j * dh;
+          for (int64_t c = 0; c < dh; ++c) literal[c] += col[c] * scale;
+        }
+        EXPECT_EQ(got, literal) << "d_head " << dh << " head " << head << " r " << r;
         EXPECT_LT(MaxRelativeError(got, want), 1e-4)
             << "d_head " << dh << " head " << head << " r " << r;
       }
