@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Sourced by the bench scripts that run one aaren-server on loopback. Needs $build (the build
-# directory), $out (where the port file and server.log go) and $threads (backend threads).
+# directory), $out (where the port file and server.log go) and $threads (backend threads);
+# $server_bin, when set, is the aaren-server binary to start (default $build/server/aaren-server).
 #   start_server FLAGS...  starts it on a free port (gRPC, metrics and HTTP ports all chosen by
 #                          the kernel) with FLAGS appended (a later flag wins), waits until it
 #                          has written its port, and sets server_pid and target; exits with the
@@ -10,7 +11,7 @@
 
 start_server() {
   rm -f "$out/port"
-  "$build/server/aaren-server" --host 127.0.0.1 --port 0 --port_file "$out/port" \
+  "${server_bin:-$build/server/aaren-server}" --host 127.0.0.1 --port 0 --port_file "$out/port" \
     --threads "$threads" --metrics_port 0 --http_port 0 --log_level warn "$@" \
     2> "$out/server.log" &
   server_pid=$!

@@ -593,8 +593,7 @@ void Engine::SweepQueueLocked(Session* s, std::vector<Completion>& completions) 
       prev = w;
       continue;
     }
-    prev->next = w->next;
-    if (s->tail == w) s->tail = prev;
+    s->Unlink(prev, w);
     std::unique_ptr<Work> owned(w);
     pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (owned->length - owned->done));
     FailWorkLocked(*owned, absl::CancelledError("the request was cancelled or its deadline passed"),
@@ -656,7 +655,7 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
           std::unique_ptr<Work> w = s->Pop();
           FailWorkLocked(*w,
                          absl::NotFoundError(
-                             absl::StrCat("session_id: session '", s->id.view(), "' was deleted")),
+                             absl::StrCat("session_id: session '", s->id.str(), "' was deleted")),
                          failed);
         }
         // kAck: what to make again if the delete cannot be written.
@@ -666,7 +665,7 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
           if (r.ok()) undo = *std::move(r);
         }
         const bool stored = s->stored;
-        const std::string key = SessionKey(store_.TenantName(s->tenant), s->id);
+        const std::string key = SessionKey(store_.TenantName(s->tenant), s->id.str());
         std::string hold_key = HoldKeyLocked(s);
         store_.Remove(s, /*expired=*/false);  // (files its tombstone)
         if (undo.has_value()) tombstones_[key].undo = std::move(undo);

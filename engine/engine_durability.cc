@@ -4,6 +4,7 @@
 // one StateStore::Commit. Under kAck the replies of a tick wait in held_ for that commit, and
 // undo_ keeps, per changed session, what to put back if it fails.
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -60,7 +61,7 @@ void Engine::CaptureUndoLocked(Session* s) {
 }
 
 std::string Engine::HoldKeyLocked(const Session* s) const {
-  return shared() ? SessionKey(store_.TenantName(s->tenant), s->id) : std::string();
+  return shared() ? SessionKey(store_.TenantName(s->tenant), s->id.str()) : std::string();
 }
 
 Engine::Completion Engine::ReplyLaterLocked(bool changed, std::string key, HeldReply reply) {
@@ -100,7 +101,7 @@ void Engine::OnRemovedLocked(Session* s) {
   undo_.erase(s);
   s->dirty = false;
   if (s->stored) {
-    tombstones_.try_emplace(SessionKey(store_.TenantName(s->tenant), s->id),
+    tombstones_.try_emplace(SessionKey(store_.TenantName(s->tenant), s->id.str()),
                             Tombstone{std::nullopt, s->version});
   }
 }
@@ -284,7 +285,9 @@ absl::StatusOr<SessionRecord> Engine::RecordLocked(const Session* s) {
   r.retry_mode = static_cast<uint8_t>(a.mode);
   r.retry_value_flops = a.mca.value_flops;
   r.retry_value_flops_exact = a.mca.value_flops_exact;
-  if (a.outputs != nullptr) r.retry_outputs = *a.outputs;
+  if (const std::vector<float>* rows = store_.RetryOutputs(s); rows != nullptr) {
+    r.retry_outputs = *rows;
+  }
   r.writer = options_.replica_id;
   return r;
 }
@@ -323,13 +326,15 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
   s->last_used_ms = r.last_used_ms;
   s->idle_ttl_s = r.idle_ttl_s;
   AppendRecord& a = s->last_append;
-  a.position_before = r.retry_position_before;
-  a.length = r.retry_length;
+  // (A record from before the length was 32 bits: a longer append is never replayed.)
+  const bool replayable =
+      r.retry_length >= 0 && r.retry_length <= std::numeric_limits<int32_t>::max();
+  a.position_before = replayable ? r.retry_position_before : -1;
+  a.length = replayable ? static_cast<int32_t>(r.retry_length) : 0;
   a.fingerprint = r.retry_fingerprint;
   a.mode = static_cast<OutputMode>(r.retry_mode);
   a.mca = McaCounts{r.retry_value_flops, r.retry_value_flops_exact};
-  a.outputs.reset();
-  if (!r.retry_outputs.empty()) a.outputs = std::make_unique<std::vector<float>>(r.retry_outputs);
+  store_.SetRetryOutputs(s, r.retry_outputs);
   s->stored = true;
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 // Engine: the step scheduler (continuous batching). One thread; see the policy in engine.h.
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -129,7 +130,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
       GenerateProgress& g = *w->generate;
       if (g.stop_requested) {
         FailHeadLocked(s,
-                       absl::NotFoundError(absl::StrCat("session_id: session '", s->id.view(),
+                       absl::NotFoundError(absl::StrCat("session_id: session '", s->id.str(),
                                                         "' was deleted while generating")),
                        completions);
         continue;
@@ -167,7 +168,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
           r.replayed = true;
           r.mca = rec.mca;
           if (w->mode == OutputMode::kAll && w->length > 1) {
-            r.outputs = *rec.outputs;
+            r.outputs = *store_.RetryOutputs(s);
           } else if (w->mode != OutputMode::kNone) {
             const float* last = store_.LastOutput(s);
             r.outputs.assign(last, last + m.output_dim);
@@ -380,6 +381,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
 
   if (w->kind == Work::Kind::kGenerate) {
     s->last_append.position_before = -1;
+    store_.SetRetryOutputs(s, {});
     GenerateProgress& g = *w->generate;
     bool finished = false;
     if (g.prompt_pending) {
@@ -416,19 +418,17 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   }
 
   AppendRecord& rec = s->last_append;
-  if (w->expected_position) {
+  if (w->expected_position && w->length <= std::numeric_limits<int32_t>::max()) {
     rec.position_before = before;
-    rec.length = w->length;
+    rec.length = static_cast<int32_t>(w->length);
     rec.fingerprint = w->fingerprint;
     rec.mode = w->mode;
     rec.mca = mca;
-    rec.outputs.reset();
-    if (w->mode == OutputMode::kAll && w->length > 1) {
-      rec.outputs = std::make_unique<std::vector<float>>(w->outputs);
-    }
+    store_.SetRetryOutputs(
+        s, w->mode == OutputMode::kAll && w->length > 1 ? w->outputs : std::vector<float>());
   } else {
     rec.position_before = -1;
-    rec.outputs.reset();
+    store_.SetRetryOutputs(s, {});
   }
   std::unique_ptr<Work> owned = s->Pop();
   AppendResult r;

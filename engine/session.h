@@ -130,6 +130,7 @@ struct Work {
   // kControl: runs under the engine lock; returns what to run after the lock is released.
   absl::AnyInvocable<absl::AnyInvocable<void()>(Session*)> control;
   Work* next = nullptr;
+  Work* queue_tail = nullptr;  // the head of a session's queue only: its last Work
   // Bytes of the engine's memory budget this work holds (its input and outputs), given back
   // when it is destroyed.
   int64_t reserved_bytes = 0;
@@ -144,34 +145,39 @@ struct Work {
   bool cancelled() const { return cancel && cancel->load(std::memory_order_relaxed); }
 };
 
-// The last applied append, kept so that a retry returns the same response.
+// The last applied append, kept so that a retry returns the same response. Its output rows are
+// the session's last output row (one row) or, for an ALL append of several rows only, held by
+// the SessionStore out of line (SessionStore::RetryOutputs), so an idle session pays nothing for
+// them.
 struct AppendRecord {
   int64_t position_before = -1;  // -1: none
-  int64_t length = 0;
   uint64_t fingerprint = 0;
+  McaCounts mca;       // what the append reported
+  int32_t length = 0;  // appends are at most --max_request_tokens long
   OutputMode mode = OutputMode::kAll;
-  McaCounts mca;  // what the append reported
-  // ALL with several rows only (one row is the session's last output); null otherwise, so an
-  // idle session pays 8 bytes for it.
-  std::unique_ptr<std::vector<float>> outputs;
 };
 
-// Fields are ordered to pack: the id's 33 bytes, then every one-byte field, then the 4- and
-// 8-byte ones, so the record is 192 bytes, the block size of the pool the store allocates it
-// from (checked below). 100k idle sessions are 100k of these.
+// Fields are ordered to pack: the id's 17 bytes, then the one-byte ones, then the 4- and 8-byte
+// ones, so the record is 128 bytes, the block size of the pool the store allocates it from
+// (checked below). 100k idle sessions are 100k of these; what
+// only some sessions need lives elsewhere: the LRU links in the store's per-slot table (only
+// pool-resident sessions are in the LRU), the work queue's tail in its head Work, multi-row
+// retry outputs in the store's side table.
 struct Session {
   StoredSessionId id;
   Tier tier = Tier::kPool;
   SessionState state = SessionState::kIdle;
-  bool in_ready = false;  // queued in the scheduler's ready list
-  bool in_lru = false;
+  bool in_ready : 1 = false;  // queued in the scheduler's ready list
+  bool in_lru : 1 = false;    // in the store's LRU (then tier is kPool)
   // Durability (engine_durability.cc): the session's record has been put in the StateStore (or
   // is in the batch being committed), so removing it must write a delete; `dirty`: changed since
   // its record was last put.
-  bool stored = false;
-  bool dirty = false;
+  bool stored : 1 = false;
+  bool dirty : 1 = false;
   // Shared stores: its record is in the commit now running (LoadFromStore leaves it alone).
-  bool committing = false;
+  bool committing : 1 = false;
+  // last_append's output rows are in SessionStore::RetryOutputs.
+  bool has_retry_outputs : 1 = false;
   uint32_t tenant = 0;  // SessionStore::InternTenant's index of the owning tenant
   int32_t slot = -1;    // slot in the StatePool of its tier (kScratch: -1 once given back)
   uint32_t idle_ttl_s = 0;
@@ -183,10 +189,7 @@ struct Session {
   int64_t position = 0;
   int64_t created_ms = 0;
   int64_t last_used_ms = 0;
-  Session* lru_prev = nullptr;  // pool-resident idle sessions, most recent first
-  Session* lru_next = nullptr;
-  Work* head = nullptr;  // pending work, in arrival order
-  Work* tail = nullptr;
+  Work* head = nullptr;  // pending work, in arrival order (head->queue_tail: the last)
   // Shared stores: the store version of the record this copy was loaded from or last wrote
   // (0: none); the next write expects it (compare-and-set).
   uint64_t version = 0;
@@ -198,20 +201,32 @@ struct Session {
 
   void Push(Work* w) {
     w->next = nullptr;
-    (tail ? tail->next : head) = w;
-    tail = w;
+    w->queue_tail = nullptr;
+    if (head == nullptr) {
+      head = w;
+    } else {
+      head->queue_tail->next = w;
+    }
+    head->queue_tail = w;
   }
   std::unique_ptr<Work> Pop() {
     Work* w = head;
     head = w->next;
-    if (head == nullptr) tail = nullptr;
+    if (head != nullptr) head->queue_tail = w->queue_tail;
+    w->next = w->queue_tail = nullptr;
     return std::unique_ptr<Work>(w);
+  }
+  // Unlinks `w`, which follows `prev` in the queue (never the head).
+  void Unlink(Work* prev, Work* w) {
+    prev->next = w->next;
+    if (head->queue_tail == w) head->queue_tail = prev;
+    w->next = nullptr;
   }
   void SetState(SessionState next);
 };
 // SessionStore allocates Sessions from a std::pmr pool whose block sizes (libstdc++) step from
-// 128 to 192 to 256 bytes: a field more must come with one fewer.
-static_assert(sizeof(Session) <= 192, "Session grew past its pool block (see above)");
+// 112 to 128 to 192 bytes: a field more must come with one fewer.
+static_assert(sizeof(Session) <= 128, "Session grew past its pool block (see above)");
 
 }  // namespace aaren
 

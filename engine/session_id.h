@@ -26,42 +26,53 @@ uint64_t NewSessionUid();
 // OK when `id` is a valid client-chosen id; otherwise INVALID_ARGUMENT naming `field`.
 absl::Status ValidateSessionId(absl::string_view id, absl::string_view field);
 
-// A session id as a live Session holds it: inline up to kInline characters (every server-made
-// id has 32), on the heap beyond that, so an idle session's id costs no allocation of its own
-// (a std::string's would be 48 bytes of heap beside its 32). Its alignment is 1 and its size
-// kInline + 1, so a Session packs one-byte fields right after it. Holds up to 255 characters,
-// more than kMaxSessionIdLength. Not copyable; read it as a string_view.
+// A session id as a live Session holds it, in 17 bytes and no allocation for the ids most
+// sessions have: a server-made id (32 lowercase hex digits, and any client id of that form) as
+// its 16 bytes; any other id of up to kInline characters inline; longer ones on the heap. Holds
+// up to 254 characters, more than kMaxSessionIdLength. Its alignment is 1, so a Session packs
+// one-byte fields right after it. Not copyable. Read it through view(), which may need a Text
+// to write the hex digits into, or str().
 class StoredSessionId {
  public:
-  static constexpr size_t kInline = 32;
+  static constexpr size_t kInline = 16;
+  static constexpr size_t kHexDigits = 32;
+  // Room for the characters of an id held as bytes.
+  struct Text {
+    char chars[kHexDigits];
+  };
 
   StoredSessionId() = default;
   ~StoredSessionId() { Clear(); }
   StoredSessionId(const StoredSessionId&) = delete;
   StoredSessionId& operator=(const StoredSessionId&) = delete;
-  // Aborts for an id of more than 255 characters (callers validate ids first).
+  // Aborts for an id of more than 254 characters (callers validate ids first).
   StoredSessionId& operator=(absl::string_view id);
 
-  const char* data() const { return size_ > kInline ? heap() : bytes_; }
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  absl::string_view view() const { return absl::string_view(data(), size_); }
-  operator absl::string_view() const { return view(); }  // NOLINT: reads as the id
-  std::string str() const { return std::string(view()); }
+  // The id's characters: in this object, on its heap block, or in `scratch`; valid while both
+  // are and the id is not reassigned.
+  absl::string_view view(Text& scratch) const;
+  std::string str() const;
+  size_t size() const { return tag_ == kHexTag ? kHexDigits : tag_; }
+  bool empty() const { return tag_ == 0; }
+  // Held as 16 bytes (for tests of the layout).
+  bool held_as_bytes() const { return tag_ == kHexTag; }
 
-  friend bool operator==(const StoredSessionId& a, absl::string_view b) { return a.view() == b; }
+  friend bool operator==(const StoredSessionId& a, absl::string_view b);
   friend std::ostream& operator<<(std::ostream& os, const StoredSessionId& id) {
-    return os << id.view();
+    Text scratch;
+    return os << id.view(scratch);
   }
 
  private:
-  // Beyond kInline characters the first bytes of bytes_ hold the heap pointer (memcpy: bytes_
-  // has no pointer alignment).
+  // tag_: the length of an id held as characters (inline up to kInline, on the heap beyond:
+  // then the first bytes of bytes_ hold the pointer, by memcpy as bytes_ has no pointer
+  // alignment), or kHexTag for an id held as the 16 bytes its 32 hex digits spell.
+  static constexpr uint8_t kHexTag = 255;
   char* heap() const;
   void Clear();
 
   char bytes_[kInline] = {};
-  uint8_t size_ = 0;
+  uint8_t tag_ = 0;
 };
 static_assert(sizeof(StoredSessionId) == StoredSessionId::kInline + 1);
 

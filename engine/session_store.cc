@@ -20,9 +20,8 @@ void Session::SetState(SessionState next) {
   const bool ok = (state == SessionState::kIdle && next != SessionState::kIdle) ||
                   (state == SessionState::kRunning && next == SessionState::kIdle);
   if (!ok) {
-    std::fprintf(stderr, "aaren: session %.*s: illegal state change %d -> %d\n",
-                 static_cast<int>(id.size()), id.data(), static_cast<int>(state),
-                 static_cast<int>(next));
+    std::fprintf(stderr, "aaren: session %s: illegal state change %d -> %d\n", id.str().c_str(),
+                 static_cast<int>(state), static_cast<int>(next));
     std::abort();
   }
   state = next;
@@ -215,7 +214,9 @@ absl::Status SessionStore::AcquireScratch(Session* s) {
 }
 
 void SessionStore::ReleaseScratch(Session* s) {
-  if (s->tier != Tier::kScratch || s->slot < 0) return;
+  if (s->tier != Tier::kScratch) return;
+  SetRetryOutputs(s, {});
+  if (s->slot < 0) return;
   SlotsOf(s->model).scratch->Release(s->slot);
   s->slot = -1;
 }
@@ -237,6 +238,7 @@ absl::StatusOr<Session*> SessionStore::Find(uint32_t tenant, absl::string_view i
 void SessionStore::Remove(Session* s, bool expired) {
   if (remove_hook_) remove_hook_(s);
   LruRemove(s);
+  SetRetryOutputs(s, {});
   if (s->tier == Tier::kPool) {
     PoolOf(s->model).Release(s->slot);
     --pool_used_;
@@ -286,8 +288,14 @@ static absl::Status MoveSlot(Session* s, StatePool& from, StatePool& to, Tier ti
 absl::StatusOr<bool> SessionStore::EvictOne() {
   Session* victim = lru_tail_;
   if (victim == nullptr || HostFull()) return false;
-  RETURN_IF_ERROR(MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost));
+  // Out of the LRU before its slot changes (the links are kept by pool slot); back at the tail
+  // if the move fails.
   LruRemove(victim);
+  if (absl::Status st = MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost);
+      !st.ok()) {
+    LruPushBack(victim);
+    return st;
+  }
   --pool_used_;
   ++host_used_;
   ++evicted_;
@@ -302,47 +310,14 @@ absl::StatusOr<bool> SessionStore::MakeResident(Session* s) {
       // The host tier is full, so the LRU session cannot move there: swap places with it.
       Session* victim = lru_tail_;
       if (victim == nullptr) return false;
-      if (victim->model == s->model) {
-        // In place, through a staging block: Moves run in order, so tmp <- b, b <- a, a <- tmp
-        // is a swap.
-        ModelSlots& slots = SlotsOf(s->model);
-        const int64_t n = s->model->state_floats;
-        if (slots.swap_block == nullptr) {
-          ASSIGN_OR_RETURN(slots.swap_block,
-                           slots.memory->Allocate(n, StateMemory::Kind::kStaging));
-        }
-        float* a = State(victim);
-        float* b = State(s);
-        RETURN_IF_ERROR(slots.memory->Move(slots.swap_block, b, n));
-        RETURN_IF_ERROR(slots.memory->Move(b, a, n));
-        RETURN_IF_ERROR(slots.memory->Move(a, slots.swap_block, n));
-        float* out_a = LastOutput(victim);
-        std::swap_ranges(out_a, out_a + s->model->output_dim, LastOutput(s));
-        std::swap(victim->slot, s->slot);
-        std::swap(victim->tier, s->tier);
-      } else {
-        // Different buffer sizes: the victim takes a host slot of its own model (that model holds
-        // fewer than host_sessions of them, since `s` holds one of another model), then `s` takes
-        // a pool slot of its own (its model holds fewer than pool_sessions, since the victim
-        // holds one of another). Both tiers' counts are unchanged.
-        RETURN_IF_ERROR(
-            MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost));
-        if (absl::Status st = MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool);
-            !st.ok()) {
-          // Put the victim back where it was (its pool slot is free again).
-          absl::Status back =
-              MoveSlot(victim, HostOf(victim->model), PoolOf(victim->model), Tier::kPool);
-          if (!back.ok()) {
-            // It stays in the host tier, one over its limit until something leaves.
-            LruRemove(victim);
-            --pool_used_;
-            ++host_used_;
-            ++evicted_;
-          }
-          return st;
-        }
-      }
+      // Out of the LRU before its slot changes (the links are kept by pool slot); back at the
+      // tail if it stays in the pool.
       LruRemove(victim);
+      const absl::Status swapped = SwapWithVictim(s, victim);
+      if (!swapped.ok()) {
+        if (victim->tier == Tier::kPool) LruPushBack(victim);
+        return swapped;
+      }
       ++evicted_;
       return true;
     }
@@ -353,21 +328,92 @@ absl::StatusOr<bool> SessionStore::MakeResident(Session* s) {
   return true;
 }
 
+absl::Status SessionStore::SwapWithVictim(Session* s, Session* victim) {
+  if (victim->model == s->model) {
+    // In place, through a staging block: Moves run in order, so tmp <- b, b <- a, a <- tmp
+    // is a swap.
+    ModelSlots& slots = SlotsOf(s->model);
+    const int64_t n = s->model->state_floats;
+    if (slots.swap_block == nullptr) {
+      ASSIGN_OR_RETURN(slots.swap_block, slots.memory->Allocate(n, StateMemory::Kind::kStaging));
+    }
+    float* a = State(victim);
+    float* b = State(s);
+    RETURN_IF_ERROR(slots.memory->Move(slots.swap_block, b, n));
+    RETURN_IF_ERROR(slots.memory->Move(b, a, n));
+    RETURN_IF_ERROR(slots.memory->Move(a, slots.swap_block, n));
+    float* out_a = LastOutput(victim);
+    std::swap_ranges(out_a, out_a + s->model->output_dim, LastOutput(s));
+    std::swap(victim->slot, s->slot);
+    std::swap(victim->tier, s->tier);
+  } else {
+    // Different buffer sizes: the victim takes a host slot of its own model (that model holds
+    // fewer than host_sessions of them, since `s` holds one of another model), then `s` takes
+    // a pool slot of its own (its model holds fewer than pool_sessions, since the victim
+    // holds one of another). Both tiers' counts are unchanged.
+    RETURN_IF_ERROR(MoveSlot(victim, PoolOf(victim->model), HostOf(victim->model), Tier::kHost));
+    if (absl::Status st = MoveSlot(s, HostOf(s->model), PoolOf(s->model), Tier::kPool); !st.ok()) {
+      // Put the victim back where it was (its pool slot is free again).
+      absl::Status back =
+          MoveSlot(victim, HostOf(victim->model), PoolOf(victim->model), Tier::kPool);
+      if (!back.ok()) {
+        // It stays in the host tier, one over its limit until something leaves.
+        --pool_used_;
+        ++host_used_;
+        ++evicted_;
+      }
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+SessionStore::LruLink& SessionStore::LinkOf(const Session* s) {
+  std::vector<LruLink>& links = SlotsOf(s->model).lru;
+  const auto slot = static_cast<size_t>(s->slot);
+  if (slot >= links.size()) links.resize(std::max(slot + 1, 2 * links.size()));
+  return links[slot];
+}
+
 void SessionStore::LruRemove(Session* s) {
   if (!s->in_lru) return;
-  (s->lru_prev ? s->lru_prev->lru_next : lru_head_) = s->lru_next;
-  (s->lru_next ? s->lru_next->lru_prev : lru_tail_) = s->lru_prev;
-  s->lru_prev = s->lru_next = nullptr;
+  LruLink& link = LinkOf(s);
+  (link.prev ? LinkOf(link.prev).next : lru_head_) = link.next;
+  (link.next ? LinkOf(link.next).prev : lru_tail_) = link.prev;
+  link = LruLink{};
   s->in_lru = false;
 }
 
 void SessionStore::LruPushFront(Session* s) {
   if (s->in_lru || s->tier != Tier::kPool) return;
-  s->lru_prev = nullptr;
-  s->lru_next = lru_head_;
-  (lru_head_ ? lru_head_->lru_prev : lru_tail_) = s;
+  LinkOf(s) = LruLink{nullptr, lru_head_};
+  (lru_head_ ? LinkOf(lru_head_).prev : lru_tail_) = s;
   lru_head_ = s;
   s->in_lru = true;
+}
+
+void SessionStore::LruPushBack(Session* s) {
+  if (s->in_lru || s->tier != Tier::kPool) return;
+  LinkOf(s) = LruLink{lru_tail_, nullptr};
+  (lru_tail_ ? LinkOf(lru_tail_).next : lru_head_) = s;
+  lru_tail_ = s;
+  s->in_lru = true;
+}
+
+const std::vector<float>* SessionStore::RetryOutputs(const Session* s) const {
+  if (!s->has_retry_outputs) return nullptr;
+  auto it = retry_outputs_.find(s);
+  return it == retry_outputs_.end() ? nullptr : &it->second;
+}
+
+void SessionStore::SetRetryOutputs(Session* s, std::vector<float> rows) {
+  if (rows.empty()) {
+    if (s->has_retry_outputs) retry_outputs_.erase(s);
+    s->has_retry_outputs = false;
+    return;
+  }
+  retry_outputs_[s] = std::move(rows);
+  s->has_retry_outputs = true;
 }
 
 int64_t SessionStore::ExpireIdle(int64_t now_ms) {

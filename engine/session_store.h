@@ -130,6 +130,13 @@ class SessionStore {
   void LruRemove(Session* s);
   void LruPushFront(Session* s);
 
+  // The output rows of the session's last append when it was ALL with several rows (what a retry
+  // of it returns); null when it has none. Held here, not in the Session record: few sessions
+  // have one. Remove and ReleaseScratch drop them.
+  const std::vector<float>* RetryOutputs(const Session* s) const;
+  // Replaces them; empty rows: none.
+  void SetRetryOutputs(Session* s, std::vector<float> rows);
+
   // Removes idle sessions (no work, not running) unused for longer than their TTL.
   int64_t ExpireIdle(int64_t now_ms);
 
@@ -141,6 +148,12 @@ class SessionStore {
   uint32_t default_idle_ttl_s() const { return limits_.default_idle_ttl_s; }
 
  private:
+  // A pool-resident session's place in the LRU, kept by its pool slot rather than in the
+  // Session record (only pool-resident sessions are ever in the LRU).
+  struct LruLink {
+    Session* prev = nullptr;
+    Session* next = nullptr;
+  };
   struct ModelSlots {
     StateMemory* memory = nullptr;       // the model's backend's
     std::unique_ptr<StatePool> pool;     // runnable memory
@@ -148,6 +161,7 @@ class SessionStore {
     std::unique_ptr<StatePool> scratch;  // runnable memory, Score's scratch states
     std::vector<float> identity;         // the identity state, uploaded into new sessions
     float* swap_block = nullptr;         // staging, state_floats: MakeResident's same-model swap
+    std::vector<LruLink> lru;            // by pool slot; grown on demand
   };
   ModelSlots& SlotsOf(const ServedModel* m) { return slots_.at(m); }
   StatePool& PoolOf(const ServedModel* m) { return *slots_.at(m).pool; }
@@ -158,9 +172,17 @@ class SessionStore {
   // (nothing changed).
   absl::StatusOr<bool> EvictOne();
   bool PoolFull() const { return pool_used_ >= limits_.pool_sessions; }
+  // MakeResident when neither tier has room: `s` (host tier) and the LRU's `victim` (already
+  // out of the LRU) trade places. On error both are where they were, or the victim is in the
+  // host tier and `s` too (counts adjusted).
+  absl::Status SwapWithVictim(Session* s, Session* victim);
+  // The LRU links of a pool-resident session (valid until its slot changes: take it out of the
+  // LRU first).
+  LruLink& LinkOf(const Session* s);
+  void LruPushBack(Session* s);
 
-  // A session's key: its tenant and id (a view of Session::id). The index holds Session
-  // pointers (8 bytes a slot, not a key and a pointer) and looks them up by Key or Session*.
+  // A session's key: its tenant and id. The index holds Session pointers (8 bytes a slot, not a
+  // key and a pointer) and looks them up by Key or Session*.
   struct Key {
     uint32_t tenant;
     absl::string_view id;
@@ -169,19 +191,25 @@ class SessionStore {
       return H::combine(std::move(h), k.tenant, k.id);
     }
   };
-  static Key KeyOf(const Session* s) { return Key{s->tenant, s->id.view()}; }
   struct KeyHash {
     using is_transparent = void;
     size_t operator()(const Key& k) const { return absl::Hash<Key>{}(k); }
-    size_t operator()(const Session* s) const { return (*this)(KeyOf(s)); }
+    size_t operator()(const Session* s) const {
+      StoredSessionId::Text scratch;  // the hash is of the id's characters, as a Key's
+      return (*this)(Key{s->tenant, s->id.view(scratch)});
+    }
   };
   struct KeyEq {
     using is_transparent = void;
-    static bool Same(const Key& a, const Key& b) { return a.tenant == b.tenant && a.id == b.id; }
+    static bool Same(const Session* a, const Key& b) {
+      return a->tenant == b.tenant && a->id == b.id;
+    }
     bool operator()(const Session* a, const Session* b) const { return a == b; }
-    bool operator()(const Session* a, const Key& b) const { return Same(KeyOf(a), b); }
-    bool operator()(const Key& a, const Session* b) const { return Same(a, KeyOf(b)); }
-    bool operator()(const Key& a, const Key& b) const { return Same(a, b); }
+    bool operator()(const Session* a, const Key& b) const { return Same(a, b); }
+    bool operator()(const Key& a, const Session* b) const { return Same(b, a); }
+    bool operator()(const Key& a, const Key& b) const {
+      return a.tenant == b.tenant && a.id == b.id;
+    }
   };
   // Session records come from session_memory_ (no per-allocation header); these construct and
   // destroy them there.
@@ -203,6 +231,7 @@ class SessionStore {
   Session* lru_head_ = nullptr;
   Session* lru_tail_ = nullptr;
   std::vector<Session*> removed_;  // removed, destroyed by FreeRemoved
+  absl::flat_hash_map<const Session*, std::vector<float>> retry_outputs_;  // RetryOutputs
   // Recently expired (tenant, id) -> the sequence number of their latest expiry, oldest first
   // in order.
   using ExpiredKey = std::pair<uint32_t, std::string>;

@@ -82,24 +82,68 @@ TEST(ValidateSessionIdTest, RejectsBadCharactersNamingFieldAndPosition) {
 }
 
 // StoredSessionId keeps every length it can be given (inline up to kInline, on the heap beyond)
-// byte for byte, and reassignment across the inline/heap boundary keeps no stale bytes.
-TEST(StoredSessionIdTest, HoldsEveryLengthFromZeroTo255) {
+// byte for byte, and reassignment across the inline/heap/bytes forms keeps no stale bytes.
+TEST(StoredSessionIdTest, HoldsEveryLengthFromZeroTo254) {
   StoredSessionId id;
+  StoredSessionId::Text scratch;
   EXPECT_TRUE(id.empty());
-  EXPECT_EQ(id.view(), "");
-  for (size_t n : {size_t{1}, size_t{31}, StoredSessionId::kInline, StoredSessionId::kInline + 1,
-                   kMaxSessionIdLength, size_t{255}, size_t{7}, size_t{200}, size_t{0}}) {
+  EXPECT_EQ(id.view(scratch), "");
+  for (size_t n :
+       {size_t{1}, size_t{31}, size_t{32}, StoredSessionId::kInline, StoredSessionId::kInline + 1,
+        kMaxSessionIdLength, size_t{254}, size_t{7}, size_t{200}, size_t{0}}) {
     std::string want;
     for (size_t i = 0; i < n; ++i) want.push_back(static_cast<char>('a' + (i * 7 + n) % 26));
     id = want;
     EXPECT_EQ(id.size(), n);
-    EXPECT_EQ(id.view(), want) << n;
+    EXPECT_EQ(id.view(scratch), want) << n;
     EXPECT_EQ(id.str(), want) << n;
     EXPECT_TRUE(id == want) << n;
+    EXPECT_FALSE(id == want + "x") << n;
+    EXPECT_FALSE(id.held_as_bytes()) << n;  // (not all hex digits)
   }
-  const std::string server_made = NewSessionId();
-  id = server_made;
-  EXPECT_EQ(absl::string_view(id), server_made);
+}
+
+// Server-made ids, and client ids of the same form (32 lowercase hex digits), are held as their
+// 16 bytes and read back exactly; any other 32-character id (an uppercase digit, one character
+// outside [0-9a-f]) is held as text and never equals a hex id.
+TEST(StoredSessionIdTest, HexIdsAreHeldAsTheirBytesAndReadBackExactly) {
+  StoredSessionId id;
+  StoredSessionId::Text scratch;
+  for (int i = 0; i < 200; ++i) {
+    const std::string server_made = NewSessionId();
+    id = server_made;
+    ASSERT_TRUE(id.held_as_bytes()) << server_made;
+    EXPECT_EQ(id.size(), 32u);
+    EXPECT_EQ(id.view(scratch), server_made);
+    EXPECT_EQ(id.str(), server_made);
+    EXPECT_TRUE(id == server_made);
+    std::string other = server_made;
+    other[static_cast<size_t>(i % 32)] = other[static_cast<size_t>(i % 32)] == '0' ? '1' : '0';
+    EXPECT_FALSE(id == other);
+    EXPECT_FALSE(id == server_made.substr(0, 31));
+    EXPECT_FALSE(id == server_made + "0");
+  }
+  const std::string zeros(32, '0'), effs(32, 'f');
+  id = zeros;
+  EXPECT_TRUE(id.held_as_bytes());
+  EXPECT_EQ(id.str(), zeros);
+  id = effs;
+  EXPECT_TRUE(id.held_as_bytes());
+  EXPECT_EQ(id.str(), effs);
+  for (const std::string& text :
+       {std::string(31, 'a') + "A", std::string(31, 'a') + "g", std::string(31, '0') + "-"}) {
+    id = text;
+    EXPECT_FALSE(id.held_as_bytes()) << text;
+    EXPECT_EQ(id.str(), text);
+    EXPECT_TRUE(id == text);
+    EXPECT_FALSE(id == std::string(31, 'a') + "a");
+  }
+  // From bytes to heap text and back to bytes: nothing stale.
+  id = std::string(100, 'q');
+  id = effs;
+  EXPECT_EQ(id.str(), effs);
+  id = "short";
+  EXPECT_EQ(id.str(), "short");
 }
 
 }  // namespace

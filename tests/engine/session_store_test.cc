@@ -7,10 +7,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <list>
 #include <memory>
+#include <random>
+#include <utility>
 #include <vector>
 
 #include "core/aaren_state.h"
@@ -129,7 +133,7 @@ TEST_F(SessionStoreTest, CreateWithServerIdStartsIdleAtTheIdentityState) {
     }
   }
 
-  absl::StatusOr<Session*> found = store->Find(0, s->id, "session_id");
+  absl::StatusOr<Session*> found = store->Find(0, s->id.str(), "session_id");
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(*found, s);
   const StoreCounts c = store->counts();
@@ -171,7 +175,7 @@ TEST_F(SessionStoreTest, CreateWithClientIdAndItsErrors) {
 }
 
 // Ids longer than the record holds inline (StoredSessionId) are found, told apart from ids that
-// share their first 32 characters, and removed like any other.
+// share their first kInline characters, and removed like any other.
 TEST_F(SessionStoreTest, LongClientIdsAreFoundAndRemoved) {
   auto store = MakeStore(4, 4);
   const std::string prefix(StoredSessionId::kInline, 'p');
@@ -229,6 +233,73 @@ TEST_F(SessionStoreTest, PoolFullEvictsTheLeastRecentlyUsedToTheHostTier) {
   EXPECT_EQ(counts.host, 2);
   EXPECT_EQ(counts.evicted, 2u);
   EXPECT_EQ(counts.created, 4u);
+}
+
+// The LRU's links live in a table by pool slot, not in the Session record, so they must follow
+// every eviction, swap, slot reuse and removal. A random run of creates, uses (a host-tier
+// session made resident first) and removals over two models is checked after every step
+// against a plain list: which sessions are in the pool, in what LRU order (seen through which
+// one each eviction picks), and that every buffer still holds its own bytes.
+TEST_F(SessionStoreTest, LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListModel) {
+  auto store = MakeStore(/*pool=*/6, /*host=*/1000);
+  std::mt19937 rng(20261206);
+  std::list<Session*> lru;  // the model: most recent first, pool-resident sessions only
+  std::vector<std::pair<Session*, std::vector<float>>> live;
+  int64_t evictions = 0;
+  auto evict_model_tail = [&] {
+    ASSERT_FALSE(lru.empty());
+    lru.pop_back();
+    ++evictions;
+  };
+  for (int step = 0; step < 3000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 4 || live.size() < 3) {
+      if (static_cast<int64_t>(lru.size()) == 6) evict_model_tail();
+      const ServedModel* m = rng() % 3 == 0 ? feat_ : tok_;
+      Session* s = MustCreate(*store, m, "");
+      ASSERT_NE(s, nullptr);
+      lru.push_front(s);
+      live.emplace_back(s, FillPattern(*store, s, static_cast<uint32_t>(step)));
+    } else if (op < 8) {
+      Session* s = live[rng() % live.size()].first;
+      if (s->tier == Tier::kHost) {
+        if (static_cast<int64_t>(lru.size()) == 6) evict_model_tail();
+        ASSERT_TRUE(MakeResident(*store, s));
+      } else {
+        store->LruRemove(s);
+        lru.remove(s);
+      }
+      store->LruPushFront(s);
+      lru.push_front(s);
+    } else {
+      const size_t k = rng() % live.size();
+      Session* s = live[k].first;
+      store->Remove(s, /*expired=*/false);
+      store->FreeRemoved();
+      lru.remove(s);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+    // Every step: the pool holds exactly the model's sessions, and the counts agree.
+    int64_t in_pool = 0;
+    for (const auto& [s, pattern] : live) {
+      const bool modelled = std::find(lru.begin(), lru.end(), s) != lru.end();
+      ASSERT_EQ(s->tier == Tier::kPool, modelled) << "step " << step;
+      ASSERT_EQ(s->in_lru, modelled) << "step " << step;
+      in_pool += modelled ? 1 : 0;
+    }
+    ASSERT_EQ(store->counts().pool, in_pool) << "step " << step;
+    ASSERT_EQ(store->counts().evicted, static_cast<uint64_t>(evictions)) << "step " << step;
+  }
+  for (const auto& [s, pattern] : live) EXPECT_TRUE(BufferIs(*store, s, pattern));
+  // Evictions come in the model's order, least recent first: fill the pool, then make 6 more.
+  while (lru.size() < 6) lru.push_front(MustCreate(*store, tok_, ""));
+  for (int i = 0; i < 6; ++i) {
+    Session* want = lru.back();
+    lru.pop_back();
+    lru.push_front(MustCreate(*store, tok_, ""));
+    EXPECT_EQ(want->tier, Tier::kHost) << i;
+    EXPECT_FALSE(want->in_lru) << i;
+  }
 }
 
 TEST_F(SessionStoreTest, SessionsOutsideTheLruAreNeverEvicted) {
