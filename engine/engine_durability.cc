@@ -326,15 +326,25 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
   s->last_used_ms = r.last_used_ms;
   s->idle_ttl_s = r.idle_ttl_s;
   AppendRecord& a = s->last_append;
-  // (A record from before the length was 32 bits: a longer append is never replayed.)
-  const bool replayable =
-      r.retry_length >= 0 && r.retry_length <= std::numeric_limits<int32_t>::max();
+  // The retry record is kept only when a retry could replay it exactly: its length fits 32 bits
+  // (a record from before the length was 32 bits may hold a longer append) and a multi-row ALL
+  // append comes with exactly its rows (a record without them, or with the wrong count, would
+  // replay nothing or the wrong outputs). Otherwise a retry gets ABORTED, as for an append
+  // that kept no record.
+  const auto mode = static_cast<OutputMode>(r.retry_mode);
+  const bool rows_out_of_line = mode == OutputMode::kAll && r.retry_length > 1;
+  const bool replayable = r.retry_position_before >= 0 && r.retry_length >= 0 &&
+                          r.retry_length <= std::numeric_limits<int32_t>::max() &&
+                          (!rows_out_of_line || static_cast<int64_t>(r.retry_outputs.size()) ==
+                                                    r.retry_length * m->output_dim);
   a.position_before = replayable ? r.retry_position_before : -1;
   a.length = replayable ? static_cast<int32_t>(r.retry_length) : 0;
   a.fingerprint = r.retry_fingerprint;
-  a.mode = static_cast<OutputMode>(r.retry_mode);
+  a.mode = mode;
   a.mca = McaCounts{r.retry_value_flops, r.retry_value_flops_exact};
-  store_.SetRetryOutputs(s, r.retry_outputs);
+  // Rows that no retry can use are not kept (they would sit in memory until the next append).
+  store_.SetRetryOutputs(s,
+                         replayable && rows_out_of_line ? r.retry_outputs : std::vector<float>());
   s->stored = true;
   return absl::OkStatus();
 }

@@ -159,15 +159,19 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
     if (!w->position_checked) {
       if (w->expected_position && *w->expected_position != s->position) {
         const AppendRecord& rec = s->last_append;
+        // A multi-row ALL record replays only with its rows (RestoreRecordLocked keeps none
+        // without them; checked here too, so a record without them is never dereferenced).
+        const bool rows_out_of_line = w->mode == OutputMode::kAll && w->length > 1;
         if (rec.position_before == *w->expected_position && rec.length == w->length &&
             rec.fingerprint == w->fingerprint && rec.mode == w->mode &&
-            s->position == rec.position_before + rec.length) {
+            s->position == rec.position_before + rec.length &&
+            (!rows_out_of_line || store_.RetryOutputs(s) != nullptr)) {
           AppendResult r;
           r.output_dim = m.output_dim;
           r.position = s->position;
           r.replayed = true;
           r.mca = rec.mca;
-          if (w->mode == OutputMode::kAll && w->length > 1) {
+          if (rows_out_of_line) {
             r.outputs = *store_.RetryOutputs(s);
           } else if (w->mode != OutputMode::kNone) {
             const float* last = store_.LastOutput(s);

@@ -153,7 +153,7 @@ struct AppendRecord {
   int64_t position_before = -1;  // -1: none
   uint64_t fingerprint = 0;
   McaCounts mca;       // what the append reported
-  int32_t length = 0;  // appends are at most --max_request_tokens long
+  int32_t length = 0;  // --max_sequence_tokens, which bounds an append, is checked to fit
   OutputMode mode = OutputMode::kAll;
 };
 

@@ -369,6 +369,12 @@ absl::Status SessionStore::SwapWithVictim(Session* s, Session* victim) {
 }
 
 SessionStore::LruLink& SessionStore::LinkOf(const Session* s) {
+  if (s->tier != Tier::kPool || s->slot < 0) {
+    // Only a pool-resident session has a link (its slot numbers it): a bug, not an input error.
+    std::fprintf(stderr, "aaren: session %s: LRU link of a session without a pool slot (%d)\n",
+                 s->id.str().c_str(), s->slot);
+    std::abort();
+  }
   std::vector<LruLink>& links = SlotsOf(s->model).lru;
   const auto slot = static_cast<size_t>(s->slot);
   if (slot >= links.size()) links.resize(std::max(slot + 1, 2 * links.size()));

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -314,6 +315,14 @@ int Run() {
   options.max_generate_tokens = absl::GetFlag(FLAGS_max_generate_tokens);
   options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.store.max_sessions_per_tenant = absl::GetFlag(FLAGS_max_sessions_per_tenant);
+  // An append's retry record holds its length in 32 bits (AppendRecord): a longer append
+  // could never be replayed, so no sequence may be that long.
+  if (options.max_sequence_tokens < 1 ||
+      options.max_sequence_tokens > std::numeric_limits<int32_t>::max()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max_sequence_tokens: ", options.max_sequence_tokens, " is not in [1, ",
+                     std::numeric_limits<int32_t>::max(), "]")));
+  }
   if (options.max_request_tokens < options.max_sequence_tokens) {
     return Fail(
         absl::InvalidArgumentError("--max_request_tokens: must be at least --max_sequence_tokens"));

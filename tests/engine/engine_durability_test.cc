@@ -195,6 +195,71 @@ TEST_F(DurabilityTest, RecoveryContinuesExactlyAndRetriesReplay) {
   ExpectNear(next->outputs, Rows(Reference("tok", whole), 40, 49, od));
 }
 
+// A record whose retry entry cannot be replayed exactly (a multi-row ALL append stored without
+// its rows, or with the wrong number of them, as a damaged or foreign writer could leave it) is
+// recovered without it: the retry gets ABORTED, never a crash or the wrong outputs, and the
+// session continues. With its rows intact the same record replays them.
+TEST_F(DurabilityTest, RecoveredRetryWithoutItsRowsIsAbortedNotReplayed) {
+  const SequenceInput history = RandomInput("tok", 12, 21);
+  {
+    auto e = MakeEngine(Options(Durability::kCheckpoint, 60000));
+    Open(*e, "tok", "r");
+    std::promise<absl::StatusOr<AppendResult>> p;
+    Engine::AppendParams a;
+    a.session_id = "r";
+    a.input = Slice(history, 0, 4, 0);
+    a.expected_position = 0;
+    e->Append(std::move(a), [&](absl::StatusOr<AppendResult> r) { p.set_value(r); });
+    ASSERT_TRUE(p.get_future().get().ok());
+    e->Shutdown();
+  }
+  std::optional<SessionRecord> rec = Stored("r");
+  ASSERT_TRUE(rec.has_value());
+  ASSERT_EQ(rec->retry_length, 4);
+  const int64_t od = tok_config_.output_dim;
+  ASSERT_EQ(static_cast<int64_t>(rec->retry_outputs.size()), 4 * od);
+  const std::vector<float> rows = rec->retry_outputs;
+
+  auto retry = [&](Engine& e) {
+    std::promise<absl::StatusOr<AppendResult>> p;
+    Engine::AppendParams a;
+    a.session_id = "r";
+    a.input = Slice(history, 0, 4, 0);
+    a.expected_position = 0;
+    e.Append(std::move(a), [&](absl::StatusOr<AppendResult> r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  for (const size_t kept : {size_t{0}, rows.size() - 1, rows.size()}) {
+    SessionRecord damaged = *rec;
+    damaged.retry_outputs.assign(rows.begin(), rows.begin() + static_cast<int64_t>(kept));
+    ASSERT_TRUE(store_.Commit({{SessionKey("", "r"), EncodeSessionRecord(damaged)}}).ok());
+    auto e = MakeEngine(Options(Durability::kCheckpoint, 60000));
+    absl::StatusOr<RecoveryReport> report = e->Recover();
+    ASSERT_TRUE(report.ok()) << report.status();
+    ASSERT_EQ(report->recovered, 1);
+    absl::StatusOr<AppendResult> r = retry(*e);
+    if (kept == rows.size()) {
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE(r->replayed);
+      EXPECT_EQ(r->outputs, rows);
+    } else {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << kept << ": " << r.status();
+      EXPECT_THAT(std::string(r.status().message()), HasSubstr("expected_position"));
+    }
+    // The session continues exactly either way.
+    std::promise<absl::StatusOr<AppendResult>> pm;
+    Engine::AppendParams cont;
+    cont.session_id = "r";
+    cont.input = Slice(history, 4, 12, 0);
+    e->Append(std::move(cont), [&](absl::StatusOr<AppendResult> x) { pm.set_value(x); });
+    absl::StatusOr<AppendResult> next = pm.get_future().get();
+    ASSERT_TRUE(next.ok()) << next.status();
+    ExpectNear(next->outputs, Rows(Reference("tok", history), 4, 12, od));
+    e->Shutdown();
+    ASSERT_TRUE(store_.Commit({{SessionKey("", "r"), EncodeSessionRecord(*rec)}}).ok());
+  }
+}
+
 // Each operation that changes a session, with every commit failing: UNAVAILABLE naming the
 // store, and the engine as before the call. Then the same call succeeds.
 TEST_F(DurabilityTest, AckFailedCommitChangesNothing) {

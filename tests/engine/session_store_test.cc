@@ -42,6 +42,9 @@ class SessionStoreTest : public ::testing::Test {
     ASSERT_NE(BufferFloats(*tok_), BufferFloats(*feat_));
   }
 
+  // LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListModel with a host tier of `host`.
+  void LruModelCheck(int64_t host);
+
   std::unique_ptr<SessionStore> MakeStore(int64_t pool, int64_t host, uint32_t ttl = 3600,
                                           size_t remembered = 100000) {
     return std::make_unique<SessionStore>(*registry_,
@@ -240,12 +243,22 @@ TEST_F(SessionStoreTest, PoolFullEvictsTheLeastRecentlyUsedToTheHostTier) {
 // session made resident first) and removals over two models is checked after every step
 // against a plain list: which sessions are in the pool, in what LRU order (seen through which
 // one each eviction picks), and that every buffer still holds its own bytes.
+// With a large host tier every eviction is a move to it; with a small one the host tier is often
+// full, so a host session made resident swaps places with the LRU tail (SwapWithVictim, in
+// place for the same model, through both tiers for another model).
 TEST_F(SessionStoreTest, LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListModel) {
-  auto store = MakeStore(/*pool=*/6, /*host=*/1000);
-  std::mt19937 rng(20261206);
+  for (const int64_t host : {int64_t{1000}, int64_t{3}}) {
+    SCOPED_TRACE(::testing::Message() << "host tier of " << host);
+    LruModelCheck(host);
+  }
+}
+
+void SessionStoreTest::LruModelCheck(int64_t host) {
+  auto store = MakeStore(/*pool=*/6, host);
+  std::mt19937 rng(20261206 + static_cast<uint32_t>(host));
   std::list<Session*> lru;  // the model: most recent first, pool-resident sessions only
   std::vector<std::pair<Session*, std::vector<float>>> live;
-  int64_t evictions = 0;
+  int64_t evictions = 0, swaps = 0;
   auto evict_model_tail = [&] {
     ASSERT_FALSE(lru.empty());
     lru.pop_back();
@@ -253,7 +266,8 @@ TEST_F(SessionStoreTest, LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListMod
   };
   for (int step = 0; step < 3000; ++step) {
     const int op = static_cast<int>(rng() % 10);
-    if (op < 4 || live.size() < 3) {
+    const bool full = static_cast<int64_t>(live.size()) == 6 + host;
+    if (!full && (op < 4 || live.size() < 3)) {
       if (static_cast<int64_t>(lru.size()) == 6) evict_model_tail();
       const ServedModel* m = rng() % 3 == 0 ? feat_ : tok_;
       Session* s = MustCreate(*store, m, "");
@@ -263,6 +277,10 @@ TEST_F(SessionStoreTest, LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListMod
     } else if (op < 8) {
       Session* s = live[rng() % live.size()].first;
       if (s->tier == Tier::kHost) {
+        if (lru.size() == 6 &&
+            static_cast<int64_t>(live.size()) - static_cast<int64_t>(lru.size()) == host) {
+          ++swaps;
+        }
         if (static_cast<int64_t>(lru.size()) == 6) evict_model_tail();
         ASSERT_TRUE(MakeResident(*store, s));
       } else {
@@ -291,14 +309,154 @@ TEST_F(SessionStoreTest, LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListMod
     ASSERT_EQ(store->counts().evicted, static_cast<uint64_t>(evictions)) << "step " << step;
   }
   for (const auto& [s, pattern] : live) EXPECT_TRUE(BufferIs(*store, s, pattern));
-  // Evictions come in the model's order, least recent first: fill the pool, then make 6 more.
+  if (host < 1000) {
+    EXPECT_GT(swaps, 100) << "the small host tier never made a swap";
+  }
+  // Evictions come in the model's order, least recent first: make room, fill the pool, then
+  // make 6 more.
+  while (!live.empty()) {
+    store->Remove(live.back().first, /*expired=*/false);
+    lru.remove(live.back().first);
+    live.pop_back();
+  }
+  store->FreeRemoved();
   while (lru.size() < 6) lru.push_front(MustCreate(*store, tok_, ""));
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < std::min<int64_t>(6, host); ++i) {
     Session* want = lru.back();
     lru.pop_back();
     lru.push_front(MustCreate(*store, tok_, ""));
     EXPECT_EQ(want->tier, Tier::kHost) << i;
     EXPECT_FALSE(want->in_lru) << i;
+  }
+}
+
+// Host memory whose Moves can be made to fail (before copying anything), as a device's can.
+class FlakyStateMemory final : public StateMemory {
+ public:
+  absl::string_view runnable_location() const override { return "host"; }
+  absl::StatusOr<float*> Allocate(int64_t floats, Kind kind) override {
+    return HostStateMemory::Get().Allocate(floats, kind);
+  }
+  void Free(float* block, Kind kind) override { HostStateMemory::Get().Free(block, kind); }
+  absl::Status Upload(float* dst, const float* src, int64_t floats) override {
+    return HostStateMemory::Get().Upload(dst, src, floats);
+  }
+  absl::Status Download(float* dst, const float* src, int64_t floats) override {
+    return HostStateMemory::Get().Download(dst, src, floats);
+  }
+  absl::Status Move(float* dst, const float* src, int64_t floats) override {
+    ++moves;
+    if (moves == fail_at) return absl::InternalError("injected Move failure");
+    return HostStateMemory::Get().Move(dst, src, floats);
+  }
+
+  int moves = 0;    // Moves since the test last reset it
+  int fail_at = 0;  // which of them fails (0: none)
+};
+
+class FlakyBackend final : public Backend {
+ public:
+  explicit FlakyBackend(std::shared_ptr<const Model> model)
+      : cpu_(std::move(model), TestBackendOptions()) {}
+  const Model& model() const override { return cpu_.model(); }
+  absl::string_view name() const override { return "flaky"; }
+  StateMemory& state_memory() override { return memory_; }
+  absl::Status Forward(absl::Span<const Span> spans) override { return cpu_.Forward(spans); }
+  FlakyStateMemory memory_;
+
+ private:
+  CpuBackend cpu_;
+};
+
+// A failed eviction or move back into the pool changes nothing but what already succeeded: the
+// session whose move failed stays where it was, in the LRU exactly when it is pool-resident and
+// (for an eviction) back at the LRU's tail, so the next eviction picks it again; no buffer
+// changes. Checked against a list model over random creates, touches and removals, with one of
+// the call's Moves failing at random.
+TEST_F(SessionStoreTest, FailedMovesLeaveTiersLruAndBuffersAsTheyWere) {
+  auto registry = ModelRegistry::FromModels(
+      {NamedRandomModel("tok", tok_->model->config(), 1)},
+      [](std::shared_ptr<const Model> m) -> absl::StatusOr<std::unique_ptr<Backend>> {
+        return std::make_unique<FlakyBackend>(std::move(m));
+      });
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  const ServedModel* m = (*registry)->Find("tok");
+  FlakyStateMemory& memory = static_cast<FlakyBackend*>(m->backend.get())->memory_;
+  constexpr int64_t kPool = 5;
+  SessionStore store(**registry, StoreLimits{.pool_sessions = kPool, .host_sessions = 1000});
+  std::mt19937 rng(20261207);
+  std::list<Session*> lru;  // most recent first
+  std::vector<std::pair<Session*, std::vector<float>>> live;
+  int64_t failures = 0;
+  for (int step = 0; step < 2000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    memory.moves = 0;
+    memory.fail_at = rng() % 3 == 0 ? static_cast<int>(1 + rng() % 2) : 0;
+    const bool pool_full = static_cast<int64_t>(lru.size()) == kPool;
+    if (op < 4 || live.size() < 3) {
+      absl::StatusOr<Session*> made = store.Create(m, 0, "", 0, 1000, "session_id");
+      if (pool_full && memory.fail_at == 1) {
+        // The eviction's Move failed: no session, and the tail stays the tail.
+        ASSERT_FALSE(made.ok()) << "step " << step;
+        EXPECT_THAT(std::string(made.status().message()), HasSubstr("injected"));
+        ++failures;
+      } else {
+        ASSERT_TRUE(made.ok()) << "step " << step << ": " << made.status();
+        if (pool_full) lru.pop_back();
+        lru.push_front(*made);
+        live.emplace_back(*made, FillPattern(store, *made, static_cast<uint32_t>(step)));
+      }
+    } else if (op < 8) {
+      Session* s = live[rng() % live.size()].first;
+      if (s->tier == Tier::kHost) {
+        absl::StatusOr<bool> r = store.MakeResident(s);
+        // Moves: the eviction first when the pool is full, then this session's.
+        const int evict_move = pool_full ? 1 : 0, own_move = evict_move + 1;
+        if (memory.fail_at != 0 && (memory.fail_at == evict_move || memory.fail_at == own_move)) {
+          ASSERT_FALSE(r.ok()) << "step " << step;
+          ++failures;
+          if (memory.fail_at == own_move && pool_full) lru.pop_back();  // that one went
+          EXPECT_EQ(s->tier, Tier::kHost) << "step " << step;
+        } else {
+          ASSERT_TRUE(r.ok() && *r) << "step " << step;
+          if (pool_full) lru.pop_back();
+          store.LruPushFront(s);
+          lru.push_front(s);
+        }
+      } else {
+        store.LruRemove(s);
+        lru.remove(s);
+        store.LruPushFront(s);
+        lru.push_front(s);
+      }
+    } else {
+      const size_t k = rng() % live.size();
+      store.Remove(live[k].first, /*expired=*/false);
+      store.FreeRemoved();
+      lru.remove(live[k].first);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+    memory.fail_at = 0;
+    int64_t in_pool = 0;
+    for (const auto& [s, pattern] : live) {
+      const bool modelled = std::find(lru.begin(), lru.end(), s) != lru.end();
+      ASSERT_EQ(s->tier == Tier::kPool, modelled) << "step " << step;
+      ASSERT_EQ(s->in_lru, modelled) << "step " << step;
+      in_pool += modelled ? 1 : 0;
+    }
+    ASSERT_EQ(store.counts().pool, in_pool) << "step " << step;
+  }
+  EXPECT_GT(failures, 100);
+  for (const auto& [s, pattern] : live) EXPECT_TRUE(BufferIs(store, s, pattern));
+  // The LRU's order is the model's: fill the pool, then each new session evicts the model's
+  // tail.
+  memory.fail_at = 0;
+  while (static_cast<int64_t>(lru.size()) < kPool) lru.push_front(MustCreate(store, m, ""));
+  for (int64_t i = 0; i < kPool; ++i) {
+    Session* want = lru.back();
+    lru.pop_back();
+    lru.push_front(MustCreate(store, m, ""));
+    EXPECT_EQ(want->tier, Tier::kHost) << i;
   }
 }
 

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Session lifecycle end to end: eviction to the host tier and transparent resumption
 // (--max_sessions), refusal when every tier is full, idle-TTL expiry, a client dropping
-// mid-stream, and the SIGTERM drain (in-flight work completes, then exit status 0).
+// mid-stream, the SIGTERM drain (in-flight work completes, then exit status 0), and limits
+// refused at start-up.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -478,6 +480,24 @@ TEST(DrainTest, IdleServerExitsZeroOnSigterm) {
   EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
       << DescribeExit(*exit_status);
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(5)) << "an idle server drains at once";
+}
+
+// Limits that the engine could not honour are start-up errors naming the flag: an append's retry
+// record holds its length in 32 bits, so no sequence may be longer than 2^31 - 1 tokens.
+TEST(StartupTest, SequenceLimitBeyondThirtyTwoBitsIsRefusedNamingTheFlag) {
+  for (const char* bad : {"2147483648", "0"}) {
+    ServerFlags flags =
+        DemoFlags({"--max_sequence_tokens", bad, "--max_request_tokens", "4294967296"});
+    flags.start_timeout = std::chrono::seconds(20);
+    auto refused = ServerProcess::Start(flags);
+    ASSERT_FALSE(refused.ok()) << "started with --max_sequence_tokens " << bad;
+    EXPECT_THAT(std::string(refused.status().message()),
+                ::testing::HasSubstr("--max_sequence_tokens: " + std::string(bad)));
+  }
+  // The largest allowed value starts.
+  auto started = ServerProcess::Start(
+      DemoFlags({"--max_sequence_tokens", "2147483647", "--max_request_tokens", "4294967296"}));
+  ASSERT_TRUE(started.ok()) << started.status();
 }
 
 }  // namespace
