@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -331,7 +332,8 @@ absl::StatusOr<bool> SessionStore::MakeResident(Session* s) {
 absl::Status SessionStore::SwapWithVictim(Session* s, Session* victim) {
   if (victim->model == s->model) {
     // In place, through a staging block: Moves run in order, so tmp <- b, b <- a, a <- tmp
-    // is a swap.
+    // is a swap. A failed Move copies nothing; when the last one fails, `s`'s state is only in
+    // tmp and is moved back into b, so a failed swap leaves both sessions as they were.
     ModelSlots& slots = SlotsOf(s->model);
     const int64_t n = s->model->state_floats;
     if (slots.swap_block == nullptr) {
@@ -341,7 +343,14 @@ absl::Status SessionStore::SwapWithVictim(Session* s, Session* victim) {
     float* b = State(s);
     RETURN_IF_ERROR(slots.memory->Move(slots.swap_block, b, n));
     RETURN_IF_ERROR(slots.memory->Move(b, a, n));
-    RETURN_IF_ERROR(slots.memory->Move(a, slots.swap_block, n));
+    if (absl::Status st = slots.memory->Move(a, slots.swap_block, n); !st.ok()) {
+      if (absl::Status back = slots.memory->Move(b, slots.swap_block, n); !back.ok()) {
+        // The state memory refuses every copy (a device error): `s`'s state is lost.
+        std::fprintf(stderr, "aaren: session %s: its state was lost in a failed swap: %s\n",
+                     s->id.str().c_str(), std::string(back.message()).c_str());
+      }
+      return st;
+    }
     float* out_a = LastOutput(victim);
     std::swap_ranges(out_a, out_a + s->model->output_dim, LastOutput(s));
     std::swap(victim->slot, s->slot);

@@ -44,6 +44,8 @@ class SessionStoreTest : public ::testing::Test {
 
   // LruOrderFollowsEvictionsSwapsAndRemovalsAgainstAListModel with a host tier of `host`.
   void LruModelCheck(int64_t host);
+  // FailedMovesLeaveTiersLruAndBuffersAsTheyWere with a host tier of `host`.
+  void FailedMovesCheck(int64_t host);
 
   std::unique_ptr<SessionStore> MakeStore(int64_t pool, int64_t host, uint32_t ttl = 3600,
                                           size_t remembered = 100000) {
@@ -373,7 +375,16 @@ class FlakyBackend final : public Backend {
 // (for an eviction) back at the LRU's tail, so the next eviction picks it again; no buffer
 // changes. Checked against a list model over random creates, touches and removals, with one of
 // the call's Moves failing at random.
+// With a host tier of 2 the host tier is often full too, and a host session made resident swaps
+// places with the LRU tail through three Moves, any of which may fail.
 TEST_F(SessionStoreTest, FailedMovesLeaveTiersLruAndBuffersAsTheyWere) {
+  for (const int64_t host : {int64_t{1000}, int64_t{2}}) {
+    SCOPED_TRACE(::testing::Message() << "host tier of " << host);
+    FailedMovesCheck(host);
+  }
+}
+
+void SessionStoreTest::FailedMovesCheck(int64_t host) {
   auto registry = ModelRegistry::FromModels(
       {NamedRandomModel("tok", tok_->model->config(), 1)},
       [](std::shared_ptr<const Model> m) -> absl::StatusOr<std::unique_ptr<Backend>> {
@@ -383,17 +394,19 @@ TEST_F(SessionStoreTest, FailedMovesLeaveTiersLruAndBuffersAsTheyWere) {
   const ServedModel* m = (*registry)->Find("tok");
   FlakyStateMemory& memory = static_cast<FlakyBackend*>(m->backend.get())->memory_;
   constexpr int64_t kPool = 5;
-  SessionStore store(**registry, StoreLimits{.pool_sessions = kPool, .host_sessions = 1000});
-  std::mt19937 rng(20261207);
+  SessionStore store(**registry, StoreLimits{.pool_sessions = kPool, .host_sessions = host});
+  std::mt19937 rng(20261207 + static_cast<uint32_t>(host));
   std::list<Session*> lru;  // most recent first
   std::vector<std::pair<Session*, std::vector<float>>> live;
-  int64_t failures = 0;
+  int64_t failures = 0, swap_failures = 0;
   for (int step = 0; step < 2000; ++step) {
     const int op = static_cast<int>(rng() % 10);
     memory.moves = 0;
-    memory.fail_at = rng() % 3 == 0 ? static_cast<int>(1 + rng() % 2) : 0;
+    memory.fail_at = rng() % 3 == 0 ? static_cast<int>(1 + rng() % 3) : 0;
     const bool pool_full = static_cast<int64_t>(lru.size()) == kPool;
-    if (op < 4 || live.size() < 3) {
+    const bool host_full =
+        static_cast<int64_t>(live.size()) - static_cast<int64_t>(lru.size()) == host;
+    if (!(pool_full && host_full) && (op < 4 || live.size() < 3)) {
       absl::StatusOr<Session*> made = store.Create(m, 0, "", 0, 1000, "session_id");
       if (pool_full && memory.fail_at == 1) {
         // The eviction's Move failed: no session, and the tail stays the tail.
@@ -410,9 +423,22 @@ TEST_F(SessionStoreTest, FailedMovesLeaveTiersLruAndBuffersAsTheyWere) {
       Session* s = live[rng() % live.size()].first;
       if (s->tier == Tier::kHost) {
         absl::StatusOr<bool> r = store.MakeResident(s);
-        // Moves: the eviction first when the pool is full, then this session's.
+        // Moves: the eviction first when the pool is full, then this session's; or, both tiers
+        // full, the swap's three.
         const int evict_move = pool_full ? 1 : 0, own_move = evict_move + 1;
-        if (memory.fail_at != 0 && (memory.fail_at == evict_move || memory.fail_at == own_move)) {
+        if (pool_full && host_full) {
+          if (memory.fail_at != 0) {
+            ASSERT_FALSE(r.ok()) << "step " << step;
+            ++swap_failures;
+            EXPECT_EQ(s->tier, Tier::kHost) << "step " << step;
+          } else {
+            ASSERT_TRUE(r.ok() && *r) << "step " << step;
+            lru.pop_back();
+            store.LruPushFront(s);
+            lru.push_front(s);
+          }
+        } else if (memory.fail_at != 0 &&
+                   (memory.fail_at == evict_move || memory.fail_at == own_move)) {
           ASSERT_FALSE(r.ok()) << "step " << step;
           ++failures;
           if (memory.fail_at == own_move && pool_full) lru.pop_back();  // that one went
@@ -442,17 +468,30 @@ TEST_F(SessionStoreTest, FailedMovesLeaveTiersLruAndBuffersAsTheyWere) {
       const bool modelled = std::find(lru.begin(), lru.end(), s) != lru.end();
       ASSERT_EQ(s->tier == Tier::kPool, modelled) << "step " << step;
       ASSERT_EQ(s->in_lru, modelled) << "step " << step;
+      ASSERT_TRUE(BufferIs(store, s, pattern)) << "step " << step;
       in_pool += modelled ? 1 : 0;
     }
     ASSERT_EQ(store.counts().pool, in_pool) << "step " << step;
   }
-  EXPECT_GT(failures, 100);
+  EXPECT_GT(failures + swap_failures, 100);
+  if (host < 1000) {
+    EXPECT_GT(swap_failures, 20) << "no swap failed";
+  }
   for (const auto& [s, pattern] : live) EXPECT_TRUE(BufferIs(store, s, pattern));
-  // The LRU's order is the model's: fill the pool, then each new session evicts the model's
-  // tail.
+  // The LRU's order is the model's: make room in the host tier, fill the pool, then each new
+  // session evicts the model's tail.
   memory.fail_at = 0;
+  for (auto it = live.begin(); it != live.end();) {
+    if (it->first->tier == Tier::kHost) {
+      store.Remove(it->first, /*expired=*/false);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  store.FreeRemoved();
   while (static_cast<int64_t>(lru.size()) < kPool) lru.push_front(MustCreate(store, m, ""));
-  for (int64_t i = 0; i < kPool; ++i) {
+  for (int64_t i = 0; i < std::min(kPool, host); ++i) {
     Session* want = lru.back();
     lru.pop_back();
     lru.push_front(MustCreate(store, m, ""));
