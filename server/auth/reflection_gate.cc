@@ -31,6 +31,16 @@ class Refuse final : public grpc::ServerGenericBidiReactor {
 // inner server (Inner, the client side): each frame read from one side is written to the other,
 // one in flight each way. The inner call's status ends the caller's. Both halves live in one
 // Relay, deleted when both calls are done.
+//
+// Lifetimes: gRPC destroys the inner client call before Inner::OnDone, so the caller side must
+// never start an inner operation once OnDone can run. Two holds on the inner reactor keep it
+// from running while the caller side may still touch it:
+//   - the read hold, from the start until the inner call's reads end (Inner::OnReadDone(false):
+//     the inner server finished or the call was cancelled). From then on a frame the caller
+//     sends is dropped, not written (`inner_reads_done_`, under `mu_`);
+//   - a write hold for each inner frame being written to the caller, released by
+//     Caller::OnWriteDone after it has started the next inner read.
+// `mu_` is recursive: gRPC may run a reaction on the thread that starts an operation.
 class Relay {
  public:
   Relay(const std::shared_ptr<grpc::Channel>& channel, grpc::GenericCallbackServerContext* ctx)
@@ -39,6 +49,7 @@ class Relay {
       client_ctx_.set_deadline(ctx->deadline());
     }
     stub_.PrepareBidiStreamingCall(&client_ctx_, kReflectionMethod, grpc::StubOptions(), &inner_);
+    inner_.AddHold();  // the read hold
     inner_.StartRead(&from_inner_);
     inner_.StartCall();
     caller_.StartRead(&from_caller_);
@@ -50,18 +61,23 @@ class Relay {
    public:
     explicit Caller(Relay* r) : r_(r) {}
     void OnReadDone(bool ok) override {
+      std::lock_guard<std::recursive_mutex> lock(r_->mu_);
+      if (r_->inner_reads_done_) return;  // the inner call is ending: nothing to write to
       if (ok) {
         r_->inner_.StartWrite(&r_->from_caller_);
-      } else {
+      } else if (!r_->writes_done_) {
+        r_->writes_done_ = true;
         r_->inner_.StartWritesDone();
       }
     }
     void OnWriteDone(bool ok) override {
+      // (An inner frame's write hold is held: the inner call is alive.)
       if (ok) {
         r_->inner_.StartRead(&r_->from_inner_);
       } else {
         r_->client_ctx_.TryCancel();
       }
+      r_->inner_.RemoveHold();
     }
     void OnCancel() override { r_->client_ctx_.TryCancel(); }
     void OnDone() override { r_->Release(); }
@@ -73,7 +89,16 @@ class Relay {
    public:
     explicit Inner(Relay* r) : r_(r) {}
     void OnReadDone(bool ok) override {
-      if (ok) r_->caller_.StartWrite(&r_->from_inner_);
+      if (ok) {
+        AddHold();  // the write hold, released by Caller::OnWriteDone
+        r_->caller_.StartWrite(&r_->from_inner_);
+        return;
+      }
+      {
+        std::lock_guard<std::recursive_mutex> lock(r_->mu_);
+        r_->inner_reads_done_ = true;
+      }
+      RemoveHold();  // the read hold: OnDone may run once the operations in flight end
     }
     void OnWriteDone(bool ok) override {
       if (ok) r_->caller_.StartRead(&r_->from_caller_);
@@ -90,7 +115,7 @@ class Relay {
   void Release() {
     bool last = false;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::lock_guard<std::recursive_mutex> lock(mu_);
       last = ++done_ == 2;
     }
     if (last) delete this;
@@ -101,8 +126,10 @@ class Relay {
   grpc::GenericStub stub_;
   grpc::ClientContext client_ctx_;
   grpc::ByteBuffer from_caller_, from_inner_;
-  std::mutex mu_;
-  int done_ = 0;
+  std::recursive_mutex mu_;
+  bool inner_reads_done_ = false;  // guarded by mu_
+  bool writes_done_ = false;       // guarded by mu_
+  int done_ = 0;                   // guarded by mu_
 };
 
 }  // namespace

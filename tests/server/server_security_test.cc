@@ -18,6 +18,7 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -184,6 +185,43 @@ std::pair<grpc::Status, std::string> ListServicesAs(const std::string& token,
   return {status, response};
 }
 
+// A ServerReflectionInfo stream as `token` that writes `frames`, never half-closes, reads until
+// the call ends (the inner server finishing it, or `deadline`) and returns its status.
+grpc::Status ReflectionWithoutHalfClose(const std::string& token,
+                                        std::shared_ptr<grpc::Channel> channel,
+                                        const std::vector<std::string>& frames,
+                                        std::chrono::milliseconds deadline) {
+  grpc::GenericStub stub(channel);
+  auto ctx = As(token, deadline);
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(
+      ctx.get(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok = false;
+  call->StartCall(reinterpret_cast<void*>(1));
+  cq.Next(&tag, &ok);
+  for (const std::string& frame : frames) {
+    if (!ok) break;
+    grpc::Slice slice(frame);
+    grpc::ByteBuffer out(&slice, 1);
+    call->Write(out, reinterpret_cast<void*>(2));
+    cq.Next(&tag, &ok);
+  }
+  while (ok) {
+    grpc::ByteBuffer in;
+    call->Read(&in, reinterpret_cast<void*>(3));
+    cq.Next(&tag, &ok);
+  }
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
 // ---- TLS, mutual TLS, tokens ----
 
 class SecureServerTest : public SharedServerTest<SecureServerTest> {
@@ -321,6 +359,39 @@ TEST_F(SecureServerTest, ReflectionWithATokenListsTheServices) {
   ASSERT_TRUE(status.ok()) << StatusString(status);
   EXPECT_NE(response.find("aaren.v1.Aaren"), std::string::npos);
   EXPECT_NE(response.find("grpc.health.v1.Health"), std::string::npos);
+}
+
+// The relay to the inner reflection server outlives neither call: the inner server ending the
+// call while the caller's stream is still open (after a frame it cannot parse), or the caller's
+// deadline passing with the stream open, from several clients at once, leaves the server
+// serving (it used to start an operation on the destroyed inner call and abort).
+TEST_F(SecureServerTest, ReflectionStreamsLeftOpenOrEndedByTheInnerServerDoNotCrashIt) {
+  const std::string list_services("\x3a\x00", 2);
+  const std::string malformed("\x0a\xff\xff\xff\xff\x0f", 6);
+  std::vector<std::thread> clients;
+  std::atomic<int> ended_by_inner{0}, ended_by_deadline{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      auto channel = server_->NewChannel();
+      for (int i = 0; i < 60; ++i) {
+        grpc::Status st = ReflectionWithoutHalfClose(kTokenA, channel, {list_services, malformed},
+                                                     std::chrono::seconds(20));
+        if (st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) ++ended_by_inner;
+        if (i % 6 == 0) {
+          st = ReflectionWithoutHalfClose(kTokenA, channel, {list_services},
+                                          std::chrono::milliseconds(100));
+          if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) ++ended_by_deadline;
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(ended_by_inner.load(), 4 * 60);
+  EXPECT_EQ(ended_by_deadline.load(), 4 * 10);
+  // Still serving, reflection included.
+  auto [status, response] = ListServicesAs(kTokenA, server_->NewChannel());
+  ASSERT_TRUE(status.ok()) << StatusString(status);
+  EXPECT_NE(response.find("aaren.v1.Aaren"), std::string::npos);
 }
 
 TEST_F(SecureServerTest, AnotherTenantSeesExactlyTheUnknownIdNotFound) {
