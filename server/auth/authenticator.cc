@@ -125,6 +125,11 @@ absl::StatusOr<size_t> Authenticator::Reload() {
   absl::StatusOr<TokenTable> table = TokenTable::Load(path_);
   if (!table.ok()) return table.status();
   const size_t n = table->tokens();
+  if (n == 0) {
+    // As at start-up: a file with no tokens would refuse every caller; keep the old tokens.
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_tokens_file: ", path_, " has no tokens: no one could call"));
+  }
   auto fresh = std::make_shared<const TokenTable>(*std::move(table));
   std::lock_guard<std::mutex> lock(mu_);
   table_ = std::move(fresh);
@@ -143,7 +148,9 @@ absl::StatusOr<std::string> Authenticator::AuthenticateHeader(
     return absl::UnauthenticatedError(
         "authorization: not a bearer token; send `authorization: Bearer TOKEN`");
   }
-  const std::string* tenant = table()->Find(authorization.substr(kScheme.size()));
+  // The table stays alive while its entry is read: a reload may replace it meanwhile.
+  const std::shared_ptr<const TokenTable> current = table();
+  const std::string* tenant = current->Find(authorization.substr(kScheme.size()));
   if (tenant == nullptr) return absl::UnauthenticatedError("authorization: unknown bearer token");
   return *tenant;
 }

@@ -619,6 +619,12 @@ TEST_F(SecureServerTest, ZZSighupReloadsTheTokensAndABrokenFileKeepsTheOldOnes) 
   ASSERT_TRUE(wait_for_log("tokens reload failed", 1)) << server_->Log();
   EXPECT_TRUE(served(kTokenA).ok());
   EXPECT_TRUE(served(kTokenC).ok());
+  // A file with no tokens (it would refuse every caller): refused the same way.
+  WriteTokens(TokensFile(), "# all gone\n");
+  server_->Signal(SIGHUP);
+  ASSERT_TRUE(wait_for_log("tokens reload failed", 2)) << server_->Log();
+  EXPECT_TRUE(served(kTokenA).ok());
+  EXPECT_TRUE(served(kTokenC).ok());
 }
 
 // ---- Without TLS: reflection off, and the limits ----
