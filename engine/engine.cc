@@ -95,13 +95,18 @@ int64_t OutputFloats(const ServedModel& m, int64_t tokens, OutputMode mode) {
 
 // What a queued work item holds in memory: its input, its output buffer, the state snapshot of
 // a chunked append, the record itself.
-int64_t WorkBytes(const ServedModel& m, const Work& w) {
+int64_t WorkBytes(const ServedModel& m, const SequenceInput& input, int64_t length,
+                  OutputMode mode) {
   int64_t bytes = static_cast<int64_t>(sizeof(Work)) +
-                  static_cast<int64_t>(w.input.tokens.size() * sizeof(int32_t) +
-                                       w.input.features.size() * sizeof(float)) +
-                  OutputFloats(m, w.length, w.mode) * 4;
-  if (w.length > 1) bytes += m.state_floats * 4;
+                  static_cast<int64_t>(input.tokens.size() * sizeof(int32_t) +
+                                       input.features.size() * sizeof(float)) +
+                  OutputFloats(m, length, mode) * 4;
+  if (length > 1) bytes += m.state_floats * 4;
   return bytes;
+}
+
+int64_t WorkBytes(const ServedModel& m, const Work& w) {
+  return WorkBytes(m, w.input, w.length, w.mode);
 }
 
 }  // namespace
@@ -115,6 +120,14 @@ absl::Status Engine::CheckReplyBytes(const ServedModel& m, int64_t tokens, Outpu
       field, ": the reply would be ", bytes, " bytes (", tokens, " tokens x ", m.output_dim,
       " outputs x 4), more than --max_message_bytes (", options_.max_reply_bytes,
       "); send fewer tokens per call or use output_mode LAST or NONE"));
+}
+
+absl::Status Engine::CheckNewSessionCosts(const ServedModel& m, const SequenceInput& input,
+                                          OutputMode mode, absl::string_view field) {
+  const int64_t length = input.length(m.config().n_features);
+  RETURN_IF_ERROR(CheckReplyBytes(m, length, mode, field));
+  std::lock_guard<std::mutex> lock(mu_);
+  return CheckBudgetLocked(SessionStore::SessionBytes(m) + WorkBytes(m, input, length, mode));
 }
 
 absl::Status Engine::CheckBudgetLocked(int64_t bytes) const {
@@ -340,18 +353,28 @@ void Engine::CreateSession(CreateParams params,
       st.ok() ? store_.Create(*model, store_.InternTenant(params.tenant), params.session_id,
                               params.idle_ttl_s, NowUnixMs(), "session_id")
               : absl::StatusOr<Session*>(st);
-  if (!s.ok() || w->length == 0) {
-    absl::StatusOr<SessionInfo> info =
-        s.ok() ? absl::StatusOr<SessionInfo>(SessionInfo{}) : s.status();
-    if (s.ok()) {
-      const SessionInfo made = InfoLocked(*s);
-      MarkDirtyLocked(*s);
-      absl::Status durable = AwaitDurableLocked(  // (a failed commit removed it)
-          lock, SessionKey(params.tenant, made.session_id));
-      info = durable.ok() ? absl::StatusOr<SessionInfo>(made) : durable;
+  if (!s.ok()) {
+    lock.unlock();
+    return done(s.status());
+  }
+  if (w->length == 0) {
+    // kAck: the reply is held until the window's commit (a failed one removes the session), as
+    // an append's is, rather than awaited here: CreateSession never blocks, so a completion on
+    // the scheduler thread may call it (KServe v2's START after deleting a sequence does).
+    const SessionInfo made = InfoLocked(*s);
+    MarkDirtyLocked(*s);
+    Completion reply = ReplyLaterLocked(
+        /*changed=*/true, HoldKeyLocked(*s),
+        [made, done = std::move(done)](const absl::Status& st) mutable {
+          if (st.ok()) return done(made);
+          done(st);
+        });
+    if (durable() && ack()) {
+      commit_wanted_ = true;
+      cv_.notify_one();
     }
     lock.unlock();
-    return done(std::move(info));
+    return reply();
   }
   if (absl::Status r = ReserveLocked(*w, WorkBytes(**model, *w)); !r.ok()) {
     store_.Remove(*s, /*expired=*/false);
@@ -367,7 +390,9 @@ void Engine::CreateSession(CreateParams params,
       RemoveSessionsNow(ref.tenant, {ref.id}, uid);
       return done(absl::Status(r.status().code(), absl::StrCat("prefix: ", r.status().message())));
     }
-    done(GetSession(ref));
+    // (This session was made here: read it locally. GetSession would first ask a shared store,
+    // a blocking call on the scheduler thread, where this runs.)
+    done(LocalSessionInfo(ref));
   };
   EnqueueLocked(*s, std::move(w));
 }
@@ -409,6 +434,11 @@ void Engine::Append(AppendParams params, AppendCallback done) {
   absl::StatusOr<const ServedModel*> found = ModelOfSession(ref, params.expected_uid);
   if (!found.ok()) return done(found.status());
   const ServedModel* model = *found;
+  if (!params.model.empty() && params.model != model->name) {
+    return done(
+        absl::NotFoundError(absl::StrCat("session_id: session '", ref.id, "' serves model '",
+                                         model->name, "', not '", params.model, "'")));
+  }
   if (absl::Status st = ValidateInput(model->config(), params.input, "input",
                                       options_.max_sequence_tokens, /*allow_empty=*/false);
       !st.ok()) {
@@ -533,6 +563,10 @@ absl::StatusOr<const ServedModel*> Engine::ModelOfSession(const SessionRef& ref,
 
 absl::StatusOr<SessionInfo> Engine::GetSession(const SessionRef& ref) {
   RETURN_IF_ERROR(LoadFromStore(ref));
+  return LocalSessionInfo(ref);
+}
+
+absl::StatusOr<SessionInfo> Engine::LocalSessionInfo(const SessionRef& ref) {
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Session * s, FindLocked(ref, "session_id"));
   return InfoLocked(s);
@@ -627,27 +661,38 @@ void Engine::Control(const SessionRef& ref, absl::string_view field,
 }
 
 void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
-                           std::shared_ptr<CancelFlag> cancel) {
+                           std::shared_ptr<CancelFlag> cancel, uint64_t expected_uid) {
   {
     // A Generate at the head of the queue would hold the delete back for up to
     // max_generate_tokens steps (or forever, for a client that stopped reading): end it at its
     // next token instead.
+    // Every Generate queued now is ahead of the delete, so each one is ended the same way.
     std::lock_guard<std::mutex> lock(mu_);
     auto s = FindLocked(ref, "session_id");
-    if (s.ok() && (*s)->has_work() && (*s)->head->kind == Work::Kind::kGenerate) {
-      GenerateProgress& g = *(*s)->head->generate;
-      g.stop_requested = true;
-      if (g.flow != nullptr && g.flow->parked != nullptr) {
-        g.flow->parked = nullptr;
-        ReadyLocked(*s);
-        cv_.notify_one();
+    if (s.ok() && (expected_uid == 0 || (*s)->uid == expected_uid)) {
+      for (Work* w = (*s)->head; w != nullptr; w = w->next) {
+        if (w->kind != Work::Kind::kGenerate) continue;
+        GenerateProgress& g = *w->generate;
+        g.stop_requested = true;
+        if (g.flow != nullptr && g.flow->parked != nullptr) {
+          g.flow->parked = nullptr;
+          ReadyLocked(*s);
+          cv_.notify_one();
+        }
       }
     }
   }
   auto shared_done = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(std::move(done));
   Control(
       ref, "session_id",
-      [this, shared_done](Session* s) -> Completion {
+      [this, shared_done, expected_uid](Session* s) -> Completion {
+        if (expected_uid != 0 && s->uid != expected_uid) {
+          // The id names a session made again after the one meant: leave it alone.
+          return [shared_done, id = s->id.str()] {
+            (*shared_done)(absl::NotFoundError(absl::StrCat(
+                "session_id: session '", id, "' was deleted (the id now names a new session)")));
+          };
+        }
         // Work queued behind the delete fails: the session is gone. (The delete itself was
         // taken off the queue before it ran.)
         std::vector<Completion> failed;
@@ -707,12 +752,11 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
             result = InfoLocked(*dst);
             MarkDirtyLocked(*dst);
             src->last_used_ms = NowUnixMs();
-            // Shared stores: the source's record is rewritten too (its TTL in the store runs
-            // from its last write). Its reply does not wait for it.
-            if (shared()) {
-              if (!undo_.contains(src)) CaptureUndoLocked(src);  // unchanged: put back as is
-              MarkDirtyLocked(src);
-            }
+            // The source's record is rewritten too: its last use is what recovery (and, for
+            // shared stores, the store's own TTL) judges its expiry by, so a session used only
+            // as a fork source stays alive across a restart. Its reply does not wait for it.
+            if (!undo_.contains(src)) CaptureUndoLocked(src);  // unchanged: put back as is
+            MarkDirtyLocked(src);
             return ReplyLaterLocked(
                 true, HoldKeyLocked(*dst),
                 [shared_done, result = std::move(result)](const absl::Status& st) mutable {

@@ -228,6 +228,8 @@ class Engine {
     // When non-zero, the append applies only to this incarnation (SessionInfo::uid) of the
     // session: NOT_FOUND if the session was deleted and made again under the same id.
     uint64_t expected_uid = 0;
+    // When set, the session must serve this model: NOT_FOUND ("... serves model ...") otherwise.
+    std::string model;
     SequenceInput input;
     std::optional<int64_t> expected_position;
     OutputMode mode = OutputMode::kAll;
@@ -265,12 +267,21 @@ class Engine {
   void AckGenerated(const std::shared_ptr<GenerateFlow>& flow, int64_t tokens = 1);
 
   absl::StatusOr<SessionInfo> GetSession(const SessionRef& ref);
+  // What a session made now on `m` with `input` appended (output mode `mode`) would be refused
+  // for, checked as CreateSession and Append check it: the reply's size (RESOURCE_EXHAUSTED
+  // naming `field` and --max_message_bytes) and the memory budget. For a caller that must delete
+  // before it creates (KServe v2's START on an existing sequence), so that it can refuse first.
+  // Not a reservation: a concurrent call may take the budget before the create.
+  absl::Status CheckNewSessionCosts(const ServedModel& m, const SequenceInput& input,
+                                    OutputMode mode, absl::string_view field);
   // Queued behind the session's pending work; fails that work's successors with NOT_FOUND. A
-  // Generate running on the session is ended at its next token instead of waited for.
+  // Generate running or queued on the session is ended at its next token instead of waited for
+  // (also when the delete itself then fails: its deadline passes or, under kAck, its commit).
   // Control operations (delete, fork, export) honour `cancel`: one cancelled (or past its
   // deadline) while queued never runs.
+  // `expected_uid` (non-zero): delete only that incarnation of the id (NOT_FOUND otherwise).
   void DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
-                     std::shared_ptr<CancelFlag> cancel = nullptr);
+                     std::shared_ptr<CancelFlag> cancel = nullptr, uint64_t expected_uid = 0);
   // The fork belongs to ref's tenant.
   void ForkSession(const SessionRef& ref, const std::string& new_session_id, uint32_t idle_ttl_s,
                    absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done,
@@ -315,6 +326,8 @@ class Engine {
   absl::Status CheckAcceptingLocked() const;
   void EnqueueLocked(Session* s, std::unique_ptr<Work> w);
   SessionInfo InfoLocked(const Session* s) const;
+  // GetSession without asking a shared store first: the copy held here.
+  absl::StatusOr<SessionInfo> LocalSessionInfo(const SessionRef& ref);
   absl::StatusOr<Session*> FindLocked(const SessionRef& ref, absl::string_view field);
   // `bound_uid`: see LoadFromStore.
   absl::StatusOr<const ServedModel*> ModelOfSession(const SessionRef& ref, uint64_t bound_uid = 0);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace aaren {
@@ -86,6 +87,12 @@ uint64_t RetryFingerprint(const SequenceInput& input, const McaOptions& mca) {
   const auto* p = reinterpret_cast<const uint8_t*>(parts);
   for (size_t i = 0; i < sizeof(parts); ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
+}
+
+std::string Quoted(absl::string_view name) {
+  std::string out = absl::CHexEscape(name.substr(0, kQuotedChars));
+  if (name.size() > kQuotedChars) out += "...";
+  return out;
 }
 
 }  // namespace aaren

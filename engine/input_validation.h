@@ -5,6 +5,7 @@
 #define AAREN_ENGINE_INPUT_VALIDATION_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -46,6 +47,12 @@ absl::Status ValidateMca(const McaOptions& mca, absl::string_view field);
 // InputFingerprint(input) combined with the MCA options when enabled (alpha and seed change the
 // outputs, so a retry must repeat them to be recognised); equal to InputFingerprint without MCA.
 uint64_t RetryFingerprint(const SequenceInput& input, const McaOptions& mca);
+
+// A client-supplied name (model, version, id) as an error message may quote it: at most
+// kQuotedChars characters, non-printable bytes C-escaped, "..." when cut. Names are quoted only
+// through this, so that no message carries a client's arbitrary bytes or length.
+inline constexpr size_t kQuotedChars = 64;
+std::string Quoted(absl::string_view name);
 
 }  // namespace aaren
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
+#include "engine/input_validation.h"
 
 namespace aaren {
 namespace {
@@ -95,7 +96,7 @@ absl::StatusOr<const ServedModel*> ModelRegistry::Get(absl::string_view name,
   if (const ServedModel* m = Find(name)) return m;
   std::vector<std::string> names;
   for (const auto& [n, m] : models_) names.push_back(n);
-  return absl::NotFoundError(absl::StrCat(field, ": no model named '", name,
+  return absl::NotFoundError(absl::StrCat(field, ": no model named '", Quoted(name),
                                           "' (served: ", absl::StrJoin(names, ", "), ")"));
 }
 

@@ -51,6 +51,7 @@
 #include "server/echo_service.h"
 #include "server/kserve_v2/v2_grpc_service.h"
 #include "server/kserve_v2/v2_http_server.h"
+#include "server/kserve_v2/v2_json.h"
 #include "server/logging.h"
 #include "server/metrics/metrics_registry.h"
 #include "server/metrics/server_metrics.h"
@@ -450,7 +451,13 @@ int Run() {
   v2_env.stats = &v2_stats;
   v2_env.server_version = AAREN_VERSION;
   v2_env.idle_ttl_s = options.store.default_idle_ttl_s;
-  v2_env.limits = v2::ParseLimits{default_mca, options.max_sequence_tokens};
+  v2_env.limits =
+      v2::ParseLimits{default_mca, options.max_sequence_tokens, options.max_reply_bytes};
+  int64_t widest_row = 1;
+  for (const ServedModel* m : (*registry)->models()) {
+    widest_row = std::max<int64_t>(widest_row, m->config().n_features);
+  }
+  v2_env.json_elements = v2::JsonElementLimit(options.max_sequence_tokens, widest_row);
   v2_env.ready = &v2_ready;
   v2::V2GrpcService v2_service(&v2_env);
   EchoService echo;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/input_validation.h"
 #include "server/aaren_v1/aaren_service.h"
 #include "server/aaren_v1/proto_convert.h"
 #include "server/status_convert.h"
@@ -114,7 +115,7 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
     }
     if (!append.session_id().empty() && append.session_id() != session_id_) {
       return fail(absl::InvalidArgumentError(
-          absl::StrCat("append.session_id: '", append.session_id(),
+          absl::StrCat("append.session_id: '", Quoted(append.session_id()),
                        "' is not the stream's session '", session_id_, "'")));
     }
     params = AppendParamsFromProto(append, "append.", env_.default_mca);

@@ -30,6 +30,8 @@ struct V2Env {
   std::string server_version;
   uint32_t idle_ttl_s = 0;  // the sessions' default (--idle_ttl_seconds)
   ParseLimits limits;
+  // REST: the most elements a JSON request may have (JsonElementLimit, v2_json.h).
+  int64_t json_elements = int64_t{1} << 22;
   const std::atomic<bool>* ready = nullptr;  // false once the server drains
   bool IsReady() const { return ready == nullptr || ready->load(std::memory_order_relaxed); }
 };

@@ -161,12 +161,30 @@ Reply Infer(const V2Env& v2, const std::string& tenant, const httplib::Request& 
   request.set_model_name(path.name);
   request.set_model_version(path.version);
   bool binary_output = false;
-  if (absl::Status st = ParseInferRequestJson(body, json_bytes, &request, &binary_output);
+  if (absl::Status st =
+          ParseInferRequestJson(body, json_bytes, &request, &binary_output, v2.json_elements);
       !st.ok()) {
     return fail(st);
   }
   auto parsed = ParseInfer(request, v2.env->engine->models(), v2.limits);
   if (!parsed.ok()) return fail(parsed.status());
+  if (!binary_output && v2.limits.max_reply_bytes > 0) {
+    // A JSON reply prints each float in up to kJsonBytesPerFloat characters, not 4 bytes: the
+    // limit applies to the body it would be, before any work.
+    const int64_t rows = parsed->mode == OutputMode::kLast
+                             ? 1
+                             : parsed->input.length(parsed->model->config().n_features);
+    const int64_t bytes =
+        ExpectedReplyBytes(*parsed) + rows * parsed->model->output_dim * (kJsonBytesPerFloat - 4);
+    if (bytes > v2.limits.max_reply_bytes) {
+      return fail(absl::ResourceExhaustedError(absl::StrCat(
+          InputName(*parsed->model), ": the JSON reply could be ", bytes, " bytes (", rows,
+          " rows x ", parsed->model->output_dim, " outputs x up to ", kJsonBytesPerFloat,
+          " characters), more than --max_message_bytes (", v2.limits.max_reply_bytes,
+          "); ask for binary outputs (binary_data_output), fewer tokens or output_mode "
+          "\"last\"")));
+    }
+  }
   const ServedModel* model = parsed->model;
   const std::string request_id = parsed->request_id;
   std::promise<absl::StatusOr<InferResult>> promise;
@@ -513,8 +531,13 @@ void V2HttpServer::Serve(const httplib::Request& req, const std::string& body,
       });
     } else if (action == "ready") {
       ep = {"rest:ModelReady", true, "GET"};
-      handler =
-          with_model([this](const ServedModel&) { return v2_->IsReady() ? Reply{} : NotReady(); });
+      // Open (a probe's endpoint): an unknown model is a bare 404 that names no served model.
+      handler = [&, this]() -> Reply {
+        if (!FindModel(models, mp->name, mp->version).ok()) {
+          return ErrorReply(absl::NotFoundError("model: not served here"));
+        }
+        return v2_->IsReady() ? Reply{} : NotReady();
+      };
     } else if (action == "config") {
       ep = {"rest:ModelConfig", false, "GET"};
       handler = with_model([this](const ServedModel& m) {

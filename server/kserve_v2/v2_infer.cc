@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/input_validation.h"
 #include "engine/session_id.h"
 
 namespace aaren::v2 {
@@ -201,11 +202,13 @@ absl::Status ParseInput(ModelInferRequest& request, const ParseLimits& limits, I
 // The protocol's answer to an append on a sequence this tenant does not have.
 absl::Status NeedsStart(const InferCall& call, const absl::Status& engine_status) {
   const bool expired = absl::StrContains(engine_status.message(), "expired");
+  const bool other_model = absl::StrContains(engine_status.message(), "serves model");
   return absl::InvalidArgumentError(absl::StrCat(
       "inference request for sequence ", call.sequence_id, " to model '", call.model->name,
       "' must specify the START flag on the first request of the sequence",
       expired ? " (the sequence expired: it was idle longer than max_sequence_idle_microseconds)"
-              : ""));
+      : other_model ? " (the id names a sequence of another model)"
+                    : ""));
 }
 
 // The stages of a sequence request. Owned by the chain of engine callbacks.
@@ -222,8 +225,14 @@ struct SequenceRun {
   static void Start(std::unique_ptr<SequenceRun> run) {
     if (!run->call.start) return Append(std::move(run));
     if (!run->engine->GetSession(run->ref()).ok()) return Create(std::move(run));
-    // START on an existing sequence: it begins again from the empty state.
+    // START on an existing sequence: it begins again from the empty state. What would refuse
+    // the new session's append is checked before the old session is deleted.
     Engine* engine = run->engine;
+    if (absl::Status st = engine->CheckNewSessionCosts(*run->call.model, run->call.input,
+                                                       run->call.mode, InputName(*run->call.model));
+        !st.ok()) {
+      return run->done(st);
+    }
     const SessionRef ref = run->ref();
     std::shared_ptr<CancelFlag> cancel = run->cancel;
     engine->DeleteSession(
@@ -255,6 +264,7 @@ struct SequenceRun {
     params.tenant = run->tenant;
     params.session_id = run->call.sequence_id;
     params.expected_uid = run->uid;
+    params.model = run->call.model->name;  // a sequence belongs to the model that started it
     params.input = std::move(run->call.input);
     params.mode = run->call.mode;
     params.mca = run->call.mca;
@@ -279,12 +289,18 @@ struct SequenceRun {
     });
   }
 
-  // END (or a failed START): delete the session, then answer with `reply`.
+  // END (or a failed START): delete the session, then answer with `reply`. After a START only
+  // the session it made is deleted, not one made again under the id meanwhile.
   static void Finish(std::unique_ptr<SequenceRun> run, absl::StatusOr<InferResult> reply) {
     Engine* engine = run->engine;
     const SessionRef ref = run->ref();
-    engine->DeleteSession(ref, [run = std::move(run), reply = std::move(reply)](
-                                   absl::Status) mutable { run->done(std::move(reply)); });
+    const uint64_t uid = run->uid;
+    engine->DeleteSession(
+        ref,
+        [run = std::move(run), reply = std::move(reply)](absl::Status) mutable {
+          run->done(std::move(reply));
+        },
+        /*cancel=*/nullptr, uid);
   }
 };
 
@@ -296,12 +312,12 @@ absl::StatusOr<const ServedModel*> FindModel(const ModelRegistry& models, absl::
   if (m == nullptr) {
     std::vector<std::string> names;
     for (const ServedModel* s : models.models()) names.push_back(s->name);
-    return absl::NotFoundError(absl::StrCat("model: unknown model '", name,
+    return absl::NotFoundError(absl::StrCat("model: unknown model '", Quoted(name),
                                             "' (served: ", absl::StrJoin(names, ", "), ")"));
   }
   if (!version.empty() && version != kModelVersion) {
     return absl::NotFoundError(absl::StrCat("model_version: model '", name, "' has no version '",
-                                            version, "' (served: ", kModelVersion, ")"));
+                                            Quoted(version), "' (served: ", kModelVersion, ")"));
   }
   return m;
 }
@@ -337,6 +353,17 @@ absl::StatusOr<InferCall> ParseInfer(ModelInferRequest& request, const ModelRegi
   }
   if (absl::Status st = ParseOptions(request.parameters(), limits, &call); !st.ok()) return st;
   if (absl::Status st = ParseInput(request, limits, &call); !st.ok()) return st;
+  // The reply (outputs, the echoed id, the model name) must fit one message: refused here,
+  // before any work, rather than computed and then not sendable.
+  if (const int64_t bytes = ExpectedReplyBytes(call);
+      limits.max_reply_bytes > 0 && bytes > limits.max_reply_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        InputName(*call.model), ": the reply would be about ", bytes, " bytes (",
+        call.mode == OutputMode::kLast ? 1 : call.input.length(call.model->config().n_features),
+        " rows x ", call.model->output_dim, " outputs x 4, with the id and model name), more than ",
+        "--max_message_bytes (", limits.max_reply_bytes,
+        "); send fewer tokens per request or use output_mode \"last\""));
+  }
   return call;
 }
 
@@ -372,7 +399,8 @@ void RunInfer(Engine* engine, const std::string& tenant, InferCall call,
 int64_t ExpectedReplyBytes(const InferCall& call) {
   const int64_t rows =
       call.mode == OutputMode::kLast ? 1 : call.input.length(call.model->config().n_features);
-  return rows * call.model->output_dim * 4 + 256 + static_cast<int64_t>(call.request_id.size());
+  return rows * call.model->output_dim * 4 + 256 + static_cast<int64_t>(call.request_id.size()) +
+         static_cast<int64_t>(call.model->name.size());
 }
 
 void ToInferResponse(const ServedModel& model, const std::string& request_id, InferResult result,

@@ -11,9 +11,14 @@
 //     existing session of that id is deleted first), sequence_end deletes it after this append;
 //     without sequence_id the request is a stateless Score of one sequence;
 //   - optional parameters output_mode ("all", "last"), mca_alpha and mca_seed.
+//   - a sequence belongs to the model that started it: a request naming another model is told
+//     that START is needed, as for an unknown sequence.
 // Every check that needs only the request and the model is made by ParseInfer, before any work,
-// with INVALID_ARGUMENT naming the tensor or parameter. A request that fails changes nothing,
-// except that a START which deleted an existing session has deleted it.
+// with INVALID_ARGUMENT naming the tensor or parameter (RESOURCE_EXHAUSTED for a reply over
+// --max_message_bytes). A request that fails changes nothing. (One exception remains: a START on
+// an existing sequence deletes it first, after checking what would refuse the new one; a
+// concurrent call taking the memory budget or the tenant's session limit in between, or a
+// cancellation, can still leave the sequence deleted.)
 #ifndef AAREN_SERVER_KSERVE_V2_V2_INFER_H_
 #define AAREN_SERVER_KSERVE_V2_V2_INFER_H_
 
@@ -58,6 +63,7 @@ struct InferCall {
 struct ParseLimits {
   McaOptions default_mca;       // when the request sets no mca_alpha
   int64_t max_sequence_tokens;  // EngineOptions::max_sequence_tokens
+  int64_t max_reply_bytes = 0;  // --max_message_bytes (0: no limit)
 };
 
 // Parses and checks `request`; `request` may be consumed (its tensor bytes are moved from).

@@ -3,6 +3,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -94,6 +95,36 @@ absl::Status ToInferParameter(const json& v, const std::string& field, InferPara
   }
   return absl::OkStatus();
 }
+
+// A SAX handler that only counts elements (values, arrays and objects) and stops past `limit`:
+// the pre-scan of ParseInferRequestJson. Syntax errors stop it too; the parse proper reports
+// them.
+class ElementCounter final : public nlohmann::json_sax<json> {
+ public:
+  explicit ElementCounter(int64_t limit) : limit_(limit) {}
+  bool over() const { return n_ > limit_; }
+
+  bool null() override { return Count(); }
+  bool boolean(bool) override { return Count(); }
+  bool number_integer(number_integer_t) override { return Count(); }
+  bool number_unsigned(number_unsigned_t) override { return Count(); }
+  bool number_float(number_float_t, const string_t&) override { return Count(); }
+  bool string(string_t&) override { return Count(); }
+  bool binary(binary_t&) override { return Count(); }
+  bool start_object(std::size_t) override { return Count(); }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return Count(); }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  bool Count() { return ++n_ <= limit_; }
+  int64_t limit_;
+  int64_t n_ = 0;
+};
 
 // Appends the values of a (possibly nested) "data" array, as the tensor's datatype reads them:
 // INT32 and FP32 (what the models take); any other datatype's data is left out (the request
@@ -236,14 +267,27 @@ json ProtoToJson(const Message& message) {
   return out;
 }
 
+int64_t JsonElementLimit(int64_t max_sequence_tokens, int64_t max_row_values) {
+  return max_sequence_tokens * (std::max<int64_t>(1, max_row_values) + 1) + 4096;
+}
+
 absl::Status ParseInferRequestJson(absl::string_view body, size_t json_bytes,
-                                   ModelInferRequest* out, bool* binary_output) {
+                                   ModelInferRequest* out, bool* binary_output,
+                                   int64_t max_elements) {
   *binary_output = false;
   if (json_bytes > body.size()) {
     return Invalid("Inference-Header-Content-Length",
                    absl::StrCat(json_bytes, " is more than the body's ", body.size(), " bytes"));
   }
-  const json j = json::parse(body.substr(0, json_bytes), nullptr, /*allow_exceptions=*/false);
+  const absl::string_view text = body.substr(0, json_bytes);
+  ElementCounter counter(max_elements);
+  if (!json::sax_parse(text.begin(), text.end(), &counter) && counter.over()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request: the JSON has more than ", max_elements,
+        " elements, more than a request within --max_sequence_tokens needs; send tensors in "
+        "binary (binary_data_size) or fewer tokens per request"));
+  }
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Invalid("request", "the body is not valid JSON");
   if (!j.is_object()) return Invalid("request", "the body must be a JSON object");
   if (auto id = j.find("id"); id != j.end()) {

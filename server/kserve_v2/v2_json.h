@@ -21,6 +21,7 @@
 #include <google/protobuf/message.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -31,6 +32,10 @@
 
 namespace aaren::v2 {
 
+inline constexpr int64_t kDefaultJsonElements = int64_t{1} << 22;
+// The most characters a float of a JSON reply takes, its comma included ("-1.1754944e-38,").
+inline constexpr int64_t kJsonBytesPerFloat = 16;
+
 // A message as the protocol's JSON: field names as in the .proto (snake_case), every scalar and
 // repeated field present (defaults included), sub-messages only when set, enums by name, 64-bit
 // integers as JSON numbers (not strings, as protobuf's JSON mapping has them), maps as objects.
@@ -40,8 +45,19 @@ nlohmann::json ProtoToJson(const google::protobuf::Message& message);
 // json_bytes is body.size()), into `out` (its model_name and model_version are the caller's).
 // `binary_output` says whether OUTPUTS should be returned in binary. INVALID_ARGUMENT naming the
 // field (e.g. "inputs[0].data") otherwise.
+//
+// Before the JSON is parsed into a tree (which takes ~16-56 bytes per element, far more than its
+// text), a scan without allocation counts its elements: more than `max_elements` values and
+// arrays/objects together is RESOURCE_EXHAUSTED naming the request, so that memory stays within
+// what a legitimate request of the server's limits needs (JsonElementLimit).
 absl::Status ParseInferRequestJson(absl::string_view body, size_t json_bytes,
-                                   inference::ModelInferRequest* out, bool* binary_output);
+                                   inference::ModelInferRequest* out, bool* binary_output,
+                                   int64_t max_elements = kDefaultJsonElements);
+
+// The element limit for requests of at most `max_sequence_tokens` tokens of at most
+// `max_row_values` values each (n_features of the widest features model; 1 for tokens): the
+// data itself, one array per row (nested FEATURES), and room for the rest of the request.
+int64_t JsonElementLimit(int64_t max_sequence_tokens, int64_t max_row_values);
 
 // The reply's JSON (outputs as "data" arrays, or with binary_data_size when `binary_output`, the
 // bytes then appended to `binary`).

@@ -195,6 +195,57 @@ TEST_F(DurabilityTest, RecoveryContinuesExactlyAndRetriesReplay) {
   ExpectNear(next->outputs, Rows(Reference("tok", whole), 40, 49, od));
 }
 
+// Under kAck, CreateSession holds its reply until the commit instead of waiting for it, so a
+// completion on the scheduler thread may call it (KServe v2's START after deleting the old
+// sequence does): it used to wait there for a commit only that thread could make.
+TEST_F(DurabilityTest, CreateFromACompletionUnderAckDoesNotBlockTheScheduler) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "again");
+  auto made = std::make_shared<std::promise<absl::StatusOr<SessionInfo>>>();
+  Engine* engine = e.get();
+  e->DeleteSession("again", [engine, made](absl::Status st) {
+    if (!st.ok()) return made->set_value(st);
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "again";
+    engine->CreateSession(std::move(p),
+                          [made](absl::StatusOr<SessionInfo> info) { made->set_value(info); });
+  });
+  std::future<absl::StatusOr<SessionInfo>> f = made->get_future();
+  absl::StatusOr<SessionInfo> info = Await(f);
+  ASSERT_TRUE(info.ok()) << info.status();
+  // Its reply came after its record was stored.
+  std::optional<SessionRecord> rec = Stored("again");
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->uid, info->uid);
+  // And a failed commit still fails the create and leaves no session.
+  store_.FailCommits(absl::UnavailableError("state store memory: injected failure"));
+  std::promise<absl::StatusOr<SessionInfo>> p2;
+  Engine::CreateParams c;
+  c.model = "tok";
+  c.session_id = "refused";
+  e->CreateSession(std::move(c), [&](absl::StatusOr<SessionInfo> r) { p2.set_value(r); });
+  absl::StatusOr<SessionInfo> refused = p2.get_future().get();
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_EQ(e->GetSession("refused").status().code(), absl::StatusCode::kNotFound);
+  store_.FailCommits(absl::OkStatus());
+}
+
+// A session used only as a fork source is written at each fork (its last use), so recovery
+// does not judge it expired by the time of its last append.
+TEST_F(DurabilityTest, ForkSourceLastUseIsStored) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "prompt");
+  std::optional<SessionRecord> before = Stored("prompt");
+  ASSERT_TRUE(before.has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(Fork(*e, "prompt", "child").ok());
+  std::optional<SessionRecord> after = Stored("prompt");
+  ASSERT_TRUE(after.has_value());
+  EXPECT_GT(after->last_used_ms, before->last_used_ms);
+  EXPECT_EQ(after->position, before->position);
+}
+
 // A record whose retry entry cannot be replayed exactly (a multi-row ALL append stored without
 // its rows, or with the wrong number of them, as a damaged or foreign writer could leave it) is
 // recovered without it: the retry gets ABORTED, never a crash or the wrong outputs, and the

@@ -182,6 +182,78 @@ TEST_F(EngineTest, DeleteFailsTheWorkQueuedBehindItWithNotFound) {
   EXPECT_EQ(Await(again).code(), absl::StatusCode::kNotFound);
 }
 
+// Two Generates queued on a session whose clients never read (flow control: a window of one
+// token, never acknowledged): a delete ends both, the one waiting its turn too, and runs
+// promptly rather than waiting behind the second.
+TEST_F(EngineTest, DeleteEndsEveryGenerateQueuedAheadOfIt) {
+  auto engine = MakeEngine();
+  const std::string id = Open(*engine, "tok", "gen-twice").session_id;
+  ASSERT_TRUE(Append(*engine, id, TokensInput({1, 2})).ok());
+  std::vector<std::future<GenerateResult>> gens;
+  std::vector<std::shared_ptr<GenerateFlow>> flows;
+  for (int i = 0; i < 2; ++i) {
+    Engine::GenerateParams g;
+    g.session_id = id;
+    g.max_tokens = 1000;
+    g.flow = std::make_shared<GenerateFlow>(1);
+    flows.push_back(g.flow);
+    gens.push_back(GenerateAsync(*engine, std::move(g)));
+  }
+  // The first is parked after its first token (never acknowledged).
+  for (int i = 0; i < 200 && engine->GetSession(id)->position < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(engine->GetSession(id)->position, 3);
+  std::future<absl::Status> deleted = DeleteAsync(*engine, id);
+  ASSERT_EQ(deleted.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "the delete waited behind the queued Generate";
+  EXPECT_TRUE(deleted.get().ok());
+  for (auto& g : gens) {
+    GenerateResult r = Await(g);
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kNotFound) << r.status;
+    EXPECT_LE(r.tokens.size(), 1u);
+  }
+  EXPECT_EQ(engine->GetSession(id).status().code(), absl::StatusCode::kNotFound);
+}
+
+// DeleteSession with an expected uid deletes only that incarnation of the id; an append naming
+// a model deletes nothing either and is refused when the session serves another.
+TEST_F(EngineTest, DeleteOfAnotherIncarnationAndAppendNamingAnotherModelChangeNothing) {
+  auto engine = MakeEngine();
+  const SessionInfo first = Open(*engine, "tok", "again");
+  std::future<absl::Status> gone = DeleteAsync(*engine, "again");
+  ASSERT_TRUE(Await(gone).ok());
+  const SessionInfo second = Open(*engine, "tok", "again");
+  ASSERT_NE(first.uid, second.uid);
+  std::promise<absl::Status> p;
+  engine->DeleteSession(
+      "again", [&](absl::Status st) { p.set_value(st); }, nullptr, first.uid);
+  absl::Status st = p.get_future().get();
+  EXPECT_EQ(st.code(), absl::StatusCode::kNotFound) << st;
+  EXPECT_THAT(Msg(st), HasSubstr("now names a new session"));
+  ASSERT_TRUE(engine->GetSession("again").ok());
+  EXPECT_EQ(engine->GetSession("again")->uid, second.uid);
+
+  std::promise<absl::StatusOr<AppendResult>> pa;
+  Engine::AppendParams a;
+  a.session_id = "again";
+  a.model = "feat";
+  a.input = TokensInput({1});
+  engine->Append(std::move(a), [&](absl::StatusOr<AppendResult> r) { pa.set_value(r); });
+  absl::StatusOr<AppendResult> r = pa.get_future().get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(r.status()), HasSubstr("serves model 'tok', not 'feat'"));
+  EXPECT_EQ(engine->GetSession("again")->position, 0);
+  Engine::AppendParams ok;
+  ok.session_id = "again";
+  ok.model = "tok";
+  ok.input = TokensInput({1});
+  std::promise<absl::StatusOr<AppendResult>> pb;
+  engine->Append(std::move(ok), [&](absl::StatusOr<AppendResult> x) { pb.set_value(x); });
+  ASSERT_TRUE(pb.get_future().get().ok());
+  EXPECT_EQ(engine->GetSession("again")->position, 1);
+}
+
 // ---- Fork ----
 
 TEST_F(EngineTest, ForkCopiesTheState) {

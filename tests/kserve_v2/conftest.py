@@ -19,6 +19,8 @@ Fixtures:
   --threads 2`` on the demo models, plus ``--http_port <free port>`` when the binary has REST
   (``aaren-server --help=http_port``); SIGTERMed at the end (exit status 0 asserted);
 * ``ttl_server`` (session, started on first use): the same with ``--session_idle_ttl 1s``;
+* ``ack_server`` (session, started on first use): the same with ``--durability ack`` over
+  RocksDB and ``--max_message_bytes 1048576``;
 * ``rest``: whether the binary serves REST (``--http_port``);
 * ``transport`` (``grpc``, ``http``; http skipped without REST) and ``v2``: a tritonclient client
   of that transport on ``server`` (``kserve_support.V2``);
@@ -112,6 +114,18 @@ def ttl_server(tmp_path_factory, rest):
     """Sessions expire after 1 s idle (the expiry sweep runs every second)."""
     srv = start_v2_server(tmp_path_factory.mktemp("aaren-server-ttl"), rest,
                           ["--session_idle_ttl", "1s"])
+    yield srv
+    _stop(srv)
+
+
+@pytest.fixture(scope="session")
+def ack_server(tmp_path_factory, rest):
+    """--durability ack over RocksDB, with --max_message_bytes 1 MiB (replies over it are
+    refused before any work)."""
+    tmp = tmp_path_factory.mktemp("aaren-server-ack")
+    srv = start_v2_server(tmp, rest, ["--durability", "ack", "--state_store",
+                                      f"rocksdb:{tmp / 'store'}",
+                                      "--max_message_bytes", str(1 << 20)])
     yield srv
     _stop(srv)
 

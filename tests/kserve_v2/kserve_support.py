@@ -34,7 +34,7 @@ REST_SKIP = ("the aaren-server binary has no --http_port flag (REST v2 API not b
 
 # gRPC status names and the HTTP codes Triton maps them to (http_server.cc, HttpCodeFromError).
 HTTP_STATUS = {"INVALID_ARGUMENT": "400", "NOT_FOUND": "404", "UNAVAILABLE": "503",
-               "UNIMPLEMENTED": "501", "INTERNAL": "500"}
+               "UNIMPLEMENTED": "501", "INTERNAL": "500", "RESOURCE_EXHAUSTED": "429"}
 
 
 def rel_err(a, b) -> float:
@@ -241,9 +241,12 @@ class V2:
         outputs = None
         if binary_output is not None and self.transport == "http":
             outputs = [self.mod.InferRequestedOutput("OUTPUTS", binary_data=binary_output)]
+        # (gRPC: a deadline, so that a server that never answers fails the test, not hangs it;
+        # the HTTP client has its network_timeout.)
+        timeout = {"client_timeout": 120} if self.transport == "grpc" else {}
         r = self.client.infer(model or spec.name, [inp], outputs=outputs, request_id=request_id,
                               sequence_id=sequence_id, sequence_start=start, sequence_end=end,
-                              parameters=parameters)
+                              parameters=parameters, **timeout)
         out = r.as_numpy("OUTPUTS")
         assert out is not None, f"{self.transport}: no OUTPUTS in {r.get_response()}"
         return out

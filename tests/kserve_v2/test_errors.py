@@ -129,3 +129,45 @@ def test_classification_output_is_refused(v2):
     out = v2.mod.InferRequestedOutput("OUTPUTS", class_count=3)
     with v2.raises("INVALID_ARGUMENT", "classification"):
         v2.client.infer(LM, [inp], outputs=[out])
+
+
+@pytest.fixture(params=["grpc", "http"])
+def ack_v2(request, ack_server, rest):
+    if request.param == "http" and not rest:
+        pytest.skip("no REST")
+    c = V2(request.param, ack_server.url(request.param))
+    yield c
+    c.close()
+
+
+def test_failed_requests_change_no_sequence(ack_v2, ack_server):
+    """Under --durability ack with a 1 MiB message limit: START on an existing sequence twice
+    (the second START used to wait, on the scheduler thread, for a commit only that thread
+    makes); a START or an append whose reply cannot fit (its outputs, or the echoed request id)
+    is refused before any work and the sequence is as it was; a request naming another model
+    than the sequence's is told START is needed and changes nothing."""
+    from aaren_client import AarenClient
+
+    v2 = ack_v2
+    lm, ts = model_spec(LM), model_spec(TS)
+    sid = _sid()
+    x = np.array([3, 1, 4, 1, 5], np.int32)
+    v2.infer(lm, x, sequence_id=sid, start=True)
+    v2.infer(lm, x, sequence_id=sid, start=True)  # restarts: position 5 again, not 10
+    big = np.ones(7000, np.int32)  # 7000 x 43 x 4 bytes of outputs: over 1 MiB
+    with v2.raises("RESOURCE_EXHAUSTED", "max_message_bytes"):
+        v2.infer(lm, big, sequence_id=sid, start=True)
+    with v2.raises("RESOURCE_EXHAUSTED", "max_message_bytes"):
+        v2.infer(lm, big, sequence_id=sid)
+    # 6000 rows fit; with a 30 KB request id the reply does not.
+    with v2.raises("RESOURCE_EXHAUSTED", "max_message_bytes"):
+        v2.infer(lm, np.ones(6000, np.int32), sequence_id=sid, end=True, request_id="r" * 30000)
+    with v2.raises("INVALID_ARGUMENT", "START", "another model"):
+        v2.infer(ts, ts.random_input(np.random.default_rng(1), 2), sequence_id=sid)
+    # The sequence is still the one the second START made: 5 tokens, and it goes on from there.
+    got = v2.infer(lm, x, sequence_id=sid, end=True)
+    with AarenClient(ack_server.target, timeout=60) as a:
+        want = a.score_one(LM, (np.concatenate([x, x])).tolist())
+    assert rel_err(got, want[-len(x):]) < TOLERANCE
+    with v2.raises("INVALID_ARGUMENT", "START"):
+        v2.infer(lm, x, sequence_id=sid)

@@ -4,6 +4,7 @@
 // Triton's JSON (64-bit integers as numbers, enums by name, unset sub-messages left out).
 #include "server/kserve_v2/v2_json.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "inference/model_config.pb.h"
 
 namespace aaren::v2 {
@@ -133,6 +135,35 @@ TEST(V2JsonTest, EveryBadFieldIsNamed) {
   bool binary = false;
   EXPECT_EQ(ParseInferRequestJson("{}", 3, &r, &binary).message().substr(0, 32),
             "Inference-Header-Content-Length:");
+}
+
+// More elements than the limit (here 1,000) is refused before a tree is built, whatever they
+// are: empty arrays (the costliest per byte), numbers; at the limit the request parses.
+TEST(V2JsonTest, ElementsPastTheLimitAreRefusedBeforeParsing) {
+  auto body_of = [](int n, const std::string& element) {
+    std::string data;
+    for (int i = 0; i < n; ++i) absl::StrAppend(&data, i ? "," : "", element);
+    return absl::StrCat(R"({"inputs": [{"name": "TOKENS", "shape": [)", n,
+                        R"(], "datatype": "INT32", "data": [)", data, "]}]}");
+  };
+  for (const std::string element : {"[]", "1", "{}", "\"x\""}) {
+    ModelInferRequest r;
+    bool binary = false;
+    const std::string body = body_of(1000, element);
+    absl::Status st = ParseInferRequestJson(body, body.size(), &r, &binary, 1000);
+    EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << element << ": " << st;
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("more than 1000 elements"));
+  }
+  // 990 numbers, the arrays and objects around them: within 1,000.
+  ModelInferRequest r;
+  bool binary = false;
+  const std::string body = body_of(990, "1");
+  ASSERT_TRUE(ParseInferRequestJson(body, body.size(), &r, &binary, 1000).ok());
+  EXPECT_EQ(r.inputs(0).contents().int_contents_size(), 990);
+  // A malformed body is still the parse's error, not the limit's.
+  EXPECT_EQ(ParseInferRequestJson("{\"inputs\": [", 12, &r, &binary, 1000).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_GT(JsonElementLimit(1 << 20, 8), int64_t{9} << 20);
 }
 
 TEST(V2JsonTest, RepliesInJsonAndInBinary) {
