@@ -458,7 +458,10 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           redirty(s);  // nothing to put back: written again next time
           continue;
         }
-        s->stored = it->second.has_value();
+        // A failed commit may still have reached the store (RocksDB: its WAL written, then the
+        // sync failed), so what is put back here is written again at the next commit (a
+        // made session as a delete). Shared stores apply a batch wholly or not at all.
+        s->stored = it->second.has_value() || !shared();
         if (!it->second.has_value()) {
           while (s->has_work()) {
             std::unique_ptr<Work> w = s->Pop();
@@ -469,13 +472,14 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
             ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
             s->in_ready = false;
           }
-          store_.Remove(s, /*expired=*/false);
+          store_.Remove(s, /*expired=*/false);  // (files its delete when `stored`)
           continue;
         }
         if (!RestoreRecordLocked(*it->second, s).ok()) {
           redirty(s);  // could not be put back in place: written again as it is now
           continue;
         }
+        if (!shared()) redirty(s);
         if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
           // The token this commit carried is undone; so is the Generate.
           FailHeadLocked(s, reply_status, completions);
@@ -488,7 +492,10 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           if (restored.ok()) {
             absl::StatusOr<Session*> back =
                 store_.Find(store_.InternTenant(t.undo->tenant), t.undo->id, "session_id");
-            if (back.ok()) (*back)->version = t.version;
+            if (back.ok()) {
+              (*back)->version = t.version;
+              if (!shared()) redirty(*back);  // (the failed delete may have reached the store)
+            }
           } else {
             tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
           }

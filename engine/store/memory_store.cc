@@ -11,7 +11,7 @@ std::string MemoryStore::Describe() const { return "memory:"; }
 
 absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
                                       std::vector<WriteOutcome>* outcomes) {
-  if (!fail_commits_.ok()) return fail_commits_;
+  if (!fail_commits_.ok() && !apply_failed_commits_) return fail_commits_;
   if (outcomes != nullptr) outcomes->assign(batch.size(), WriteOutcome{});
   for (size_t i = 0; i < batch.size(); ++i) {
     const StoreWrite& w = batch[i];
@@ -36,6 +36,7 @@ absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool
     if (outcomes != nullptr) (*outcomes)[i].version = now;
     ++writes_;
   }
+  if (!fail_commits_.ok()) return fail_commits_;  // (apply_failed_commits_: applied, yet failed)
   ++commits_;
   return absl::OkStatus();
 }
@@ -74,9 +75,10 @@ absl::Status MemoryStore::Scan(absl::string_view prefix, ScanFn fn) {
   return absl::OkStatus();
 }
 
-void MemoryStore::FailCommits(absl::Status st) {
+void MemoryStore::FailCommits(absl::Status st, bool apply) {
   absl::MutexLock lock(&mu_);
   fail_commits_ = std::move(st);
+  apply_failed_commits_ = apply;
 }
 
 int64_t MemoryStore::commits() const {

@@ -51,8 +51,9 @@ class MemoryStore : public StateStore {
   int64_t DiskBytes() const override { return 0; }
 
   // Test hook: while `st` is not OK every Commit (an empty batch too) returns `st` and applies
-  // nothing; absl::OkStatus() makes commits succeed again.
-  void FailCommits(absl::Status st);
+  // nothing, or, with `apply`, applies the batch and then returns `st` (as a store whose write
+  // reached its log before its sync failed); absl::OkStatus() makes commits succeed again.
+  void FailCommits(absl::Status st, bool apply = false);
   // Commit calls that returned OK (empty batches included).
   int64_t commits() const;
   // Writes (puts and deletes) that successful commits applied.
@@ -67,6 +68,7 @@ class MemoryStore : public StateStore {
   std::map<std::string, VersionedValue, std::less<>> records_ ABSL_GUARDED_BY(mu_);
   uint64_t last_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status fail_commits_ ABSL_GUARDED_BY(mu_);
+  bool apply_failed_commits_ ABSL_GUARDED_BY(mu_) = false;
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
 };

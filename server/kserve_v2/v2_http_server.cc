@@ -191,11 +191,29 @@ Reply Infer(const V2Env& v2, const std::string& tenant, const httplib::Request& 
   std::future<absl::StatusOr<InferResult>> result = promise.get_future();
   // The promise goes with the callback: were the callback ever dropped uncalled, get() would
   // throw (broken promise) rather than wait forever.
-  RunInfer(v2.env->engine, tenant, *std::move(parsed), std::make_shared<CancelFlag>(false),
+  const int64_t timeout_us = parsed->timeout_us;
+  const std::string sequence_id = parsed->sequence_id;
+  auto cancel = std::make_shared<CancelFlag>(false);
+  RunInfer(v2.env->engine, tenant, *std::move(parsed), cancel,
            [promise = std::move(promise)](absl::StatusOr<InferResult> r) mutable {
              promise.set_value(std::move(r));
            });
+  bool timed_out = false;
+  if (timeout_us > 0 &&
+      result.wait_for(std::chrono::microseconds(timeout_us)) != std::future_status::ready) {
+    // Past the request's timeout: cancelled, so queued work drops (a running chunk finishes
+    // and is undone); the engine then answers.
+    cancel->store(true, std::memory_order_relaxed);
+    timed_out = true;
+    // Queued behind other work on its sequence: dropped now, not when that work ends.
+    if (!sequence_id.empty()) v2.env->engine->SweepCancelled(SessionRef(tenant, sequence_id));
+  }
   absl::StatusOr<InferResult> r = result.get();
+  if (timed_out && absl::IsCancelled(r.status())) {
+    r = absl::DeadlineExceededError(
+        absl::StrCat("parameters.timeout: the request did not finish within ", timeout_us,
+                     " microseconds; it was not applied"));
+  }
   v2.stats->RecordRequest(model->name, r.ok(), SteadyNs() - start_ns);
   if (!r.ok()) return ErrorReply(r.status());
   ModelInferResponse response;

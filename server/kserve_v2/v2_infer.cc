@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server/kserve_v2/v2_infer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -80,6 +82,17 @@ absl::Status ParseOptions(const ParamMap& params, const ParseLimits& limits, Inf
     call->mca.enabled = true;
     call->mca.alpha = static_cast<float>(alpha);
     call->mca.seed = 0;
+  }
+  if (const InferParameter* p = FindParam(params, "timeout"); p != nullptr) {
+    // Triton's request timeout, in microseconds (tritonclient's infer(timeout=...)).
+    if (p->parameter_choice_case() == InferParameter::kInt64Param && p->int64_param() >= 0) {
+      call->timeout_us = p->int64_param();
+    } else if (p->parameter_choice_case() == InferParameter::kUint64Param) {
+      call->timeout_us = static_cast<int64_t>(
+          std::min<uint64_t>(p->uint64_param(), std::numeric_limits<int64_t>::max()));
+    } else {
+      return BadParam("timeout", "microseconds, an unsigned integer");
+    }
   }
   if (const InferParameter* p = FindParam(params, "mca_seed"); p != nullptr) {
     if (p->parameter_choice_case() == InferParameter::kInt64Param && p->int64_param() >= 0) {

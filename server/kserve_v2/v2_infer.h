@@ -10,7 +10,8 @@
 //     session id of the caller's tenant; sequence_start makes it afresh from the empty state (an
 //     existing session of that id is deleted first), sequence_end deletes it after this append;
 //     without sequence_id the request is a stateless Score of one sequence;
-//   - optional parameters output_mode ("all", "last"), mca_alpha and mca_seed.
+//   - optional parameters output_mode ("all", "last"), mca_alpha, mca_seed and timeout
+//     (microseconds; REST only: gRPC calls have their deadline).
 //   - a sequence belongs to the model that started it: a request naming another model is told
 //     that START is needed, as for an unknown sequence.
 // Every check that needs only the request and the model is made by ParseInfer, before any work,
@@ -58,6 +59,9 @@ struct InferCall {
   OutputMode mode = OutputMode::kAll;
   McaOptions mca;
   SequenceInput input;
+  // Parameter `timeout` (microseconds; 0: none). REST waits at most this long, then cancels the
+  // request (DEADLINE_EXCEEDED); gRPC callers set their call's deadline instead.
+  int64_t timeout_us = 0;
 };
 
 struct ParseLimits {

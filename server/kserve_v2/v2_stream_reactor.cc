@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "server/status_convert.h"
 #include "server/unary_call.h"
@@ -135,6 +136,15 @@ void V2StreamReactor::OnInferDone(const ServedModel* model, std::string sequence
     if (!next.has_value()) return PumpLocked();  // may Finish: nothing may touch `this` after
   }
   Run(*std::move(next));
+}
+
+std::function<void()> V2StreamReactor::OnCancelLocked() {
+  std::vector<SessionRef> refs;
+  for (const auto& [id, waiting] : sequences_) refs.emplace_back(record_.tenant(), id);
+  if (refs.empty()) return nullptr;
+  return [engine = v2_.env->engine, refs = std::move(refs)] {
+    for (const SessionRef& ref : refs) engine->SweepCancelled(ref);
+  };
 }
 
 void V2StreamReactor::QueueErrorLocked(const std::string& model, const std::string& request_id,

@@ -17,6 +17,7 @@
 #define AAREN_SERVER_KSERVE_V2_V2_STREAM_REACTOR_H_
 
 #include <deque>
+#include <functional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -33,6 +34,10 @@ class V2StreamReactor final : public BoundedStream {
   void OnReadDone(bool ok) override;
 
  private:
+  // The stream's requests queued in the engine (one per sequence) drop now, not when their
+  // sessions reach the scheduler (they may wait behind a long Generate).
+  std::function<void()> OnCancelLocked() override;
+
   struct Pending {
     InferCall call;
     int64_t reserved = 0;  // reply bytes counted in pending_bytes_

@@ -231,6 +231,57 @@ TEST_F(DurabilityTest, CreateFromACompletionUnderAckDoesNotBlockTheScheduler) {
   store_.FailCommits(absl::OkStatus());
 }
 
+// A commit that fails after its batch reached the store (a WAL written, then its sync failed):
+// the calls fail and memory is put back, and the next commit writes what memory holds over
+// what the failed one left: the appended session back at its old position, the made one
+// deleted, the deleted one back.
+TEST_F(DurabilityTest, AFailedCommitThatReachedTheStoreIsOverwrittenByTheNext) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "kept");
+  Open(*e, "tok", "gone");
+  ASSERT_TRUE(Append(*e, "kept", RandomInput("tok", 3, 1)).ok());
+  const SessionRecord before = *Stored("kept");
+  ASSERT_EQ(before.position, 3);
+  const absl::Status sync_failed =
+      absl::UnavailableError("state store memory: injected sync failure");
+  int heals = 0;
+  auto heal = [&] {  // the next commit, with the store working again
+    store_.FailCommits(absl::OkStatus());
+    Open(*e, "tok", "other-" + std::to_string(heals++));
+  };
+
+  store_.FailCommits(sync_failed, /*apply=*/true);
+  EXPECT_EQ(Append(*e, "kept", RandomInput("tok", 2, 2)).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(e->GetSession("kept")->position, 3);
+  EXPECT_EQ(Stored("kept")->position, 5);  // what the failed commit left
+  heal();
+  std::optional<SessionRecord> kept = Stored("kept");
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->position, 3);
+  EXPECT_EQ(kept->state, before.state);
+
+  store_.FailCommits(sync_failed, /*apply=*/true);
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  Engine::CreateParams c;
+  c.model = "tok";
+  c.session_id = "made";
+  e->CreateSession(std::move(c), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+  EXPECT_EQ(made.get_future().get().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(e->GetSession("made").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Stored("made").has_value());
+  heal();
+  EXPECT_FALSE(Stored("made").has_value());
+
+  store_.FailCommits(sync_failed, /*apply=*/true);
+  std::future<absl::Status> deleted = DeleteAsync(*e, "gone");
+  EXPECT_EQ(Await(deleted).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(e->GetSession("gone").ok());
+  EXPECT_FALSE(Stored("gone").has_value());
+  heal();
+  EXPECT_TRUE(Stored("gone").has_value());
+}
+
 // A session used only as a fork source is written at each fork (its last use), so recovery
 // does not judge it expired by the time of its last append.
 TEST_F(DurabilityTest, ForkSourceLastUseIsStored) {

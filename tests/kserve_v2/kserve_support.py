@@ -34,7 +34,8 @@ REST_SKIP = ("the aaren-server binary has no --http_port flag (REST v2 API not b
 
 # gRPC status names and the HTTP codes Triton maps them to (http_server.cc, HttpCodeFromError).
 HTTP_STATUS = {"INVALID_ARGUMENT": "400", "NOT_FOUND": "404", "UNAVAILABLE": "503",
-               "UNIMPLEMENTED": "501", "INTERNAL": "500", "RESOURCE_EXHAUSTED": "429"}
+               "UNIMPLEMENTED": "501", "INTERNAL": "500", "RESOURCE_EXHAUSTED": "429",
+               "DEADLINE_EXCEEDED": "504"}
 
 
 def rel_err(a, b) -> float:

@@ -171,3 +171,35 @@ def test_failed_requests_change_no_sequence(ack_v2, ack_server):
     assert rel_err(got, want[-len(x):]) < TOLERANCE
     with v2.raises("INVALID_ARGUMENT", "START"):
         v2.infer(lm, x, sequence_id=sid)
+
+
+def test_rest_timeout_cancels_a_request_queued_behind_a_long_append(server, rest, aaren):
+    """REST has no call deadline: parameters.timeout (microseconds, as tritonclient's
+    infer(timeout=...) sends it) bounds the wait. A request queued behind a long aaren.v1 append
+    on its sequence is cancelled at its timeout (504, saying so) and never applied."""
+    import threading
+
+    if not rest:
+        pytest.skip("no REST")
+    lm = model_spec(LM)
+    sid = _sid()
+    aaren.create_session(LM, session_id=sid, prefix=[1, 2, 3])
+    long_input = [int(t) for t in np.random.default_rng(3).integers(0, 43, 300_000)]
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault(
+        "r", aaren.append(sid, long_input, output_mode="last", timeout=300)))
+    t.start()
+    time.sleep(0.3)  # the long append is queued first
+    c = V2("http", server.http_url)
+    try:
+        start = time.monotonic()
+        with c.raises("DEADLINE_EXCEEDED", "timeout", "not applied"):
+            c.infer(lm, np.array([7, 8], np.int32), sequence_id=sid,
+                    parameters={"timeout": 200_000})
+        assert time.monotonic() - start < 30
+    finally:
+        c.close()
+        t.join()
+    assert done["r"].position == 3 + len(long_input)
+    assert aaren.get_session(sid).position == 3 + len(long_input)
+    aaren.delete_session(sid)
