@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/state_bounds.h"
 #include "core/status_macros.h"
 #include "engine/engine.h"
 
@@ -195,6 +196,11 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       return absl::DataLossError(absl::StrCat("session_id: the stored record of session '", ref.id,
                                               "' is damaged: ", r.status().message()));
     }
+    if (r->tenant != ref.tenant || r->id != ref.id) {
+      // (Recover checks the same: a record is only ever loaded as the session its key names.)
+      return absl::DataLossError(absl::StrCat("session_id: the record stored for session '", ref.id,
+                                              "' names another session"));
+    }
     record = *std::move(r);
   }
   // A record past its idle TTL counts as gone, unless this engine's copy is that very version
@@ -307,8 +313,15 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
   }
   if (static_cast<int64_t>(r.state.size()) != m->state_floats ||
       static_cast<int64_t>(r.last_output.size()) != m->output_dim ||
-      r.retry_mode > static_cast<uint8_t>(OutputMode::kNone) || r.position < 0) {
+      r.retry_mode > static_cast<uint8_t>(OutputMode::kNone) || r.position < 0 ||
+      r.position > kMaxPosition) {
     return absl::DataLossError("the record's sizes do not match the model");
+  }
+  // What ImportSession checks of a snapshot: a record a faulty writer left (its checksum only
+  // guards against damage after the write) is refused, not run.
+  if (absl::Status st = CheckReachableState(r.state.data(), r.position, m->bounds, "state");
+      !st.ok()) {
+    return absl::DataLossError(absl::StrCat("the record's ", st.message()));
   }
   Session* s = existing;
   if (s == nullptr) {

@@ -62,7 +62,12 @@ void V2StreamReactor::OnReadDone(bool ok) {
     return PumpLocked();
   }
   Pending p{*std::move(parsed), 0, start_ns};
-  p.reserved = ExpectedReplyBytes(p.call);
+  // Its reply, and its input while it is held here (a request waits in sequences_ behind its
+  // sequence's request in the engine): both count toward the stream's kMaxPendingBytes, so a
+  // client cannot park unbounded input in the call.
+  p.reserved = ExpectedReplyBytes(p.call) +
+               static_cast<int64_t>(p.call.input.tokens.size() * sizeof(int32_t) +
+                                    p.call.input.features.size() * sizeof(float));
   pending_bytes_ += p.reserved;
   ++in_flight_;
   const bool run_now = AdmitLocked(p);

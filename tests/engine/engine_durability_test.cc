@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/state_bounds.h"
 #include "engine/store/memory_store.h"
 #include "engine/store/session_record.h"
 #include "tests/engine/engine_fixture.h"
@@ -540,22 +541,36 @@ TEST_F(DurabilityTest, RecoveryKeepsForeignAndDamagedRecordsAndDropsExpiredOnes)
   old.last_used_ms -= 3600 * 1000;  // an hour idle, TTL 5 s
   std::string damaged = EncodeSessionRecord(*Stored("live"));
   damaged[damaged.size() / 2] ^= 0x20;
+  // Well formed, its checksum right, but a state no sequence can produce (a faulty writer's):
+  // a normaliser of 0 under a huge value sum, and a position past kMaxPosition.
+  SessionRecord unreachable = *Stored("live");
+  unreachable.id = "unreachable";
+  unreachable.state[0] = 1e30f;  // m
+  unreachable.state[1] = 0.0f;   // u
+  unreachable.state[2] = 3e38f;  // w[0]
+  SessionRecord far = *Stored("live");
+  far.id = "far";
+  far.position = kMaxPosition + 1;
   ASSERT_TRUE(store_
                   .Commit({{SessionKey("", "foreign"), EncodeSessionRecord(foreign)},
                            {SessionKey("", "rehashed"), EncodeSessionRecord(rehashed)},
                            {SessionKey("", "old"), EncodeSessionRecord(old)},
                            {SessionKey("", "damaged"), damaged},
-                           {SessionKey("", "garbage"), std::string("not a record")}})
+                           {SessionKey("", "garbage"), std::string("not a record")},
+                           {SessionKey("", "unreachable"), EncodeSessionRecord(unreachable)},
+                           {SessionKey("", "far"), EncodeSessionRecord(far)}})
                   .ok());
   auto e = MakeEngine(Options(Durability::kAck));
   absl::StatusOr<RecoveryReport> report = e->Recover();
   ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->records, 6);
+  EXPECT_EQ(report->records, 8);
   EXPECT_EQ(report->recovered, 1);
   EXPECT_EQ(report->expired, 1);
   EXPECT_EQ(report->other_model, 2);
-  EXPECT_EQ(report->corrupt, 2);
-  EXPECT_EQ(report->problems.size(), 4u);
+  EXPECT_EQ(report->corrupt, 4);
+  EXPECT_EQ(report->problems.size(), 6u);
+  EXPECT_FALSE(e->GetSession("unreachable").ok());
+  EXPECT_FALSE(e->GetSession("far").ok());
   EXPECT_TRUE(e->GetSession("live").ok());
   EXPECT_FALSE(e->GetSession("foreign").ok());
   // Kept: another deployment may serve them; dropped: the expired one.
