@@ -493,8 +493,10 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           continue;
         }
         if (!shared()) redirty(s);
-        if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
-          // The token this commit carried is undone; so is the Generate.
+        if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned() &&
+            s->head->generate->last_window == window) {
+          // The token this commit carried is undone; so is the Generate. (One that applied
+          // nothing in this window goes on.)
           FailHeadLocked(s, reply_status, completions);
           ReadyLocked(s);
         }

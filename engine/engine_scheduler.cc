@@ -387,6 +387,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
     s->last_append.position_before = -1;
     store_.SetRetryOutputs(s, {});
     GenerateProgress& g = *w->generate;
+    g.last_window = window_;
     bool finished = false;
     if (g.prompt_pending) {
       g.prompt_pending = false;

@@ -101,6 +101,9 @@ struct GenerateProgress {
   absl::AnyInvocable<void(absl::Status)> on_done;
   std::shared_ptr<GenerateFlow> flow;  // optional flow control
   bool stop_requested = false;         // DeleteSession: end at the next token
+  // The durability window (Engine::window_) of its last applied span (prompt or token): a
+  // failed commit of that window undoes it, and so ends the Generate; of another, leaves it.
+  uint64_t last_window = 0;
 };
 
 struct Work {

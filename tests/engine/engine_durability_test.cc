@@ -283,6 +283,40 @@ TEST_F(DurabilityTest, AFailedCommitThatReachedTheStoreIsOverwrittenByTheNext) {
   EXPECT_TRUE(Stored("gone").has_value());
 }
 
+// A failed commit ends the Generate whose token it carried, not one queued behind the append
+// it carried (that one has applied nothing yet and goes on once the store works again).
+TEST_F(DurabilityTest, AFailedCommitEndsOnlyAGenerateWhoseTokenItCarried) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  Open(*e, "tok", "g");
+  ASSERT_TRUE(Append(*e, "g", RandomInput("tok", 2, 1)).ok());
+  std::future<absl::StatusOr<AppendResult>> first;
+  std::future<GenerateResult> gen;
+  {
+    auto held = HoldScheduler(*e);
+    store_.FailCommits(absl::UnavailableError("state store memory: injected failure"));
+    auto p = std::make_shared<std::promise<absl::StatusOr<AppendResult>>>();
+    first = p->get_future();
+    Engine::AppendParams a;
+    a.session_id = "g";
+    a.input = RandomInput("tok", 1, 2);
+    // (Its reply runs after the failed commit, before the next tick: the store works again.)
+    e->Append(std::move(a), [this, p](absl::StatusOr<AppendResult> r) {
+      store_.FailCommits(absl::OkStatus());
+      p->set_value(std::move(r));
+    });
+    Engine::GenerateParams g;
+    g.session_id = "g";
+    g.max_tokens = 2;
+    gen = GenerateAsync(*e, std::move(g));
+  }
+  EXPECT_EQ(Await(first).status().code(), absl::StatusCode::kUnavailable);
+  GenerateResult r = Await(gen);
+  EXPECT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.tokens.size(), 2u);
+  EXPECT_EQ(e->GetSession("g")->position, 4);
+  EXPECT_EQ(Stored("g")->position, 4);
+}
+
 // A session used only as a fork source is written at each fork (its last use), so recovery
 // does not judge it expired by the time of its last append.
 TEST_F(DurabilityTest, ForkSourceLastUseIsStored) {
