@@ -124,11 +124,17 @@ absl::Status Engine::CheckReplyBytes(const ServedModel& m, int64_t tokens, Outpu
 }
 
 absl::Status Engine::CheckNewSessionCosts(const ServedModel& m, const SequenceInput& input,
-                                          OutputMode mode, absl::string_view field) {
+                                          OutputMode mode, absl::string_view field,
+                                          const SessionRef& replacing) {
   const int64_t length = input.length(m.config().n_features);
   RETURN_IF_ERROR(CheckReplyBytes(m, length, mode, field));
   std::lock_guard<std::mutex> lock(mu_);
-  return CheckBudgetLocked(SessionStore::SessionBytes(m) + WorkBytes(m, input, length, mode));
+  int64_t freed = 0;
+  if (absl::StatusOr<Session*> old = FindLocked(replacing, "session_id"); old.ok()) {
+    freed = SessionStore::SessionBytes(*(*old)->model);
+  }
+  return CheckBudgetLocked(SessionStore::SessionBytes(m) + WorkBytes(m, input, length, mode) -
+                           freed);
 }
 
 absl::Status Engine::CheckBudgetLocked(int64_t bytes) const {

@@ -272,8 +272,10 @@ class Engine {
   // naming `field` and --max_message_bytes) and the memory budget. For a caller that must delete
   // before it creates (KServe v2's START on an existing sequence), so that it can refuse first.
   // Not a reservation: a concurrent call may take the budget before the create.
+  // `replacing`: a session the caller deletes first (its memory counts as free).
   absl::Status CheckNewSessionCosts(const ServedModel& m, const SequenceInput& input,
-                                    OutputMode mode, absl::string_view field);
+                                    OutputMode mode, absl::string_view field,
+                                    const SessionRef& replacing);
   // Queued behind the session's pending work; fails that work's successors with NOT_FOUND. A
   // Generate running or queued on the session is ended at its next token instead of waited for
   // (also when the delete itself then fails: its deadline passes or, under kAck, its commit).

@@ -424,6 +424,12 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   for (Session* s : written) {
     auto it = undo_.find(s);
     if (it == undo_.end()) continue;
+    if (s->pinned()) {
+      // Written half-way through a chunked append (marked by something else: a fork of it, a
+      // rewrite after a failed commit): the append still needs its undo when it ends.
+      undo.emplace(s, it->second);
+      continue;
+    }
     undo.emplace(s, std::move(it->second));
     undo_.erase(it);
   }
@@ -466,6 +472,13 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       // changed ones restored, deleted ones made again.
       for (Session* s : written) {
         if (s->state == SessionState::kClosed) continue;
+        if (s->pinned()) {
+          // Its append is still running on its state: never put back in place (that would run
+          // the rest of the append on the wrong state). What this commit carried for it (the
+          // record as before the append) is written again next time.
+          redirty(s);
+          continue;
+        }
         auto it = undo.find(s);
         if (it == undo.end()) {
           redirty(s);  // nothing to put back: written again next time

@@ -11,6 +11,10 @@ std::string MemoryStore::Describe() const { return "memory:"; }
 
 absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
                                       std::vector<WriteOutcome>* outcomes) {
+  if (!fail_later_.ok() && commits_before_failing_-- <= 0) {
+    fail_commits_ = std::move(fail_later_);
+    fail_later_ = absl::OkStatus();
+  }
   if (!fail_commits_.ok() && !apply_failed_commits_) return fail_commits_;
   if (outcomes != nullptr) outcomes->assign(batch.size(), WriteOutcome{});
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -73,6 +77,12 @@ absl::Status MemoryStore::Scan(absl::string_view prefix, ScanFn fn) {
     if (absl::Status st = fn(it->first, it->second.value); !st.ok()) return st;
   }
   return absl::OkStatus();
+}
+
+void MemoryStore::FailCommitsAfter(int64_t n, absl::Status st) {
+  absl::MutexLock lock(&mu_);
+  commits_before_failing_ = n;
+  fail_later_ = std::move(st);
 }
 
 void MemoryStore::FailCommits(absl::Status st, bool apply) {

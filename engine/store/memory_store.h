@@ -54,6 +54,8 @@ class MemoryStore : public StateStore {
   // nothing, or, with `apply`, applies the batch and then returns `st` (as a store whose write
   // reached its log before its sync failed); absl::OkStatus() makes commits succeed again.
   void FailCommits(absl::Status st, bool apply = false);
+  // The same, from the commit after the next `n` (which succeed).
+  void FailCommitsAfter(int64_t n, absl::Status st);
   // Commit calls that returned OK (empty batches included).
   int64_t commits() const;
   // Writes (puts and deletes) that successful commits applied.
@@ -69,6 +71,8 @@ class MemoryStore : public StateStore {
   uint64_t last_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status fail_commits_ ABSL_GUARDED_BY(mu_);
   bool apply_failed_commits_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t commits_before_failing_ ABSL_GUARDED_BY(mu_) = 0;  // FailCommitsAfter
+  absl::Status fail_later_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/input_validation.h"
 #include "server/status_convert.h"
 
 namespace aaren {
@@ -71,12 +72,11 @@ class Relay {
       }
     }
     void OnWriteDone(bool ok) override {
-      // (An inner frame's write hold is held: the inner call is alive.)
-      if (ok) {
-        r_->inner_.StartRead(&r_->from_inner_);
-      } else {
-        r_->client_ctx_.TryCancel();
-      }
+      // (An inner frame's write hold is held: the inner call is alive.) The next inner read
+      // is started either way: after a failed write it fails at once (the call is cancelled),
+      // and Inner::OnReadDone(false) then releases the read hold, so the inner call can end.
+      if (!ok) r_->client_ctx_.TryCancel();
+      r_->inner_.StartRead(&r_->from_inner_);
       r_->inner_.RemoveHold();
     }
     void OnCancel() override { r_->client_ctx_.TryCancel(); }
@@ -165,7 +165,7 @@ grpc::ServerGenericBidiReactor* ReflectionGate::CreateReactor(
   if (ctx->method() != kReflectionMethod || channel_ == nullptr) {
     return new Refuse(
         grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                     absl::StrCat("method ", ctx->method().substr(0, 256), " is not served here")));
+                     absl::StrCat("method ", Quoted(ctx->method()), " is not served here")));
   }
   if (absl::StatusOr<std::string> tenant = auth_->Authenticate(*ctx); !tenant.ok()) {
     return new Refuse(ToGrpcStatus(tenant.status()));

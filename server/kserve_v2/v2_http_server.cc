@@ -193,6 +193,7 @@ Reply Infer(const V2Env& v2, const std::string& tenant, const httplib::Request& 
   // throw (broken promise) rather than wait forever.
   const int64_t timeout_us = parsed->timeout_us;
   const std::string sequence_id = parsed->sequence_id;
+  const bool start = parsed->start;
   auto cancel = std::make_shared<CancelFlag>(false);
   RunInfer(v2.env->engine, tenant, *std::move(parsed), cancel,
            [promise = std::move(promise)](absl::StatusOr<InferResult> r) mutable {
@@ -210,9 +211,10 @@ Reply Infer(const V2Env& v2, const std::string& tenant, const httplib::Request& 
   }
   absl::StatusOr<InferResult> r = result.get();
   if (timed_out && absl::IsCancelled(r.status())) {
-    r = absl::DeadlineExceededError(
-        absl::StrCat("parameters.timeout: the request did not finish within ", timeout_us,
-                     " microseconds; it was not applied"));
+    r = absl::DeadlineExceededError(absl::StrCat(
+        "parameters.timeout: the request did not finish within ", timeout_us,
+        " microseconds and was cancelled: its input was not applied",
+        start ? " (with START, the sequence's earlier session may already be deleted)" : ""));
   }
   v2.stats->RecordRequest(model->name, r.ok(), SteadyNs() - start_ns);
   if (!r.ok()) return ErrorReply(r.status());

@@ -85,11 +85,13 @@ absl::Status ParseOptions(const ParamMap& params, const ParseLimits& limits, Inf
   }
   if (const InferParameter* p = FindParam(params, "timeout"); p != nullptr) {
     // Triton's request timeout, in microseconds (tritonclient's infer(timeout=...)).
+    // (At most kMaxTimeoutUs, a year: a wait in nanoseconds must not overflow.)
+    constexpr uint64_t kMaxTimeoutUs = uint64_t{1'000'000} * 86400 * 365;
     if (p->parameter_choice_case() == InferParameter::kInt64Param && p->int64_param() >= 0) {
-      call->timeout_us = p->int64_param();
-    } else if (p->parameter_choice_case() == InferParameter::kUint64Param) {
       call->timeout_us = static_cast<int64_t>(
-          std::min<uint64_t>(p->uint64_param(), std::numeric_limits<int64_t>::max()));
+          std::min<uint64_t>(static_cast<uint64_t>(p->int64_param()), kMaxTimeoutUs));
+    } else if (p->parameter_choice_case() == InferParameter::kUint64Param) {
+      call->timeout_us = static_cast<int64_t>(std::min<uint64_t>(p->uint64_param(), kMaxTimeoutUs));
     } else {
       return BadParam("timeout", "microseconds, an unsigned integer");
     }
@@ -241,8 +243,9 @@ struct SequenceRun {
     // START on an existing sequence: it begins again from the empty state. What would refuse
     // the new session's append is checked before the old session is deleted.
     Engine* engine = run->engine;
-    if (absl::Status st = engine->CheckNewSessionCosts(*run->call.model, run->call.input,
-                                                       run->call.mode, InputName(*run->call.model));
+    if (absl::Status st =
+            engine->CheckNewSessionCosts(*run->call.model, run->call.input, run->call.mode,
+                                         InputName(*run->call.model), run->ref());
         !st.ok()) {
       return run->done(st);
     }

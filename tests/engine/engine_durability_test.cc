@@ -317,6 +317,41 @@ TEST_F(DurabilityTest, AFailedCommitEndsOnlyAGenerateWhoseTokenItCarried) {
   EXPECT_EQ(Stored("g")->position, 4);
 }
 
+// A chunked append on a session that something else marked for writing while it ran (here a
+// fork of it in the same tick): its record is written half-way (as before the append), and the
+// append keeps its undo, so when the commit of its last chunk fails the session is put back as
+// it was, not removed as if it had been made in that window.
+TEST_F(DurabilityTest, AChunkedAppendWrittenHalfWayKeepsItsUndo) {
+  EngineOptions o = Options(Durability::kAck);
+  o.max_batch_tokens = 64;  // the append below runs in 5 chunks
+  auto e = MakeEngine(o);
+  Open(*e, "tok", "a");
+  ASSERT_TRUE(Append(*e, "a", RandomInput("tok", 3, 1)).ok());
+  const SessionRecord before = *Stored("a");
+  std::future<absl::StatusOr<SessionInfo>> forked;
+  std::future<absl::StatusOr<AppendResult>> appended;
+  {
+    auto held = HoldScheduler(*e);
+    forked = ForkAsync(*e, "a", "b");
+    appended = AppendAsync(*e, "a", RandomInput("tok", 300, 2));
+    // The fork's commit succeeds; the next (the append's last chunk) fails.
+    store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
+  }
+  EXPECT_TRUE(Await(forked).ok());
+  absl::StatusOr<AppendResult> r = Await(appended);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  store_.FailCommits(absl::OkStatus());
+  absl::StatusOr<SessionInfo> a = e->GetSession("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->position, 3);
+  absl::StatusOr<SessionSnapshot> snap = Export(*e, "a");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->state, before.state);
+  Open(*e, "tok", "next");  // a commit
+  ASSERT_TRUE(Stored("a").has_value());
+  EXPECT_EQ(Stored("a")->position, 3);
+}
+
 // A session used only as a fork source is written at each fork (its last use), so recovery
 // does not judge it expired by the time of its last append.
 TEST_F(DurabilityTest, ForkSourceLastUseIsStored) {

@@ -254,6 +254,31 @@ TEST_F(EngineTest, DeleteOfAnotherIncarnationAndAppendNamingAnotherModelChangeNo
   EXPECT_EQ(engine->GetSession("again")->position, 1);
 }
 
+// CheckNewSessionCosts (KServe v2's START on an existing sequence): under a budget with room
+// for one session more but not its work, a new session is refused unless it replaces one that
+// the caller deletes first; the reply size is checked first. It reserves nothing.
+TEST_F(EngineTest, NewSessionCostsCountAReplacedSessionAsFree) {
+  const ServedModel& m = *registry_->Find("tok");
+  EngineOptions options;
+  // Room for the session made below and half a session more: a one-token append's work
+  // (sizeof(Work) and its buffers) fits only when the new session's bytes are freed.
+  options.memory_budget_bytes =
+      2 * SessionStore::SessionBytes(m) + SessionStore::SessionBytes(m) / 2;
+  options.max_reply_bytes = 4096;
+  auto engine = MakeEngine(options);
+  Open(*engine, "tok", "old");
+  const SequenceInput one = TokensInput({1});
+  absl::Status st = engine->CheckNewSessionCosts(m, one, OutputMode::kAll, "TOKENS", "absent");
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_THAT(Msg(st), HasSubstr("--memory_budget_bytes"));
+  st = engine->CheckNewSessionCosts(m, one, OutputMode::kAll, "TOKENS", "old");
+  EXPECT_TRUE(st.ok()) << st;
+  const SequenceInput many = RandomInput("tok", 4096, 3);
+  st = engine->CheckNewSessionCosts(m, many, OutputMode::kAll, "TOKENS", "old");
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_THAT(Msg(st), HasSubstr("TOKENS: the reply would be"));
+}
+
 // ---- Fork ----
 
 TEST_F(EngineTest, ForkCopiesTheState) {

@@ -17,12 +17,14 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -625,6 +627,64 @@ TEST_F(SecureServerTest, ZZSighupReloadsTheTokensAndABrokenFileKeepsTheOldOnes) 
   ASSERT_TRUE(wait_for_log("tokens reload failed", 2)) << server_->Log();
   EXPECT_TRUE(served(kTokenA).ok());
   EXPECT_TRUE(served(kTokenC).ok());
+}
+
+// A caller that sends many reflection requests without reading the replies (so the relay's
+// writes to it block), then cancels: the relay still ends both calls, so reflection keeps
+// working and SIGTERM stops the server (a relay left waiting for a read hold used to hold the
+// drain forever).
+TEST(ReflectionRelayTest, ACallerCancellingWhileItsRepliesAreBlockedLetsTheServerStop) {
+  const std::filesystem::path tokens = Pki() / "relay-tokens";
+  WriteTokens(tokens, absl::StrCat("tenant-a ", kTokenA, "\n"));
+  ServerFlags flags;
+  flags.model_dirs = {DemoModelDir(kLm).string()};
+  flags.extra = {"--threads", "2", "--auth_tokens_file", tokens.string()};
+  auto started = ServerProcess::Start(flags);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = std::move(*started);
+  // file_containing_symbol (field 4): a reply of several KB each.
+  const std::string symbol = "aaren.v1.Aaren";
+  const std::string request =
+      absl::StrCat("\x22", std::string(1, static_cast<char>(symbol.size())), symbol);
+  int blocked = 0;
+  for (int round = 0; round < 3; ++round) {
+    grpc::GenericStub stub(server->NewChannel());
+    auto ctx = As(kTokenA, std::chrono::seconds(60));
+    grpc::CompletionQueue cq;
+    auto call = stub.PrepareCall(
+        ctx.get(), "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag;
+    bool ok = false;
+    call->StartCall(reinterpret_cast<void*>(1));
+    cq.Next(&tag, &ok);
+    for (int i = 0; ok && i < 3000; ++i) {
+      grpc::Slice slice(request);
+      grpc::ByteBuffer out(&slice, 1);
+      call->Write(out, reinterpret_cast<void*>(2));
+      if (cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + std::chrono::seconds(2)) !=
+          grpc::CompletionQueue::GOT_EVENT) {
+        ++blocked;  // flow control: the relay stopped reading this caller
+        break;
+      }
+    }
+    ctx->TryCancel();
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(5));
+    while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
+    }
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
+  // (Whether the client's own writes blocked too depends on its buffers: either way the relay
+  // had replies to write that the caller never read when it cancelled.)
+  std::cout << "writes blocked in " << blocked << " of 3 rounds\n";
+  auto [status, response] = ListServicesAs(kTokenA, server->NewChannel());
+  ASSERT_TRUE(status.ok()) << StatusString(status);
+  server->Signal(SIGTERM);
+  const std::optional<int> exit_status = server->WaitForExit(std::chrono::seconds(20));
+  ASSERT_TRUE(exit_status.has_value()) << "still draining 20 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0);
 }
 
 // ---- Without TLS: reflection off, and the limits ----
