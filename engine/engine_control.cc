@@ -73,14 +73,29 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
           };
         }
         // Work queued behind the delete fails: the session is gone. (The delete itself was
-        // taken off the queue before it ran.)
+        // taken off the queue before it ran.) Their answers go out with the delete's: under
+        // kAck after its commit, and if that fails, as its failure (the session is back; they
+        // were not applied and may be retried).
+        const bool stored = s->stored;
+        std::string hold_key = HoldKeyLocked(s);
+        const absl::Status gone = absl::NotFoundError(
+            absl::StrCat("session_id: session '", s->id.str(), "' was deleted"));
         std::vector<Completion> failed;
         while (s->has_work()) {
           std::unique_ptr<Work> w = s->Pop();
-          FailWorkLocked(*w,
-                         absl::NotFoundError(
-                             absl::StrCat("session_id: session '", s->id.str(), "' was deleted")),
-                         failed);
+          pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+          HeldReply answer;
+          if (w->kind == Work::Kind::kGenerate) {
+            if (w->generate->flow != nullptr) w->generate->flow->parked = nullptr;
+            answer = [cb = std::move(w->generate->on_done), gone](const absl::Status& st) mutable {
+              cb(st.ok() ? gone : st);
+            };
+          } else {
+            answer = [cb = std::move(w->on_done), gone](const absl::Status& st) mutable {
+              cb(st.ok() ? gone : st);
+            };
+          }
+          failed.push_back(ReplyLaterLocked(stored, hold_key, std::move(answer)));
         }
         // kAck: what to make again if the delete cannot be written.
         std::optional<SessionRecord> undo;
@@ -88,9 +103,7 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
           absl::StatusOr<SessionRecord> r = RecordLocked(s);
           if (r.ok()) undo = *std::move(r);
         }
-        const bool stored = s->stored;
         const std::string key = SessionKey(store_.TenantName(s->tenant), s->id.str());
-        std::string hold_key = HoldKeyLocked(s);
         store_.Remove(s, /*expired=*/false);  // (files its tombstone)
         if (undo.has_value()) tombstones_[key].undo = std::move(undo);
         Completion reply =

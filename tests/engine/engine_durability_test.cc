@@ -352,6 +352,40 @@ TEST_F(DurabilityTest, AChunkedAppendWrittenHalfWayKeepsItsUndo) {
   EXPECT_EQ(Stored("a")->position, 3);
 }
 
+// Under kAck, work queued behind a delete is answered with the delete: NOT_FOUND once the
+// delete is durable; when its commit fails, the same failure (the session is back and they
+// were not applied), never a NOT_FOUND for a session that still exists.
+TEST_F(DurabilityTest, WorkQueuedBehindADeleteIsAnsweredWhenTheDeleteIs) {
+  auto e = MakeEngine(Options(Durability::kAck));
+  for (const bool fails : {true, false}) {
+    SCOPED_TRACE(fails ? "the delete's commit fails" : "the delete's commit succeeds");
+    Open(*e, "tok", "d");
+    std::future<absl::Status> deleted;
+    std::future<absl::StatusOr<AppendResult>> behind;
+    {
+      auto held = HoldScheduler(*e);
+      deleted = DeleteAsync(*e, "d");
+      behind = AppendAsync(*e, "d", RandomInput("tok", 1, 3));
+      if (fails) store_.FailCommits(absl::UnavailableError("state store memory: injected failure"));
+    }
+    const absl::Status del = Await(deleted);
+    absl::StatusOr<AppendResult> r = Await(behind);
+    store_.FailCommits(absl::OkStatus());
+    if (fails) {
+      EXPECT_EQ(del.code(), absl::StatusCode::kUnavailable) << del;
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+      ASSERT_TRUE(e->GetSession("d").ok());
+      EXPECT_EQ(e->GetSession("d")->position, 0);
+      std::future<absl::Status> again = DeleteAsync(*e, "d");
+      ASSERT_TRUE(Await(again).ok());
+    } else {
+      EXPECT_TRUE(del.ok()) << del;
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+      EXPECT_FALSE(Stored("d").has_value());
+    }
+  }
+}
+
 // A session used only as a fork source is written at each fork (its last use), so recovery
 // does not judge it expired by the time of its last append.
 TEST_F(DurabilityTest, ForkSourceLastUseIsStored) {
