@@ -38,10 +38,14 @@ HTTP_STATUS = {"INVALID_ARGUMENT": "400", "NOT_FOUND": "404", "UNAVAILABLE": "50
                "DEADLINE_EXCEEDED": "504"}
 
 
-def rel_err(a, b) -> float:
+def rel_err(a, b, scale=None) -> float:
+    """max |a - b| over max |b|, or over ``scale`` when given: the magnitude of the whole output
+    that ``b`` is a slice of (one near-zero row alone would turn float32 rounding into a large
+    relative error)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
-    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+    denom = float(np.max(np.abs(b))) if scale is None else float(scale)
+    return float(np.max(np.abs(a - b)) / max(denom, 1e-30))
 
 
 def free_port() -> int:
