@@ -65,6 +65,48 @@ void BM_BackendScore(benchmark::State& state) {
 }
 BENCHMARK(BM_BackendScore)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The streaming tick's arithmetic alone: S sessions of demo-lm each append one token in one
+// Forward (what the scheduler runs per tick under `aaren-cli bench --mode stream --sessions S`),
+// on one thread, without the engine or gRPC. Its CPU time per token is the floor a streamed token
+// costs the server beyond its transport; run_server_benchmarks.sh turns it and the echo stream
+// of the same run into the ceiling of stream / echo.
+void BM_BackendStep(benchmark::State& state) {
+  auto model = DemoLm();
+  CpuBackend backend(model, {.num_threads = 1});
+  const ModelConfig& c = model->config();
+  const StateLayout layout = StateLayout::For(c);
+  const int64_t sessions = state.range(0);
+  std::vector<float> states(static_cast<size_t>(sessions * layout.total_floats()));
+  std::vector<int64_t> positions(static_cast<size_t>(sessions));
+  const std::vector<int32_t> tokens = bench::RandomTokens(sessions, c.vocab_size, 7);
+  std::vector<float> outputs(static_cast<size_t>(sessions * c.output_dim));
+  std::vector<Span> spans(static_cast<size_t>(sessions));
+  for (int64_t i = 0; i < sessions; ++i) {
+    const size_t k = static_cast<size_t>(i);
+    ResetState(states.data() + i * layout.total_floats(), layout);
+    positions[k] = 1000 + i;
+    spans[k] = Span{absl::MakeConstSpan(&tokens[k], 1),
+                    {},
+                    states.data() + i * layout.total_floats(),
+                    &positions[k],
+                    OutputSelect::kAll,
+                    outputs.data() + i * c.output_dim};
+  }
+  for (auto _ : state) {
+    // The positions advance as a stream's do (the sinusoidal encoding is computed per position).
+    if (!backend.Forward(spans).ok()) state.SkipWithError("Forward failed");
+    benchmark::DoNotOptimize(outputs.data());
+  }
+  state.SetItemsProcessed(state.iterations() * sessions);
+}
+BENCHMARK(BM_BackendStep)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(64)
+    ->Arg(256)
+    ->ArgName("sessions")
+    ->Unit(benchmark::kMicrosecond);
+
 void BM_EngineScore(benchmark::State& state) {
   auto model = DemoLm();
   auto registry = ModelRegistry::FromModels(

@@ -28,15 +28,34 @@ for n in 1 16 64 256; do
       --tokens_per_session 0 --duration "$duration" --json > "$out/$mode-$n.json"
   done
 done
-/usr/bin/python3 - "$out" <<'PY'
+# The tick's arithmetic alone (one Forward of n one-token spans, one thread, the server idle):
+# with it, the ceiling of stream / echo if a streamed token's transport cost only what an echo
+# message does. n = 1 is one message in flight, everything serial: a token's round trip is at
+# least echo's plus one Forward, so stream / echo <= 1 / (1 + echo/s x t_forward). n > 1 is
+# CPU-bound (client and server share the cores): a token costs at least echo's CPU per message,
+# cores / (echo/s), plus t_forward / n, so stream / echo <= 1 / (1 + echo/s x t_forward / (n x
+# cores)). Both are upper bounds whatever the transport does; a ceiling under a goal says the goal
+# needs a faster Forward, not a faster server.
+"$build/bench/engine_bench" --benchmark_filter='BM_BackendStep' --benchmark_min_time=0.5 \
+  --benchmark_repetitions=3 --benchmark_format=json > "$out/step.json"
+/usr/bin/python3 - "$out" "$(nproc)" <<'PY'
 import json, sys
-out = sys.argv[1]
-print(f"{'sessions':>8} {'echo tok/s':>11} {'stream tok/s':>12} {'ratio':>6} {'p50 us':>8} {'p99 us':>8}")
+out, cores = sys.argv[1], int(sys.argv[2])
+step = {}
+for b in json.load(open(f"{out}/step.json"))["benchmarks"]:
+    if b.get("run_type") == "iteration":  # fastest repetition: noise only adds time
+        n = int(b["name"].split("sessions:")[1].split("/")[0])
+        t = b["real_time"] * {"us": 1e-6, "ms": 1e-3, "ns": 1e-9}[b["time_unit"]]
+        step[n] = min(step.get(n, t), t)
+print(f"{'sessions':>8} {'echo tok/s':>11} {'stream tok/s':>12} {'ratio':>6} {'p50 us':>8} "
+      f"{'p99 us':>8} {'Forward us/tok':>14} {'ceiling':>8} {'ratio/ceiling':>13}")
 for n in (1, 16, 64, 256):
     e = json.load(open(f"{out}/echo-{n}.json")); s = json.load(open(f"{out}/stream-{n}.json"))
-    print(f"{n:>8} {e['tokens_per_s']:>11.0f} {s['tokens_per_s']:>12.0f} "
-          f"{s['tokens_per_s'] / e['tokens_per_s']:>6.2f} {s['latency_us']['p50']:>8.0f} "
-          f"{s['latency_us']['p99']:>8.0f}")
+    echo, ratio = e["tokens_per_s"], s["tokens_per_s"] / e["tokens_per_s"]
+    ceiling = 1 / (1 + echo * step[n]) if n == 1 else 1 / (1 + echo * step[n] / (n * cores))
+    print(f"{n:>8} {echo:>11.0f} {s['tokens_per_s']:>12.0f} {ratio:>6.2f} "
+          f"{s['latency_us']['p50']:>8.0f} {s['latency_us']['p99']:>8.0f} "
+          f"{step[n] / n * 1e6:>14.1f} {ceiling:>8.2f} {ratio / ceiling:>13.2f}")
 PY
 
 echo "== 2. Score, 64 x 1024 tokens (demo-lm) =="
