@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "core/json_diagnostics.h"
 
-#include <nlohmann/json.hpp>
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 
 namespace aaren {
 namespace {
@@ -41,6 +46,30 @@ std::string DescribeJsonSyntaxError(absl::string_view text) {
   SyntaxErrorRecorder recorder;
   Json::sax_parse(text.begin(), text.end(), &recorder);
   return recorder.error.empty() ? std::string("syntax error") : recorder.error;
+}
+
+std::string DescribeJsonValue(const Json& value, size_t max_chars) {
+  if (value.is_array() || value.is_object()) {
+    const size_t n = value.size();
+    return absl::StrCat(value.type_name(), " of ", n, value.is_array() ? " element" : " key",
+                        n == 1 ? "" : "s");
+  }
+  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (text.size() > max_chars) text = absl::StrCat(text.substr(0, max_chars - 3), "...");
+  return text;
+}
+
+size_t JsonDepth(const Json& value) {
+  size_t deepest = 0;
+  std::vector<std::pair<const Json*, size_t>> pending = {{&value, 0}};
+  while (!pending.empty()) {
+    auto [v, depth] = pending.back();
+    pending.pop_back();
+    if (!v->is_array() && !v->is_object()) continue;
+    deepest = std::max(deepest, depth + 1);
+    for (const Json& child : *v) pending.emplace_back(&child, depth + 1);
+  }
+  return deepest;
 }
 
 }  // namespace aaren

@@ -25,17 +25,18 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr absl::string_view kPrefix = "config.json: ";
+constexpr uintmax_t kMaxConfigBytes = 1 << 20;
 
 absl::Status ConfigError(absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(kPrefix, message));
 }
 
-// A short rendering of a JSON value for diagnostics (never throws, bounded length).
+// A short rendering of a JSON value for diagnostics: its type, and a scalar's value (never
+// throws, bounded length, no recursion into containers).
 std::string Describe(const Json& value) {
   if (value.is_null()) return "null";
-  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (text.size() > 64) text = absl::StrCat(text.substr(0, 61), "...");
-  return absl::StrCat(value.type_name(), " ", text);
+  if (value.is_array() || value.is_object()) return DescribeJsonValue(value);
+  return absl::StrCat(value.type_name(), " ", DescribeJsonValue(value));
 }
 
 // Reads a required integer field; `field` is its dotted name for messages.
@@ -225,6 +226,12 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const std::filesystem::path& path) {
   if (!in) {
     return absl::InvalidArgumentError(absl::StrCat(
         path.string(), ": cannot open: ", errno != 0 ? std::strerror(errno) : "unknown error"));
+  }
+  // A config is a few hundred bytes; a larger file is not one (and is not read into memory).
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxConfigBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", size,
+                                                   " bytes, more than a config.json may hold (",
+                                                   kMaxConfigBytes, ")"));
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();

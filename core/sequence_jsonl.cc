@@ -24,11 +24,11 @@ absl::Status LineError(int64_t line, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", message));
 }
 
-std::string Describe(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 40) s = s.substr(0, 37) + "...";
-  return s;
-}
+std::string Describe(const json& v) { return DescribeJsonValue(v, 40); }
+
+// An "id" is echoed into the output line as JSON; a deeper one is not an id (and dumping it would
+// recurse once per level).
+constexpr size_t kMaxIdDepth = 32;
 
 absl::Status ParseTokens(const json& tokens, int64_t line, const ModelConfig& config,
                          SequenceRecord& rec) {
@@ -112,6 +112,10 @@ absl::StatusOr<SequenceRecord> ParseSequenceLine(absl::string_view text, int64_t
   SequenceRecord rec;
   rec.line = line;
   auto id = doc.find("id");
+  if (id != doc.end() && JsonDepth(*id) > kMaxIdDepth) {
+    return LineError(line,
+                     absl::StrCat("field 'id': nested more than ", kMaxIdDepth, " levels deep"));
+  }
   rec.id_json = id == doc.end() ? std::to_string(line) : id->dump();
 
   const bool tokens_input = config.input_kind == InputKind::kTokens;

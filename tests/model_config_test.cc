@@ -152,6 +152,16 @@ TEST(ModelConfigTest, InvalidJson) {
   EXPECT_THAT(ParseModelConfig("").status(), IsInvalid(HasSubstr("not valid JSON")));
 }
 
+// Values nested far deeper than any config are described by type and size, never dumped (a dump
+// recursed per level and overflowed the stack: the server died with SIGSEGV at start-up).
+TEST(ModelConfigTest, DeeplyNestedValuesAreRefusedNotDumped) {
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  EXPECT_THAT(ParseModelConfig(deep).status(),
+              IsInvalid("config.json: must be a JSON object, got array of 1 element"));
+  EXPECT_THAT(ParseModelConfig(ConfigWith("d_model", deep)).status(),
+              IsInvalid("config.json: d_model must be an integer, got array of 1 element"));
+}
+
 TEST(ModelConfigTest, ValidateRejectsBadStructs) {
   EXPECT_TRUE(ValidateModelConfig(SmallConfig()).ok());
   ModelConfig config = SmallConfig();
@@ -178,6 +188,13 @@ TEST_F(ReadModelConfigTest, ErrorsArePrefixedWithThePath) {
   EXPECT_THAT(
       config.status(),
       IsInvalid(absl::StrCat(path.string(), ": unknown model_type \"gpt2\" (expected \"aaren\")")));
+}
+
+TEST_F(ReadModelConfigTest, AFileLargerThanAnyConfigIsRefusedUnread) {
+  const fs::path path = dir_ / "config.json";
+  WriteText(path, std::string(kValidConfig) + std::string((1 << 20) + 1, ' '));
+  EXPECT_THAT(ReadModelConfig(path).status(),
+              IsInvalid(HasSubstr("more than a config.json may hold (1048576)")));
 }
 
 TEST_F(ReadModelConfigTest, ReadsValidFile) {

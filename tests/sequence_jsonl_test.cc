@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "tests/test_models.h"
 
 namespace aaren::testing {
@@ -49,6 +50,14 @@ TEST(SequenceJsonlTest, EachBadLineNamesLineAndField) {
   EXPECT_THAT(Error("{not json", kTokens),
               HasSubstr("line 3: invalid JSON: parse error at column 3: syntax error"));
   EXPECT_EQ(Error("[1, 2]", kTokens), "line 3: expected a JSON object");
+  // An id is echoed as JSON: one nested deeper than any id is refused, not dumped (which
+  // recursed per level: 100k levels crashed aaren-score).
+  EXPECT_EQ(Error(absl::StrCat(R"({"tokens": [1], "id": )", std::string(100000, '['),
+                               std::string(100000, ']'), "}"),
+                  kTokens),
+            "line 3: field 'id': nested more than 32 levels deep");
+  EXPECT_EQ(Error(R"({"tokens": [[1]]})", kTokens),
+            "line 3: field 'tokens[0]': expected an integer, got array of 1 element");
   EXPECT_EQ(Error(R"({"id": 1})", kTokens), "line 3: missing field 'tokens'");
   EXPECT_EQ(Error(R"({"tokens": []})", kTokens), "line 3: field 'tokens': empty sequence");
   EXPECT_THAT(Error(R"({"tokens": "abc"})", kTokens),
