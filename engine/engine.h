@@ -358,9 +358,13 @@ class Engine {
 
   // Scheduler side (engine_scheduler.cc).
   void SchedulerLoop();
-  // Applies the session's ready head operations that need no Forward; returns false when the
-  // session was removed. Leaves a runnable append/generate at the head, if any.
-  bool AdvanceLocked(Session* s, std::vector<Completion>& completions);
+  // Applies the session's ready head operations that need no Forward. Leaves a runnable
+  // append/generate at the head, if any (kRunnable), or stops after the first head it failed
+  // (kNextTick): that failure's completion runs before the next tick looks at the session, so a
+  // stream it ends has cancelled what it queued behind (sharing its CancelFlag) before any of it
+  // is applied. kRemoved: the session was removed.
+  enum class Advance { kRemoved, kRunnable, kNextTick };
+  Advance AdvanceLocked(Session* s, std::vector<Completion>& completions);
   void SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& completions);
   void RunForward(std::vector<Picked>& picked);
   void CommitLocked(std::vector<Picked>& picked, std::vector<Completion>& completions);

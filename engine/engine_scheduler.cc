@@ -108,7 +108,7 @@ void Engine::FailHeadLocked(Session* s, absl::Status status, std::vector<Complet
   ReleaseScratchLocked(s);
 }
 
-bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
+Engine::Advance Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
   while (s->has_work()) {
     Work* w = s->head;
     if (w->cancelled()) {
@@ -118,7 +118,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
     if (w->kind == Work::Kind::kControl) {
       std::unique_ptr<Work> owned = s->Pop();
       completions.push_back(owned->control(s));
-      if (s->state == SessionState::kClosed) return false;
+      if (s->state == SessionState::kClosed) return Advance::kRemoved;
       continue;
     }
     const ServedModel& m = *s->model;
@@ -138,14 +138,14 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
       if (g.flow != nullptr && g.flow->unacked >= g.flow->window) {
         // The client has not read the last `window` tokens: wait for AckGenerated.
         g.flow->parked = s;
-        return true;
+        return Advance::kRunnable;
       }
       if (s->position == 0) {
         FailHeadLocked(s,
                        absl::FailedPreconditionError(
                            "prompt: the session has no tokens yet; give a prompt to start from"),
                        completions);
-        continue;
+        return Advance::kNextTick;
       }
       const float* last = store_.LastOutput(s);
       g.pending = SampleToken(absl::MakeConstSpan(last, static_cast<size_t>(m.output_dim)),
@@ -188,7 +188,7 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
                            "expected_position: ", *w->expected_position,
                            " does not match the session's current position ", s->position)),
                        completions);
-        continue;
+        return Advance::kNextTick;
       }
       if (s->position + w->length > kMaxPosition) {
         FailHeadLocked(s,
@@ -196,22 +196,29 @@ bool Engine::AdvanceLocked(Session* s, std::vector<Completion>& completions) {
                            "input: the session is at position ", s->position, "; ", w->length,
                            " more tokens would pass the largest position, 2^53")),
                        completions);
-        continue;
+        return Advance::kNextTick;
       }
       w->position_checked = true;
       w->cursor = s->position;
     }
-    return true;
+    return Advance::kRunnable;
   }
-  return true;
+  return Advance::kRunnable;
 }
 
 void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& completions) {
   std::vector<Session*> runnable;
+  std::vector<Session*> next_tick;
   runnable.reserve(ready_.size());
   for (Session* s : ready_) {
     s->in_ready = false;
-    if (!AdvanceLocked(s, completions)) continue;  // removed
+    const Advance advance = AdvanceLocked(s, completions);
+    if (advance == Advance::kRemoved) continue;
+    if (advance == Advance::kNextTick) {
+      if (!s->pinned()) store_.LruPushFront(s);
+      if (s->has_work()) next_tick.push_back(s);
+      continue;
+    }
     const bool parked = s->has_work() && s->head->kind == Work::Kind::kGenerate &&
                         s->head->generate->flow != nullptr && s->head->generate->flow->parked == s;
     if (s->has_work() && !parked) runnable.push_back(s);
@@ -219,6 +226,10 @@ void Engine::SelectLocked(std::vector<Picked>& picked, std::vector<Completion>& 
     if (!s->pinned()) store_.LruPushFront(s);
   }
   ready_.clear();
+  for (Session* s : next_tick) {
+    s->in_ready = true;
+    ready_.push_back(s);
+  }
 
   const int64_t max_tokens = options_.max_batch_tokens;
   auto remaining = [](const Session* s) { return s->head->length - s->head->done; };

@@ -216,6 +216,35 @@ TEST_F(EngineTest, DeleteEndsEveryGenerateQueuedAheadOfIt) {
   EXPECT_EQ(engine->GetSession(id).status().code(), absl::StatusCode::kNotFound);
 }
 
+// Work cancelled before it is queued (its call's cancel hook ran while the engine was still
+// validating it, so the sweep found nothing) is answered, not left behind a parked Generate.
+TEST_F(EngineTest, WorkCancelledBeforeItIsQueuedIsAnsweredBehindAParkedGenerate) {
+  auto engine = MakeEngine();
+  const std::string id = Open(*engine, "tok", "parked").session_id;
+  ASSERT_TRUE(Append(*engine, id, TokensInput({1, 2})).ok());
+  Engine::GenerateParams g;
+  g.session_id = id;
+  g.max_tokens = 1000;
+  g.flow = std::make_shared<GenerateFlow>(1);
+  auto cancel_gen = std::make_shared<CancelFlag>(false);
+  g.cancel = cancel_gen;
+  std::future<GenerateResult> gen = GenerateAsync(*engine, std::move(g));
+  for (int i = 0; i < 200 && engine->GetSession(id)->position < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(engine->GetSession(id)->position, 3);  // parked after its first token
+  auto cancel = std::make_shared<CancelFlag>(true);
+  std::future<absl::StatusOr<AppendResult>> late =
+      AppendAsync(*engine, id, TokensInput({4}), std::nullopt, OutputMode::kAll, cancel);
+  ASSERT_EQ(late.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+      << "a cancelled append waited behind the parked Generate";
+  EXPECT_EQ(late.get().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(engine->GetSession(id)->position, 3);
+  cancel_gen->store(true);
+  engine->SweepCancelled(SessionRef("", id));
+  EXPECT_EQ(Await(gen).status.code(), absl::StatusCode::kCancelled);
+}
+
 // DeleteSession with an expected uid deletes only that incarnation of the id; an append naming
 // a model deletes nothing either and is refused when the session serves another.
 TEST_F(EngineTest, DeleteOfAnotherIncarnationAndAppendNamingAnotherModelChangeNothing) {

@@ -472,6 +472,38 @@ TEST_F(EngineTest, CancelledQueuedAppendLeavesTheStateUnchanged) {
   EXPECT_EQ(engine->GetSession(id)->position, 7);
 }
 
+// A stream's appends share one CancelFlag, which the stream sets when one of them fails. An append
+// queued behind a failed one in the same tick must not run before that failure's completion has
+// run (it ran in the same tick, and the stream then dropped its reply: applied, never answered).
+TEST_F(EngineTest, WorkQueuedBehindAFailedAppendWaitsForTheFailureToBeSeen) {
+  auto engine = MakeEngine();
+  const std::string id = Open(*engine, "tok").session_id;
+  ASSERT_TRUE(Append(*engine, id, RandomInput("tok", 5, 1)).ok());
+  auto cancel = std::make_shared<CancelFlag>(false);
+  std::promise<absl::Status> failed;
+  std::future<absl::StatusOr<AppendResult>> behind;
+  {
+    auto held = HoldScheduler(*engine);
+    Engine::AppendParams stale;
+    stale.session_id = id;
+    stale.input = TokensInput({1});
+    stale.expected_position = 0;  // the session is at 5: ABORTED
+    stale.cancel = cancel;
+    engine->Append(std::move(stale), [&, cancel](absl::StatusOr<AppendResult> r) {
+      cancel->store(true);  // what the stream does with its first error
+      failed.set_value(r.status());
+    });
+    behind = AppendAsync(*engine, id, TokensInput({2}), std::nullopt, OutputMode::kAll, cancel);
+  }
+  EXPECT_EQ(failed.get_future().get().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(Await(behind).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(engine->GetSession(id)->position, 5);
+  // Work of another call queued behind the failure still runs (the next tick).
+  auto other = AppendAsync(*engine, id, TokensInput({3}));
+  ASSERT_TRUE(Await(other).ok());
+  EXPECT_EQ(engine->GetSession(id)->position, 6);
+}
+
 // What CancelHalfWay saw: the session's snapshot just before the long append started, how many
 // of its tokens had run when it was cancelled, and how it ended.
 struct HalfRunAppend {
