@@ -87,6 +87,13 @@ void GenerateReactor::OnWriteDone(bool ok) {
   }
 }
 
+void GenerateReactor::OnDone() {
+  // Finish may have been called by the engine's on_done on the scheduler thread, which may still
+  // be releasing mu_: wait for it before deleting.
+  { std::lock_guard<std::mutex> lock(mu_); }
+  delete this;
+}
+
 void GenerateReactor::OnCancel() {
   // OnCancel runs before OnDone, and the engine's on_done (which lets the call finish) cannot
   // have run yet while the Generate is parked, so `this` is alive here.
