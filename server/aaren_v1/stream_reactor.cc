@@ -124,7 +124,12 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
     params->session_id = session_id_;
     params->expected_uid = session_uid_;
     params->cancel = cancel_;
-    reserved = ExpectedReplyBytes(*params, n_features_, output_dim_);
+    // Its reply and its input, held by the engine until it runs: both count toward the
+    // stream's kMaxPendingBytes, so a client cannot queue unbounded input (64 appends of 32 MB
+    // with OUTPUT_MODE_NONE held 1.4 GB) behind a long one.
+    reserved = ExpectedReplyBytes(*params, n_features_, output_dim_) +
+               static_cast<int64_t>(params->input.tokens.size() * sizeof(int32_t) +
+                                    params->input.features.size() * sizeof(float));
     pending_bytes_ += reserved;
     ++in_flight_;
   }

@@ -202,6 +202,37 @@ TEST_F(HardeningTest, StreamClientThatNeverReadsHoldsBoundedMemory) {
   EXPECT_EQ(written.load(), kAppends);
 }
 
+// Replies without outputs are small, but each queued append holds its input in the engine until
+// it runs: input counts toward the stream's bound too. 64 appends of 1M tokens (1 MB on the
+// wire, 4 MB decoded) held ~300 MB before.
+TEST_F(HardeningTest, StreamAppendsQueuedBehindALongOneHoldBoundedInput) {
+  constexpr int kAppends = 64;
+  constexpr int64_t kTokens = 1 << 20;
+  grpc::ClientContext ctx;
+  auto stream = stub().Stream(&ctx);
+  v1::StreamRequest open;
+  open.mutable_open()->set_model(kLm);
+  ASSERT_TRUE(stream->Write(open));
+  v1::StreamResponse reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  const int64_t rss_before = ResidentBytes(server_->pid());
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    v1::StreamRequest append;
+    *append.mutable_append()->mutable_input() = Tokens(kTokens);
+    append.mutable_append()->set_output_mode(v1::OUTPUT_MODE_NONE);
+    for (int i = 0; i < kAppends && stream->Write(append); ++i) written.fetch_add(1);
+  });
+  std::this_thread::sleep_for(seconds(3));
+  const int64_t rss_during = ResidentBytes(server_->pid());
+  EXPECT_LT(written.load(), kAppends) << "the server read every append while the first ran";
+  EXPECT_LT(rss_during - rss_before, int64_t{120} << 20)
+      << "server memory grew by " << (rss_during - rss_before) / (1 << 20) << " MB";
+  ctx.TryCancel();
+  writer.join();
+  EXPECT_EQ(stream->Finish().error_code(), Code::CANCELLED);
+}
+
 TEST_F(HardeningTest, UnreadGeneratePauses) {
   v1::CreateSessionRequest create;
   create.set_model(kLm);
