@@ -81,6 +81,11 @@ void BoundedStream::FailLocked(absl::Status status) {
   PumpLocked();
 }
 
+void BoundedStream::StopLocked(absl::Status status) {
+  if (error_.ok()) error_ = std::move(status);
+  PumpLocked();
+}
+
 void BoundedStream::PumpLocked() {
   if (finished_ || writing_) return;
   // Replies queued before an error are still delivered; then the error ends the call.

@@ -15,7 +15,9 @@
 // in_flight_ and its reservation in pending_bytes_, and queues replies with QueueLocked. The
 // first error given to FailLocked ends the call with that status once the replies queued
 // before it are written and nothing is in flight; a cancelled call (or a failed write) writes
-// nothing more. Self-owning: gRPC's OnDone deletes it, and Finish is called only once no engine
+// nothing more. A request refused by the reactor itself (StopLocked: unparsable, invalid) ends
+// the call the same way but lets the requests before it finish and be answered first.
+// Self-owning: gRPC's OnDone deletes it, and Finish is called only once no engine
 // callback is outstanding.
 //
 // Thread-safety: every *Locked member runs under mu_; callbacks may come on any thread.
@@ -84,6 +86,11 @@ class BoundedStream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   void PumpLocked();
   // Under mu_: the first error ends the call (queued work is cancelled).
   void FailLocked(absl::Status status);
+  // Under mu_: the request just read is refused before it reached the engine: nothing more is
+  // read, the requests already handed over run and their replies are written, then the call
+  // ends with `status` (the first error wins). What the client sent before the bad request is
+  // answered, so it knows what was applied.
+  void StopLocked(absl::Status status);
   // Under mu_: whether the call is ending (failed, cancelled or finished).
   bool EndingLocked() const { return finished_ || !error_.ok() || cancelled_; }
 

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server/aaren_v1/stream_reactor.h"
 
+#include <atomic>
+#include <memory>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -58,7 +61,7 @@ void StreamReactor::OnReadDone(bool ok) {
     request_.Clear();
     if (absl::Status st = ParseRawMessage(frame_, &request_); !st.ok()) {
       reading_ = false;
-      return FailLocked(std::move(st));
+      return StopLocked(std::move(st));
     }
   }
   switch (request_.request_case()) {
@@ -71,7 +74,7 @@ void StreamReactor::OnReadDone(bool ok) {
     default: {
       std::lock_guard<std::mutex> lock(mu_);
       reading_ = false;
-      FailLocked(absl::InvalidArgumentError("request: set either open or append"));
+      StopLocked(absl::InvalidArgumentError("request: set either open or append"));
     }
   }
 }
@@ -80,7 +83,7 @@ void StreamReactor::HandleOpen(const v1::OpenSession& open) {
   std::lock_guard<std::mutex> lock(mu_);
   reading_ = false;
   if (!session_id_.empty()) {
-    return FailLocked(absl::InvalidArgumentError(
+    return StopLocked(absl::InvalidArgumentError(
         absl::StrCat("open: the stream is already attached to session '", session_id_, "'")));
   }
   auto info =
@@ -107,7 +110,7 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
     std::lock_guard<std::mutex> lock(mu_);
     auto fail = [&](absl::Status st) {
       reading_ = false;
-      FailLocked(std::move(st));
+      StopLocked(std::move(st));
     };
     if (session_id_.empty()) {
       return fail(absl::FailedPreconditionError(
@@ -135,23 +138,36 @@ void StreamReactor::HandleAppend(v1::AppendRequest& append) {
   }
   // Outside mu_ (the engine may call back at once), and before the next read starts (no read
   // is outstanding: this runs from OnReadDone): the next append reaches the engine after this.
-  env_.engine->Append(std::move(*params), [this, reserved](absl::StatusOr<AppendResult> r) {
-    OnAppendDone(std::move(r), reserved);
-  });
+  // A refusal from inside Append, on this thread (validation: nothing was queued), ends the
+  // stream like the reactor's own refusals: the appends before it are still answered. A failure
+  // once queued (on the scheduler thread) cancels what the stream queued behind it.
+  const std::thread::id caller = std::this_thread::get_id();
+  auto in_call = std::make_shared<std::atomic<bool>>(true);
+  env_.engine->Append(
+      std::move(*params), [this, reserved, caller, in_call](absl::StatusOr<AppendResult> r) {
+        const bool refused = in_call->load() && std::this_thread::get_id() == caller;
+        OnAppendDone(std::move(r), reserved, refused);
+      });
+  in_call->store(false);
   std::lock_guard<std::mutex> lock(mu_);
   reading_ = false;
   MaybeReadLocked();
 }
 
-void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result, int64_t reserved_bytes) {
+void StreamReactor::OnAppendDone(absl::StatusOr<AppendResult> result, int64_t reserved_bytes,
+                                 bool refused_before_queueing) {
   std::lock_guard<std::mutex> lock(mu_);
   --in_flight_;
   pending_bytes_ -= reserved_bytes;
   if (!result.ok()) {
+    if (refused_before_queueing) return StopLocked(result.status());
     FailLocked(result.status());
     return;
   }
-  if (error_.ok() && !cancelled_) {
+  // Answered unless the call was cancelled or failed in a way that dropped its queued work (an
+  // append that ran before that is applied; the client retries it with expected_position). A
+  // refusal (StopLocked) comes after every append in flight: they are all answered.
+  if (!cancelled_ && !cancel_->load()) {
     v1::StreamResponse reply;
     AppendResponseToProto(session_id_, std::move(*result), reply.mutable_append());
     QueueLocked(reply);

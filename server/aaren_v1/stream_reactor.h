@@ -45,7 +45,9 @@ class StreamReactor final : public BoundedStream {
  private:
   void HandleOpen(const v1::OpenSession& open);
   void HandleAppend(v1::AppendRequest& append);
-  void OnAppendDone(absl::StatusOr<AppendResult> result, int64_t reserved_bytes);
+  // refused_before_queueing: the engine refused it inside Append (nothing was queued).
+  void OnAppendDone(absl::StatusOr<AppendResult> result, int64_t reserved_bytes,
+                    bool refused_before_queueing);
   std::function<void()> OnCancelLocked() override;
 
   v1::StreamRequest request_;

@@ -424,6 +424,44 @@ TEST_F(HardeningTest, AMalformedFrameMidStreamIsInvalidArgument) {
   EXPECT_TRUE(HasStatus(stream.Finish(), Code::INVALID_ARGUMENT, {"aaren.v1.StreamRequest"}));
 }
 
+// A request the stream refuses (unparsable, or invalid before it reaches the engine) ends the
+// call, but the appends sent before it still run and are answered first: the client learns what
+// was applied. (They used to be cancelled, or applied without a reply, depending on timing.)
+TEST_F(HardeningTest, ARefusedRequestMidStreamLetsTheAppendsBeforeItBeAnswered) {
+  v1::StreamRequest bad_token;
+  bad_token.mutable_append()->mutable_input()->add_tokens(99);  // demo-lm's vocabulary is 43
+  const std::vector<std::pair<std::string, std::string>> refusals = {
+      {std::string("\x12\xff\xff\xff\x0f\x01", 6), "aaren.v1.StreamRequest"},
+      {bad_token.SerializeAsString(), "99"},
+  };
+  constexpr int64_t kTokens = 30000;
+  for (const auto& [frame, named] : refusals) {
+    RawStream stream(server_->NewChannel(), "/aaren.v1.Aaren/Stream");
+    v1::StreamRequest open;
+    open.mutable_open()->set_model(kLm);
+    ASSERT_TRUE(stream.Write(open.SerializeAsString()));
+    std::string bytes;
+    ASSERT_TRUE(stream.Read(&bytes));
+    v1::StreamResponse opened;
+    ASSERT_TRUE(opened.ParseFromString(bytes));
+    const std::string id = opened.session().session_id();
+    v1::StreamRequest append;
+    *append.mutable_append()->mutable_input() = Tokens(kTokens);
+    append.mutable_append()->set_output_mode(v1::OUTPUT_MODE_LAST);
+    ASSERT_TRUE(stream.Write(append.SerializeAsString()));
+    ASSERT_TRUE(stream.Write(frame));  // while the long append runs
+    std::vector<int64_t> positions;
+    while (stream.Read(&bytes)) {
+      v1::StreamResponse r;
+      ASSERT_TRUE(r.ParseFromString(bytes));
+      positions.push_back(r.append().position());
+    }
+    EXPECT_TRUE(HasStatus(stream.Finish(), Code::INVALID_ARGUMENT, {named})) << named;
+    EXPECT_EQ(positions, std::vector<int64_t>{kTokens}) << named;
+    EXPECT_EQ(Position(id), kTokens) << named;
+  }
+}
+
 // ---- 6 ----
 
 TEST_F(HardeningTest, AStreamIsBoundToItsSessionNotToTheId) {
