@@ -4,6 +4,7 @@
 // one StateStore::Commit. Under kAck the replies of a tick wait in held_ for that commit, and
 // undo_ keeps, per changed session, what to put back if it fails.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <utility>
 
@@ -14,6 +15,13 @@
 
 namespace aaren {
 namespace {
+
+// Whether a stored record has been idle past its TTL at now_ms. Written so that no stored
+// time (a damaged or hostile record may hold INT64_MIN) can overflow: now_ms and the TTL are
+// both small.
+bool IdlePastTtl(const SessionRecord& r, int64_t now_ms) {
+  return r.last_used_ms < now_ms - static_cast<int64_t>(r.idle_ttl_s) * 1000;
+}
 
 // Problems a RecoveryReport lists by name (the counts cover all of them).
 constexpr size_t kProblemsListed = 20;
@@ -205,8 +213,7 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
   }
   // A record past its idle TTL counts as gone, unless this engine's copy is that very version
   // (then the copy's own use, which reads and forks do not always write, decides).
-  const bool expired = record.has_value() && NowUnixMs() - record->last_used_ms >
-                                                 static_cast<int64_t>(record->idle_ttl_s) * 1000;
+  const bool expired = record.has_value() && IdlePastTtl(*record, NowUnixMs());
   std::vector<Completion> completions;
   absl::Status result;
   {
@@ -323,10 +330,23 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
       !st.ok()) {
     return absl::DataLossError(absl::StrCat("the record's ", st.message()));
   }
+  const auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  if (!finite(r.last_output) || !finite(r.retry_outputs)) {
+    // (ImportSession refuses these too: a retry would replay them, Generate sample from them.)
+    return absl::DataLossError("the record's last output is not finite");
+  }
+  if (r.created_ms < 0 || r.last_used_ms < 0) {
+    return absl::DataLossError("the record's times are negative");
+  }
+  // A writer whose clock ran ahead (another replica) must not keep the session from expiring
+  // until then: its idle time counts from now.
+  const int64_t last_used_ms = std::min(r.last_used_ms, NowUnixMs());
   Session* s = existing;
   if (s == nullptr) {
     ASSIGN_OR_RETURN(s, store_.Create(m, store_.InternTenant(r.tenant), r.id, r.idle_ttl_s,
-                                      r.last_used_ms, "session_id"));
+                                      last_used_ms, "session_id"));
   }
   if (absl::Status st = store_.WriteState(s, r.state.data()); !st.ok()) {
     if (existing == nullptr) store_.Remove(s, /*expired=*/false);
@@ -336,7 +356,7 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
   s->uid = r.uid;
   s->position = r.position;
   s->created_ms = r.created_ms;
-  s->last_used_ms = r.last_used_ms;
+  s->last_used_ms = last_used_ms;
   s->idle_ttl_s = r.idle_ttl_s;
   AppendRecord& a = s->last_append;
   // The retry record is kept only when a retry could replay it exactly: its length fits 32 bits
@@ -346,8 +366,11 @@ absl::Status Engine::RestoreRecordLocked(const SessionRecord& r, Session* existi
   // that kept no record.
   const auto mode = static_cast<OutputMode>(r.retry_mode);
   const bool rows_out_of_line = mode == OutputMode::kAll && r.retry_length > 1;
+  // It must also end where the session is (a retry's replay checks that too; here it keeps
+  // position_before + length from overflowing).
   const bool replayable = r.retry_position_before >= 0 && r.retry_length >= 0 &&
                           r.retry_length <= std::numeric_limits<int32_t>::max() &&
+                          r.retry_position_before == r.position - r.retry_length &&
                           (!rows_out_of_line || static_cast<int64_t>(r.retry_outputs.size()) ==
                                                     r.retry_length * m->output_dim);
   a.position_before = replayable ? r.retry_position_before : -1;
@@ -623,7 +646,7 @@ absl::StatusOr<RecoveryReport> Engine::Recover() {
             problem(key, r.status().message());
             return absl::OkStatus();
           }
-          if (now - r->last_used_ms > static_cast<int64_t>(r->idle_ttl_s) * 1000) {
+          if (IdlePastTtl(*r, now)) {
             ++report.expired;
             expired.emplace_back(key);
             return absl::OkStatus();

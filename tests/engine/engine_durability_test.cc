@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -654,6 +655,14 @@ TEST_F(DurabilityTest, RecoveryKeepsForeignAndDamagedRecordsAndDropsExpiredOnes)
   SessionRecord far = *Stored("live");
   far.id = "far";
   far.position = kMaxPosition + 1;
+  // A last output ImportSession would refuse (a retry would replay it, Generate sample from it),
+  // and a last use at INT64_MIN (the idle time computed from it overflowed): corrupt, expired.
+  SessionRecord nan_output = *Stored("live");
+  nan_output.id = "nanout";
+  nan_output.last_output[0] = std::numeric_limits<float>::quiet_NaN();
+  SessionRecord epoch = *Stored("live");
+  epoch.id = "epoch";
+  epoch.last_used_ms = std::numeric_limits<int64_t>::min();
   ASSERT_TRUE(store_
                   .Commit({{SessionKey("", "foreign"), EncodeSessionRecord(foreign)},
                            {SessionKey("", "rehashed"), EncodeSessionRecord(rehashed)},
@@ -661,18 +670,22 @@ TEST_F(DurabilityTest, RecoveryKeepsForeignAndDamagedRecordsAndDropsExpiredOnes)
                            {SessionKey("", "damaged"), damaged},
                            {SessionKey("", "garbage"), std::string("not a record")},
                            {SessionKey("", "unreachable"), EncodeSessionRecord(unreachable)},
-                           {SessionKey("", "far"), EncodeSessionRecord(far)}})
+                           {SessionKey("", "far"), EncodeSessionRecord(far)},
+                           {SessionKey("", "nanout"), EncodeSessionRecord(nan_output)},
+                           {SessionKey("", "epoch"), EncodeSessionRecord(epoch)}})
                   .ok());
   auto e = MakeEngine(Options(Durability::kAck));
   absl::StatusOr<RecoveryReport> report = e->Recover();
   ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->records, 8);
+  EXPECT_EQ(report->records, 10);
   EXPECT_EQ(report->recovered, 1);
-  EXPECT_EQ(report->expired, 1);
+  EXPECT_EQ(report->expired, 2);
   EXPECT_EQ(report->other_model, 2);
-  EXPECT_EQ(report->corrupt, 4);
-  EXPECT_EQ(report->problems.size(), 6u);
+  EXPECT_EQ(report->corrupt, 5);
+  EXPECT_EQ(report->problems.size(), 7u);
   EXPECT_FALSE(e->GetSession("unreachable").ok());
+  EXPECT_FALSE(e->GetSession("nanout").ok());
+  EXPECT_FALSE(e->GetSession("epoch").ok());
   EXPECT_FALSE(e->GetSession("far").ok());
   EXPECT_TRUE(e->GetSession("live").ok());
   EXPECT_FALSE(e->GetSession("foreign").ok());
