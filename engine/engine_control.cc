@@ -11,6 +11,7 @@
 #include "core/state_bounds.h"
 #include "core/status_macros.h"
 #include "engine/engine.h"
+#include "engine/input_validation.h"
 
 namespace aaren {
 
@@ -206,7 +207,7 @@ namespace {
 absl::Status ValidateSnapshot(const SessionSnapshot& snap, const ServedModel& m) {
   if (snap.config_hash != m.config_hash) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "snapshot.config_hash: '", snap.config_hash, "' is not model '", m.name,
+        "snapshot.config_hash: '", Quoted(snap.config_hash), "' is not model '", m.name,
         "''s config hash '", m.config_hash, "' (exported from a different model or weights)"));
   }
   if (snap.layout.n_layers != m.layout.n_layers || snap.layout.n_heads != m.layout.n_heads ||

@@ -124,12 +124,13 @@ absl::Status ParseInput(ModelInferRequest& request, const ParseLimits& limits, I
   }
   ModelInferRequest::InferInputTensor& in = *request.mutable_inputs(0);
   if (in.name() != name) {
-    return absl::InvalidArgumentError(absl::StrCat("inputs[0].name: unexpected input '", in.name(),
-                                                   "'; the model '", m.name, "' takes ", name));
+    return absl::InvalidArgumentError(absl::StrCat("inputs[0].name: unexpected input '",
+                                                   Quoted(in.name()), "'; the model '", m.name,
+                                                   "' takes ", name));
   }
   if (in.datatype() != datatype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": datatype ", in.datatype(), " does not match the model's ", datatype));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": datatype ", Quoted(in.datatype()),
+                                                   " does not match the model's ", datatype));
   }
   const auto& shape = in.shape();
   const bool shape_ok =
@@ -200,9 +201,9 @@ absl::Status ParseInput(ModelInferRequest& request, const ParseLimits& limits, I
   }
   for (int i = 0; i < request.outputs_size(); ++i) {
     if (request.outputs(i).name() != kOutputsTensor) {
-      return absl::InvalidArgumentError(absl::StrCat("outputs[", i, "].name: unknown output '",
-                                                     request.outputs(i).name(), "'; the model '",
-                                                     m.name, "' has ", kOutputsTensor));
+      return absl::InvalidArgumentError(
+          absl::StrCat("outputs[", i, "].name: unknown output '", Quoted(request.outputs(i).name()),
+                       "'; the model '", m.name, "' has ", kOutputsTensor));
     }
     if (request.outputs(i).parameters().contains("classification")) {
       return absl::InvalidArgumentError(

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server/kserve_v2/v2_json.h"
 
+#include "engine/input_validation.h"
+
 #include <google/protobuf/descriptor.h>
 
 #include <algorithm>
@@ -195,7 +197,7 @@ absl::Status ParseInput(const json& in, int i, absl::string_view body, size_t* o
         binary_size = value.get<int64_t>();
         continue;
       }
-      RETURN_IF_ERROR(ToInferParameter(value, absl::StrCat(field, ".parameters.", key),
+      RETURN_IF_ERROR(ToInferParameter(value, absl::StrCat(field, ".parameters.", Quoted(key)),
                                        &(*tensor->mutable_parameters())[key]));
     }
   }
@@ -302,8 +304,8 @@ absl::Status ParseInferRequestJson(absl::string_view body, size_t json_bytes,
         *binary_output = value.get<bool>();
         continue;
       }
-      RETURN_IF_ERROR(
-          ToInferParameter(value, "parameters." + key, &(*out->mutable_parameters())[key]));
+      RETURN_IF_ERROR(ToInferParameter(value, absl::StrCat("parameters.", Quoted(key)),
+                                       &(*out->mutable_parameters())[key]));
     }
   }
   auto inputs = j.find("inputs");
@@ -338,7 +340,7 @@ absl::Status ParseInferRequestJson(absl::string_view body, size_t json_bytes,
             *binary_output = value.get<bool>();
             continue;
           }
-          RETURN_IF_ERROR(ToInferParameter(value, absl::StrCat(field, ".parameters.", key),
+          RETURN_IF_ERROR(ToInferParameter(value, absl::StrCat(field, ".parameters.", Quoted(key)),
                                            &(*requested->mutable_parameters())[key]));
         }
       }

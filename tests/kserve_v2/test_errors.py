@@ -55,6 +55,15 @@ def test_wrong_input_name_and_values(v2):
         v2.infer(ts, x)
 
 
+def test_long_client_names_are_cut_in_messages(v2):
+    """A client's tensor name comes back in the message cut to Quoted()'s length: the whole of
+    a 100 KB name made a 100 KB REST error body, and on gRPC passed the peer's metadata limit."""
+    lm = model_spec(LM)
+    with v2.raises("INVALID_ARGUMENT", "inputs[0].name") as box:
+        v2.infer(lm, np.array([1, 2], np.int32), name="X" * 100_000)
+    assert len(box[0].message()) < 1024, len(box[0].message())
+
+
 def test_bad_parameters(v2):
     lm = model_spec(LM)
     x = np.array([1, 2], np.int32)
