@@ -42,7 +42,12 @@ for name in "${harnesses[@]}"; do
   work="$build/corpus/$name"
   mkdir -p "$work"
   echo "fuzz: $name for ${seconds} s (corpus tests/fuzz/corpus/$name)"
+  # libFuzzer caps inputs at the largest seed unless told: the loader's configs may be large
+  # (a 200 KB deeply nested config.json once crashed the server).
+  max_len=()
+  [ "$name" = fuzz_model_loader ] && max_len=(-max_len=262144)
   if ! "$build/tests/fuzz/$name" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
+         "${max_len[@]}" \
          -print_final_stats=1 -artifact_prefix="$build/crash-$name-" \
          "$work" "tests/fuzz/corpus/$name" > "$build/$name.log" 2>&1; then
     tail -60 "$build/$name.log"

@@ -123,6 +123,10 @@ void ModelSeeds(const std::filesystem::path& dir) {
   const std::string weights = SerializeSafetensors(named);
   std::string input{static_cast<char>(config.size() & 0xff), static_cast<char>(config.size() >> 8)};
   Write(dir / "seed-tiny", input + config + weights);
+  // A config alone (length 0xffff: the rest is the config), nested deeper than any config.
+  const std::string nest = "{\"model_type\":\"aaren\",\"d_model\":" + std::string(20000, '[') +
+                           std::string(20000, ']') + "}";
+  Write(dir / "seed-deep-config", std::string("\xff\xff", 2) + nest);
 }
 
 }  // namespace
