@@ -166,6 +166,10 @@ absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::st
   if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned()) {
     FailHeadLocked(s, st, completions);  // its last token is not the session's any more
     ReadyLocked(s);
+  } else if (s->has_work() && !s->pinned()) {
+    // A head checked against the old position (expected_position, the position limit) but not
+    // run yet is checked again against the one taken, and runs from there.
+    s->head->position_checked = false;
   }
   return st;
 }

@@ -240,5 +240,42 @@ TEST_F(ReplicasTest, ConcurrentConditionalAppendsApplyEachAcknowledgedOneExactly
             << " ABORTED and retried\n";
 }
 
+// An append checked against its session's position (expected_position) but not picked that tick
+// (the batch was full), whose session then loses a compare-and-set: it is checked again against
+// the winner's position, not run from the old one (it ran at position 3 on the winner's state
+// at 8, ended at 7, and the other replica then read 7).
+TEST_F(ReplicasTest, AnAppendCheckedBeforeALostRaceIsCheckedAgainstTheWinnersPosition) {
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kAck;
+  o.replica_id = "a";
+  o.max_batch_tokens = 8;
+  o.interactive_tokens = 1;
+  auto a = MakeEngine(o);
+  auto b = Replica("b");
+  Open(*a, "tok", "s");
+  Open(*a, "tok", "other");
+  ASSERT_TRUE(Append(*a, "s", RandomInput("tok", 3, 1)).ok());
+  std::future<absl::StatusOr<AppendResult>> bulk, checked;
+  std::future<absl::StatusOr<SessionInfo>> fork;
+  {
+    auto held = HoldScheduler(*a);
+    bulk = AppendAsync(*a, "other", RandomInput("tok", 20, 2));  // fills the next tick
+    fork = ForkAsync(*a, "s", "s2");                             // marks s written that tick
+    checked = AppendAsync(*a, "s", RandomInput("tok", 4, 3), /*expected_position=*/3);
+    // Meanwhile B moves s on to 8.
+    absl::StatusOr<AppendResult> moved = Append(*b, "s", RandomInput("tok", 5, 4));
+    ASSERT_TRUE(moved.ok()) << moved.status();
+    ASSERT_EQ(moved->position, 8);
+  }
+  ASSERT_TRUE(Await(bulk).ok());
+  Await(fork);
+  absl::StatusOr<AppendResult> r = Await(checked);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << (r.ok() ? r->position : -1);
+  absl::StatusOr<SessionInfo> on_b = b->GetSession(SessionRef("", "s"));
+  ASSERT_TRUE(on_b.ok()) << on_b.status();
+  EXPECT_EQ(on_b->position, 8);
+}
+
 }  // namespace
 }  // namespace aaren::testing
