@@ -220,6 +220,7 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
   const bool expired = record.has_value() && IdlePastTtl(*record, NowUnixMs());
   std::vector<Completion> completions;
   absl::Status result;
+  std::optional<uint64_t> expired_version;
   {
     std::lock_guard<std::mutex> lock(mu_);
     absl::StatusOr<Session*> found = FindLocked(ref, "session_id");
@@ -236,6 +237,10 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
     } else if (!record.has_value() || expired) {
       // Deleted (or expired) elsewhere: drop a copy that was stored; keep one not written yet.
       if (s != nullptr && s->stored) ForgetLocked(s, absl::OkStatus(), completions);
+      // An expired record nobody deletes (its holder restarted) would stay in the store until
+      // its TTL, and a create of its id would conflict with it (ALREADY_EXISTS for a session
+      // GetSession calls NOT_FOUND): delete it, if it is still that version.
+      if (expired) expired_version = (*v)->version;
     } else if (s == nullptr) {
       absl::Status st = RestoreRecordLocked(*record, nullptr);
       if (st.ok()) {
@@ -271,6 +276,13 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
     }
   }
   for (Completion& c : completions) c();
+  if (expired_version.has_value()) {
+    // Best effort: a conflict means another replica wrote it since (so it is not expired), and
+    // a failure leaves it to its TTL, as before.
+    std::vector<StoreWrite> gone = {StoreWrite{key, std::nullopt, *expired_version}};
+    std::vector<WriteOutcome> outcomes;
+    (void)options_.state_store->CommitVersioned(gone, outcomes);
+  }
   return result;
 }
 

@@ -277,5 +277,26 @@ TEST_F(ReplicasTest, AnAppendCheckedBeforeALostRaceIsCheckedAgainstTheWinnersPos
   EXPECT_EQ(on_b->position, 8);
 }
 
+// A record past its idle TTL that no replica holds (its holder went away) is gone for GetSession
+// and for a create of its id alike (the create used to conflict with it: ALREADY_EXISTS).
+TEST_F(ReplicasTest, AnExpiredRecordNobodyHoldsDoesNotBlockMakingItsIdAgain) {
+  {
+    auto a = Replica("a");
+    ASSERT_TRUE(a->OpenSession(SessionRef("", "brief"), "tok", true, /*idle_ttl_s=*/1).ok());
+  }
+  ASSERT_TRUE(store_.Get(SessionKey("", "brief"))->has_value());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto b = Replica("b");
+  EXPECT_EQ(b->GetSession(SessionRef("", "brief")).status().code(), absl::StatusCode::kNotFound);
+  Engine::CreateParams p;
+  p.model = "tok";
+  p.session_id = "brief";
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  b->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+  absl::StatusOr<SessionInfo> r = made.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->position, 0);
+}
+
 }  // namespace
 }  // namespace aaren::testing
