@@ -287,7 +287,8 @@ absl::Status RedisStore::RunBatch(const std::vector<StoreWrite>& batch, bool che
     args.push_back(w.value.has_value() ? "p" : "d");
     args.push_back(numbers[2 * i]);
     args.push_back(numbers[2 * i + 1]);
-    args.push_back(w.value.has_value() ? absl::string_view(*w.value) : absl::string_view());
+    // (A delete's value is "", not a null view: hiredis copies each argument with memcpy.)
+    args.push_back(w.value.has_value() ? absl::string_view(*w.value) : absl::string_view(""));
   }
   Reply r = c->Command(args);
   if (r != nullptr && r->type == REDIS_REPLY_ERROR &&
