@@ -8,6 +8,8 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "core/state_bounds.h"
 #include "core/status_macros.h"
@@ -19,6 +21,9 @@ namespace {
 // Whether a stored record has been idle past its TTL at now_ms. Written so that no stored
 // time (a damaged or hostile record may hold INT64_MIN) can overflow: now_ms and the TTL are
 // both small.
+// Identifies a record this engine sent (within this process only).
+size_t RecordHash(absl::string_view bytes) { return absl::Hash<absl::string_view>{}(bytes); }
+
 bool IdlePastTtl(const SessionRecord& r, int64_t now_ms) {
   return r.last_used_ms < now_ms - static_cast<int64_t>(r.idle_ttl_s) * 1000;
 }
@@ -174,6 +179,16 @@ absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::st
   return st;
 }
 
+bool Engine::TakeUnsureWriteLocked(const std::string& key,
+                                   const std::optional<std::string>& current) {
+  auto it = unsure_writes_.find(key);
+  if (it == unsure_writes_.end()) return false;
+  const bool own = current.has_value() &&
+                   std::count(it->second.begin(), it->second.end(), RecordHash(*current)) > 0;
+  unsure_writes_.erase(it);  // resolved either way
+  return own;
+}
+
 absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
   if (!shared() || ref.id.empty()) return absl::OkStatus();
   uint64_t seen_version = 0;
@@ -234,6 +249,17 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       // Nothing to do here.
     } else if (s != nullptr && record.has_value() && s->version == (*v)->version) {
       // Up to date.
+    } else if (record.has_value() &&
+               TakeUnsureWriteLocked(key, std::optional<std::string>((*v)->value))) {
+      // This engine's own write, from a commit that reported failure: the copy here (or its
+      // absence: removed when an ack commit failed, or deleted since) is the session.
+      if (s != nullptr) {
+        s->version = (*v)->version;
+        s->dirty = true;
+        dirty_.insert(s);
+      } else {
+        expired_version = (*v)->version;  // deleted below, as an expired record is
+      }
     } else if (!record.has_value() || expired) {
       // Deleted (or expired) elsewhere: drop a copy that was stored; keep one not written yet.
       if (s != nullptr && s->stored) ForgetLocked(s, absl::OkStatus(), completions);
@@ -500,6 +526,13 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
 
   if (!st.ok()) {
     const absl::Status reply_status = AsUnavailable(st, shared());
+    if (shared()) {
+      // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_).
+      for (size_t i = n_tombstones; i < batch.size(); ++i) {
+        std::vector<size_t>& sent = unsure_writes_[batch[i].key];
+        if (sent.size() < kMaxUnsureWrites) sent.push_back(RecordHash(*batch[i].value));
+      }
+    }
     // Marked for the next commit without an undo of "remove it" (MarkDirtyLocked's default for
     // a session made outside a pick), which a second failure would otherwise act on.
     auto redirty = [this](Session* s) {
@@ -587,9 +620,20 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   } else {
     // Shared stores: the new versions, and the writes that lost their compare-and-set.
     absl::flat_hash_map<std::string, absl::Status> lost;
+    // Keys whose conflict was this engine's own earlier write: written again at the next
+    // commit, and their held replies wait for it.
+    absl::flat_hash_set<std::string> again;
     if (shared() && outcomes.size() == batch.size()) {
       for (size_t i = 0; i < n_tombstones; ++i) {
+        const bool own = TakeUnsureWriteLocked(batch[i].key, outcomes[i].current);
         if (!outcomes[i].conflict) continue;
+        if (!outcomes[i].current.has_value()) continue;  // already gone: the delete holds
+        if (own) {
+          // This engine's own write, applied by a commit that reported failure: delete that.
+          tombstones_.try_emplace(batch[i].key, Tombstone{std::nullopt, outcomes[i].version});
+          again.insert(batch[i].key);
+          continue;
+        }
         // The session changed elsewhere after this copy was deleted: the delete did not apply
         // (the record is the other replica's now; a later call loads it).
         lost.insert_or_assign(
@@ -600,9 +644,21 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       for (size_t j = 0; j < written.size(); ++j) {
         Session* s = written[j];
         const WriteOutcome& o = outcomes[n_tombstones + j];
+        const bool own = TakeUnsureWriteLocked(batch[n_tombstones + j].key, o.current);
         if (s->state == SessionState::kClosed) continue;
         if (!o.conflict) {
           s->version = o.version;
+          continue;
+        }
+        if (own) {
+          // Not another replica's change: this copy is still the session. Take the version and
+          // write it again (kAck: its undo and held replies wait for that commit).
+          s->version = o.version;
+          s->dirty = true;
+          dirty_.insert(s);
+          if (auto u = undo.find(s); u != undo.end())
+            undo_.insert_or_assign(s, std::move(u->second));
+          again.insert(batch[n_tombstones + j].key);
           continue;
         }
         const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
@@ -617,7 +673,12 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
       }
     }
+    if (!again.empty()) commit_wanted_ = true;
     for (auto& [key, h] : held) {
+      if (again.contains(key)) {
+        held_.emplace_back(key, std::move(h));  // released by the commit that writes it again
+        continue;
+      }
       absl::Status reply = absl::OkStatus();
       if (!lost.empty()) {
         if (auto it = lost.find(key); it != lost.end()) reply = it->second;

@@ -298,5 +298,58 @@ TEST_F(ReplicasTest, AnExpiredRecordNobodyHoldsDoesNotBlockMakingItsIdAgain) {
   EXPECT_EQ(r->position, 0);
 }
 
+// A commit that applied but reported failure (Redis ran the batch, then its reply was lost): the
+// next compare-and-set meets this replica's own write, not another's, and must not take it in
+// place of the live copy (that rolled back the appends acknowledged since: position 5, not 6).
+TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasWrite) {
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 50;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  auto stored_position = [&]() -> int64_t {
+    std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
+    if (!v.has_value()) return -1;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*v);
+    return r.ok() ? r->position : -2;
+  };
+  auto wait_for = [&](int64_t position) {
+    for (int i = 0; i < 300 && stored_position() != position; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return stored_position();
+  };
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  ASSERT_EQ(wait_for(3), 3);
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 2, 2)).ok());
+  ASSERT_EQ(wait_for(5), 5);  // applied, yet reported failed
+  store_.FailCommits(absl::UnavailableError("down"), /*apply=*/false);
+  absl::StatusOr<AppendResult> last = Append(*a, "x", RandomInput("tok", 1, 3));
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->position, 6);
+  store_.FailCommits(absl::OkStatus());
+  EXPECT_EQ(wait_for(6), 6);
+  EXPECT_EQ(a->GetSession(SessionRef("", "x"))->position, 6);
+
+  // Under ack the failed append was answered UNAVAILABLE and undone here; the write that
+  // reached the store anyway is overwritten by the next commit, not taken as the session.
+  auto b = Replica("b");
+  Open(*b, "tok", "y");
+  ASSERT_TRUE(Append(*b, "y", RandomInput("tok", 3, 4)).ok());
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  EXPECT_EQ(Append(*b, "y", RandomInput("tok", 2, 5)).status().code(),
+            absl::StatusCode::kUnavailable);
+  store_.FailCommits(absl::OkStatus());
+  absl::StatusOr<AppendResult> next = Append(*b, "y", RandomInput("tok", 1, 6));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->position, 4);
+  absl::StatusOr<SessionRecord> y = DecodeSessionRecord(**store_.Get(SessionKey("", "y")));
+  ASSERT_TRUE(y.ok());
+  EXPECT_EQ(y->position, 4);
+}
+
 }  // namespace
 }  // namespace aaren::testing
