@@ -459,16 +459,18 @@ class Engine {
     absl::flat_hash_map<std::string, absl::Status> lost;  // keys whose compare-and-set lost
   };
   std::map<uint64_t, WindowOutcome> waiters_;
-  // Shared stores: per key, hashes of the records this engine sent in commits that failed
-  // without saying whether they applied (a reply lost after Redis ran the batch). A later
-  // compare-and-set that conflicts with one of them met this engine's own write, not another
-  // replica's: it takes that version and writes again instead of taking the store's copy
-  // (which would roll back what was acknowledged since). At most kMaxUnsureWrites per key;
-  // dropped when the key's next commit resolves.
+  // Shared stores, kCheckpoint: per key, hashes of the records this engine sent in commits that
+  // failed without saying whether they applied (a reply lost after Redis ran the batch). A
+  // later compare-and-set that conflicts with one of them met this engine's own write, not
+  // another replica's: it takes that version and writes again instead of taking the store's
+  // copy (which would roll back what was acknowledged since). The newest kMaxUnsureWrites per
+  // key; dropped when the key's next commit resolves. Not under kAck: there the failed calls
+  // were undone here and answered UNAVAILABLE ("may have been applied"), another replica may
+  // since have served the applied record as acknowledged, so the store's copy wins.
   static constexpr size_t kMaxUnsureWrites = 4;
   absl::flat_hash_map<std::string, std::vector<size_t>> unsure_writes_;
-  // Whether `current` (the record at `key`) is one of unsure_writes_; forgets the key's entry.
-  bool TakeUnsureWriteLocked(const std::string& key, const std::optional<std::string>& current);
+  // Whether `current` (the record at `key`) is one of unsure_writes_.
+  bool IsUnsureWriteLocked(const std::string& key, const std::optional<std::string>& current);
   const bool shared_;
   bool commit_wanted_ = false;  // a request thread waits (AwaitDurableLocked)
   int64_t next_checkpoint_ms_ = 0;

@@ -18,12 +18,12 @@
 namespace aaren {
 namespace {
 
-// Whether a stored record has been idle past its TTL at now_ms. Written so that no stored
-// time (a damaged or hostile record may hold INT64_MIN) can overflow: now_ms and the TTL are
-// both small.
 // Identifies a record this engine sent (within this process only).
 size_t RecordHash(absl::string_view bytes) { return absl::Hash<absl::string_view>{}(bytes); }
 
+// Whether a stored record has been idle past its TTL at now_ms. Written so that no stored
+// time (a damaged or hostile record may hold INT64_MIN) can overflow: now_ms and the TTL are
+// both small.
 bool IdlePastTtl(const SessionRecord& r, int64_t now_ms) {
   return r.last_used_ms < now_ms - static_cast<int64_t>(r.idle_ttl_s) * 1000;
 }
@@ -179,14 +179,12 @@ absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::st
   return st;
 }
 
-bool Engine::TakeUnsureWriteLocked(const std::string& key,
-                                   const std::optional<std::string>& current) {
+bool Engine::IsUnsureWriteLocked(const std::string& key,
+                                 const std::optional<std::string>& current) {
   auto it = unsure_writes_.find(key);
   if (it == unsure_writes_.end()) return false;
-  const bool own = current.has_value() &&
-                   std::count(it->second.begin(), it->second.end(), RecordHash(*current)) > 0;
-  unsure_writes_.erase(it);  // resolved either way
-  return own;
+  return current.has_value() &&
+         std::count(it->second.begin(), it->second.end(), RecordHash(*current)) > 0;
 }
 
 absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
@@ -250,13 +248,14 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
     } else if (s != nullptr && record.has_value() && s->version == (*v)->version) {
       // Up to date.
     } else if (record.has_value() &&
-               TakeUnsureWriteLocked(key, std::optional<std::string>((*v)->value))) {
+               IsUnsureWriteLocked(key, std::optional<std::string>((*v)->value))) {
       // This engine's own write, from a commit that reported failure: the copy here (or its
       // absence: removed when an ack commit failed, or deleted since) is the session.
       if (s != nullptr) {
         s->version = (*v)->version;
         s->dirty = true;
         dirty_.insert(s);
+        unsure_writes_.erase(key);
       } else {
         expired_version = (*v)->version;  // deleted below, as an expired record is
       }
@@ -526,11 +525,14 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
 
   if (!st.ok()) {
     const absl::Status reply_status = AsUnavailable(st, shared());
-    if (shared()) {
+    if (shared() && !ack()) {
       // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_).
       for (size_t i = n_tombstones; i < batch.size(); ++i) {
         std::vector<size_t>& sent = unsure_writes_[batch[i].key];
-        if (sent.size() < kMaxUnsureWrites) sent.push_back(RecordHash(*batch[i].value));
+        const size_t h = RecordHash(*batch[i].value);
+        if (std::count(sent.begin(), sent.end(), h) > 0) continue;
+        if (sent.size() == kMaxUnsureWrites) sent.erase(sent.begin());  // the oldest goes
+        sent.push_back(h);
       }
     }
     // Marked for the next commit without an undo of "remove it" (MarkDirtyLocked's default for
@@ -625,7 +627,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     absl::flat_hash_set<std::string> again;
     if (shared() && outcomes.size() == batch.size()) {
       for (size_t i = 0; i < n_tombstones; ++i) {
-        const bool own = TakeUnsureWriteLocked(batch[i].key, outcomes[i].current);
+        const bool own = IsUnsureWriteLocked(batch[i].key, outcomes[i].current);
         if (!outcomes[i].conflict) continue;
         if (!outcomes[i].current.has_value()) continue;  // already gone: the delete holds
         if (own) {
@@ -644,20 +646,19 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       for (size_t j = 0; j < written.size(); ++j) {
         Session* s = written[j];
         const WriteOutcome& o = outcomes[n_tombstones + j];
-        const bool own = TakeUnsureWriteLocked(batch[n_tombstones + j].key, o.current);
+        const bool own = IsUnsureWriteLocked(batch[n_tombstones + j].key, o.current);
         if (s->state == SessionState::kClosed) continue;
         if (!o.conflict) {
           s->version = o.version;
           continue;
         }
         if (own) {
-          // Not another replica's change: this copy is still the session. Take the version and
-          // write it again (kAck: its undo and held replies wait for that commit).
+          // Not another replica's change: this copy (kCheckpoint: it holds what that commit
+          // carried and what was acknowledged since) is still the session. Take the version and
+          // write it again.
           s->version = o.version;
           s->dirty = true;
           dirty_.insert(s);
-          if (auto u = undo.find(s); u != undo.end())
-            undo_.insert_or_assign(s, std::move(u->second));
           again.insert(batch[n_tombstones + j].key);
           continue;
         }
@@ -666,6 +667,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
             batch[n_tombstones + j].key,
             TakeStoreCopyLocked(s, o.current, o.version, was_create, completions));
       }
+      for (const StoreWrite& w : batch) unsure_writes_.erase(w.key);  // resolved, either way
       if (!lost.empty()) {
         if (options_.observer != nullptr) {
           options_.observer->OnStoreConflicts(static_cast<int64_t>(lost.size()));
@@ -675,10 +677,6 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     }
     if (!again.empty()) commit_wanted_ = true;
     for (auto& [key, h] : held) {
-      if (again.contains(key)) {
-        held_.emplace_back(key, std::move(h));  // released by the commit that writes it again
-        continue;
-      }
       absl::Status reply = absl::OkStatus();
       if (!lost.empty()) {
         if (auto it = lost.find(key); it != lost.end()) reply = it->second;

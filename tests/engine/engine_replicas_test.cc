@@ -333,22 +333,6 @@ TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasW
   store_.FailCommits(absl::OkStatus());
   EXPECT_EQ(wait_for(6), 6);
   EXPECT_EQ(a->GetSession(SessionRef("", "x"))->position, 6);
-
-  // Under ack the failed append was answered UNAVAILABLE and undone here; the write that
-  // reached the store anyway is overwritten by the next commit, not taken as the session.
-  auto b = Replica("b");
-  Open(*b, "tok", "y");
-  ASSERT_TRUE(Append(*b, "y", RandomInput("tok", 3, 4)).ok());
-  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
-  EXPECT_EQ(Append(*b, "y", RandomInput("tok", 2, 5)).status().code(),
-            absl::StatusCode::kUnavailable);
-  store_.FailCommits(absl::OkStatus());
-  absl::StatusOr<AppendResult> next = Append(*b, "y", RandomInput("tok", 1, 6));
-  ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(next->position, 4);
-  absl::StatusOr<SessionRecord> y = DecodeSessionRecord(**store_.Get(SessionKey("", "y")));
-  ASSERT_TRUE(y.ok());
-  EXPECT_EQ(y->position, 4);
 }
 
 }  // namespace
