@@ -622,9 +622,8 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   } else {
     // Shared stores: the new versions, and the writes that lost their compare-and-set.
     absl::flat_hash_map<std::string, absl::Status> lost;
-    // Keys whose conflict was this engine's own earlier write: written again at the next
-    // commit, and their held replies wait for it.
-    absl::flat_hash_set<std::string> again;
+    // A conflict was this engine's own earlier write: written again at the next commit.
+    bool write_again = false;
     if (shared() && outcomes.size() == batch.size()) {
       for (size_t i = 0; i < n_tombstones; ++i) {
         const bool own = IsUnsureWriteLocked(batch[i].key, outcomes[i].current);
@@ -633,7 +632,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         if (own) {
           // This engine's own write, applied by a commit that reported failure: delete that.
           tombstones_.try_emplace(batch[i].key, Tombstone{std::nullopt, outcomes[i].version});
-          again.insert(batch[i].key);
+          write_again = true;
           continue;
         }
         // The session changed elsewhere after this copy was deleted: the delete did not apply
@@ -659,7 +658,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
           s->version = o.version;
           s->dirty = true;
           dirty_.insert(s);
-          again.insert(batch[n_tombstones + j].key);
+          write_again = true;
           continue;
         }
         const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
@@ -675,7 +674,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
       }
     }
-    if (!again.empty()) commit_wanted_ = true;
+    if (write_again) commit_wanted_ = true;
     for (auto& [key, h] : held) {
       absl::Status reply = absl::OkStatus();
       if (!lost.empty()) {
