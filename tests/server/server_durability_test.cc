@@ -66,10 +66,12 @@ TEST(ServerDurability, AckKill9UnderSixtyFourStreamsLosesNothingAcknowledged) {
   auto model = Model::Load(DemoModelDir(kLm));
   ASSERT_TRUE(model.ok()) << model.status();
   constexpr int kClients = 64, kRounds = 5;
+  constexpr int64_t kMaxAppendsPerRound = 100;
   std::vector<ClientView> views(kClients);
   for (int i = 0; i < kClients; ++i) views[i].id = absl::StrCat("client-", i);
   std::mt19937_64 rng(20261203);
   int64_t total_replies = 0;
+  int64_t in_flight_at_kill = 0;  // appends sent and unanswered when the server died
   for (int round = 0; round < kRounds; ++round) {
     auto server = MustStart(StoreFlags(dir.path() / "store", "ack"));
     ASSERT_NE(server, nullptr);
@@ -80,26 +82,41 @@ TEST(ServerDurability, AckKill9UnderSixtyFourStreamsLosesNothingAcknowledged) {
       if (::testing::Test::HasFailure()) return;
     }
     std::atomic<bool> stop{false};
+    std::atomic<int64_t> acknowledged{0};
+    const StreamLimits limits{kMaxAppendsPerRound, &acknowledged};
     std::vector<std::thread> clients;
     for (int i = 0; i < kClients; ++i) {
-      clients.emplace_back([&, i] {
-        StreamUntilBroken(server->NewChannel(), views[i], (*model)->config().vocab_size, rng() + i,
-                          stop);
+      clients.emplace_back([&, i, seed = rng() + i] {
+        StreamUntilBroken(server->NewChannel(), views[i], (*model)->config().vocab_size, seed, stop,
+                          limits);
       });
     }
-    // Kill at a random moment, 300-1300 ms into the load.
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 1000));
+    // Kill at a random point of the load, by progress rather than by the clock: after 10-80% of
+    // the round's appends were acknowledged, whatever the machine's speed (the histories, and
+    // the oracle's quadratic cost, stay bounded).
+    const int64_t kill_at = kClients * kMaxAppendsPerRound * (10 + rng() % 71) / 100;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (acknowledged.load() < kill_at && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
     Kill9(*server);
+    stop = true;  // the clients that reached the bound end too
     for (std::thread& t : clients) t.join();
-    for (const ClientView& v : views) total_replies += v.replies;
+    total_replies = 0;  // ClientView::replies counts over every round
+    for (const ClientView& v : views) {
+      total_replies += v.replies;
+      in_flight_at_kill += v.pending.empty() ? 0 : 1;
+    }
   }
   auto server = MustStart(StoreFlags(dir.path() / "store", "ack"));
   ASSERT_NE(server, nullptr);
   auto stub = NewAarenStub(*server);
   for (ClientView& v : views) CheckContinues(*stub, **model, v, rng);
-  std::printf("acknowledged appends over %d kill -9 rounds: %lld\n", kRounds,
-              static_cast<long long>(total_replies));
+  std::printf("acknowledged appends over %d kill -9 rounds: %lld, in flight at the kills: %lld\n",
+              kRounds, static_cast<long long>(total_replies),
+              static_cast<long long>(in_flight_at_kill));
   EXPECT_GT(total_replies, kClients * kRounds);
+  EXPECT_GT(in_flight_at_kill, 0) << "no kill landed while an append was in flight";
 }
 
 // One client appending as fast as it can; returns the acknowledged history and when each

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <random>
+#include <thread>
 
 #include "client/session_routing.h"
 #include "grpcpp/client_context.h"
@@ -23,7 +25,8 @@ std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& 
 
 // Streams appends of 1-3 tokens (each with expected_position) until the stream breaks.
 void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView& view,
-                       int32_t vocab, uint64_t seed, std::atomic<bool>& stop) {
+                       int32_t vocab, uint64_t seed, std::atomic<bool>& stop,
+                       const StreamLimits& limits) {
   auto stub = v1::Aaren::NewStub(channel);
   StreamClient stream(*stub, std::chrono::seconds(60), view.id);
   v1::OpenSession open;
@@ -40,7 +43,14 @@ void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView
   }
   view.opened = true;
   std::mt19937_64 rng(seed);
+  int64_t sent = 0;
   while (!stop.load()) {
+    if (limits.max_appends > 0 && sent >= limits.max_appends) {
+      // Done: hold the stream open (as an idle client would) until the test stops the round.
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    ++sent;
     std::vector<int32_t> tokens(1 + rng() % 3);
     for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
     v1::AppendRequest req;
@@ -62,6 +72,7 @@ void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView
     view.last = tokens;
     view.pending.clear();
     ++view.replies;
+    if (limits.acknowledged != nullptr) limits.acknowledged->fetch_add(1);
   }
 }
 

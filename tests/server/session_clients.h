@@ -45,10 +45,22 @@ struct ClientView {
 v1::Sequence Tokens(const std::vector<int32_t>& t);
 std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b);
 
+// Bounds on one StreamUntilBroken call, for tests that pick the moment of a fault by progress
+// rather than by the clock (a fast server would otherwise grow histories, and the quadratic
+// oracle's cost, without bound).
+struct StreamLimits {
+  // After this many acknowledged appends the client sends no more and waits for `stop` (the
+  // stream stays open); <= 0: no limit.
+  int64_t max_appends = 0;
+  // Incremented once per acknowledged append (shared by the clients of a round); may be null.
+  std::atomic<int64_t>* acknowledged = nullptr;
+};
+
 // Opens a Stream on `channel` (creating the session when missing) and appends 1-3 random tokens
 // at a time, each with expected_position, until `stop` or the stream breaks.
 void StreamUntilBroken(const std::shared_ptr<grpc::Channel>& channel, ClientView& view,
-                       int32_t vocab, uint64_t seed, std::atomic<bool>& stop);
+                       int32_t vocab, uint64_t seed, std::atomic<bool>& stop,
+                       const StreamLimits& limits = {});
 
 // A unary conditional append (the test fails on an error).
 v1::AppendResponse UnaryAppend(AarenStub& stub, const std::string& id,
