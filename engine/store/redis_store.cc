@@ -7,6 +7,7 @@
 #include <sys/time.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <utility>
@@ -98,17 +99,36 @@ std::string MatchPattern(absl::string_view prefix) {
   return p;
 }
 
+// Error replies after which the connection is not reused: this Redis is a replica now
+// (READONLY, MASTERDOWN) or still loading its data set (LOADING); a new connection may reach the
+// primary behind the same address.
+bool EndsConnection(const redisReply* r) {
+  if (r->type != REDIS_REPLY_ERROR) return false;
+  const absl::string_view text = ReplyString(r);
+  return absl::StartsWith(text, "READONLY") || absl::StartsWith(text, "LOADING") ||
+         absl::StartsWith(text, "MASTERDOWN");
+}
+
 }  // namespace
 
 struct RedisStore::Conn {
   struct ContextDeleter {
     void operator()(redisContext* c) const { redisFree(c); }
   };
+  explicit Conn(RedisStore* store) : owner(store) {}
+  ~Conn() {
+    if (owner != nullptr) owner->Closed();
+  }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  RedisStore* owner;  // counts this connection in open_; null once the store is going away
   std::unique_ptr<redisContext, ContextDeleter> ctx;
   std::string script_sha;
   bool broken = false;
 
-  // One command; nullptr (and `broken`) when the connection failed.
+  // One command; nullptr (and `broken`) when the connection failed; `broken` too after a reply
+  // that ends the connection (EndsConnection).
   Reply Command(const std::vector<absl::string_view>& args) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -120,7 +140,7 @@ struct RedisStore::Conn {
     }
     Reply r(static_cast<redisReply*>(
         redisCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(), lens.data())));
-    if (r == nullptr) broken = true;
+    if (r == nullptr || EndsConnection(r.get())) broken = true;
     return r;
   }
   // An idle connection has nothing to read: readable means the peer closed it (EOF or reset).
@@ -132,14 +152,29 @@ struct RedisStore::Conn {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
   }
   std::string Error() const {
-    return ctx->errstr[0] != '\0' ? std::string(ctx->errstr) : "connection lost";
+    if (ctx->errstr[0] == '\0') return "connection lost";
+    // hiredis reports a timeout as the read's EAGAIN.
+    if (ctx->err == REDIS_ERR_IO &&
+        (absl::string_view(ctx->errstr) == std::strerror(EAGAIN) ||
+         absl::string_view(ctx->errstr) == std::strerror(EWOULDBLOCK))) {
+      return absl::StrCat("no reply within ", kCommandTimeout.count(), " ms (timed out)");
+    }
+    return std::string(ctx->errstr);
   }
 };
 
 RedisStore::RedisStore(std::string host, int port, int db, StateStoreOptions options)
     : host_(std::move(host)), port_(port), db_(db), options_(std::move(options)) {}
 
-RedisStore::~RedisStore() = default;
+RedisStore::~RedisStore() {
+  absl::MutexLock lock(&mu_);
+  for (std::unique_ptr<Conn>& c : idle_) c->owner = nullptr;
+}
+
+void RedisStore::Closed() {
+  absl::MutexLock lock(&mu_);
+  --open_;
+}
 
 absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(absl::string_view spec,
                                                              const StateStoreOptions& options) {
@@ -181,7 +216,7 @@ absl::StatusOr<std::unique_ptr<RedisStore>> RedisStore::Open(absl::string_view s
     host = host.substr(1, host.size() - 2);  // [::1]
   }
   std::unique_ptr<RedisStore> store(new RedisStore(std::move(host), port, db, options));
-  absl::StatusOr<std::unique_ptr<Conn>> c = store->Connect();
+  absl::StatusOr<std::unique_ptr<Conn>> c = store->Acquire();
   if (!c.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("--state_store: ", c.status().message()));
   }
@@ -198,8 +233,9 @@ absl::Status RedisStore::Unavailable(absl::string_view what, absl::string_view w
   return absl::UnavailableError(absl::StrCat(Describe(), ": ", what, ": ", why));
 }
 
+// Counted in open_ by the caller (Acquire) before it runs; the Conn's destructor uncounts it.
 absl::StatusOr<std::unique_ptr<RedisStore::Conn>> RedisStore::Connect() {
-  auto c = std::make_unique<Conn>();
+  auto c = std::make_unique<Conn>(this);
   c->ctx.reset(redisConnectWithTimeout(host_.c_str(), port_, ToTimeval(kCommandTimeout)));
   if (c->ctx == nullptr) return Unavailable("connect", "out of memory");
   if (c->ctx->err != 0) return Unavailable("connect", c->ctx->errstr);
@@ -246,20 +282,41 @@ absl::StatusOr<std::unique_ptr<RedisStore::Conn>> RedisStore::Acquire() {
     std::unique_ptr<Conn> c;
     {
       absl::MutexLock lock(&mu_);
-      if (idle_.empty()) break;
-      c = std::move(idle_.back());
-      idle_.pop_back();
+      auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !idle_.empty() || open_ < kMaxConnections;
+      };
+      if (!mu_.AwaitWithTimeout(
+              absl::Condition(&free),
+              absl::FromChrono(
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(kCommandTimeout)))) {
+        return Unavailable("connect",
+                           absl::StrCat("all ", kMaxConnections, " connections stayed busy for ",
+                                        kCommandTimeout.count(), " ms"));
+      }
+      if (idle_.empty()) {
+        ++open_;  // this call's new connection (uncounted by ~Conn, or below on failure)
+      } else {
+        c = std::move(idle_.back());
+        idle_.pop_back();
+      }
     }
+    // A failed Connect destroyed its Conn, which uncounted the slot.
+    if (c == nullptr) return Connect();
     if (c->PeerClosed()) continue;  // Redis restarted or dropped it: not worth a failed call
     return c;
   }
-  return Connect();
 }
 
 void RedisStore::Release(std::unique_ptr<Conn> c) {
-  if (c == nullptr || c->broken) return;
-  absl::MutexLock lock(&mu_);
-  if (idle_.size() < kPoolSize) idle_.push_back(std::move(c));
+  if (c == nullptr || c->broken) return;  // destroyed here: ~Conn uncounts it
+  {
+    absl::MutexLock lock(&mu_);
+    if (idle_.size() < kPoolSize) {
+      idle_.push_back(std::move(c));
+      return;
+    }
+  }
+  // The pool is full: c is closed here, outside mu_ (~Conn takes it).
 }
 
 absl::Status RedisStore::RunBatch(const std::vector<StoreWrite>& batch, bool check,

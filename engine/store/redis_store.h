@@ -12,11 +12,16 @@
 // before it answers (the commit survives a Redis crash); with `everysec` a Redis crash loses up
 // to a second of acknowledged commits; without persistence a Redis restart loses everything.
 //
-// Connections: a small pool of synchronous hiredis connections (the scheduler's commits and the
-// request threads' loads run in parallel), each set up with AUTH, SELECT and CLIENT SETNAME. A
-// connection that fails (I/O error, timeout, Redis restarted) is dropped and the next call
-// connects again, so a Redis that comes back is used again without a restart. Every call is
-// bounded by kCommandTimeout; errors are UNAVAILABLE naming the store.
+// Connections: a pool of synchronous hiredis connections (the scheduler's commits and the
+// request threads' loads run in parallel), each set up with AUTH, SELECT and CLIENT SETNAME, at
+// most kMaxConnections open at once: a call that finds them all busy waits up to kCommandTimeout
+// for one, then fails UNAVAILABLE saying so (a slow Redis never makes a replica open a
+// connection per waiting request). A connection that fails (I/O error, timeout, Redis restarted)
+// is dropped and the next call connects again, so a Redis that comes back is used again without
+// a restart; so is one whose Redis answered READONLY (it was demoted to a replica: a new
+// connection finds the primary again behind a moved address), LOADING or MASTERDOWN. Every call
+// is bounded by kCommandTimeout (a call that found every connection busy: twice that); errors
+// are UNAVAILABLE naming the store, a timeout saying how long it waited.
 //
 // TLS: Debian 12's hiredis is 0.14, which has no TLS (hiredis_ssl arrived in 1.0): rediss:// is
 // refused at open with a message saying so.
@@ -49,6 +54,8 @@ class RedisStore : public StateStore {
   static constexpr std::chrono::milliseconds kCommandTimeout{2000};
   // Idle connections kept for reuse.
   static constexpr size_t kPoolSize = 8;
+  // Connections open at once (idle and in use).
+  static constexpr int kMaxConnections = 16;
 
   // Parses `spec` (redis://HOST:PORT[/DB]), connects and checks the server with PING.
   // INVALID_ARGUMENT for a spec that does not parse (naming --state_store) or rediss://;
@@ -77,9 +84,12 @@ class RedisStore : public StateStore {
   struct Conn;
   RedisStore(std::string host, int port, int db, StateStoreOptions options);
 
-  // A pooled connection (or a new one); Release puts it back when it is still healthy.
+  // A pooled connection, or a new one while fewer than kMaxConnections are open (else waits up
+  // to kCommandTimeout for one); Release puts it back when it is still healthy. A Conn counts in
+  // open_ from Acquire until it is destroyed.
   absl::StatusOr<std::unique_ptr<Conn>> Acquire();
   void Release(std::unique_ptr<Conn> c);
+  void Closed();  // a Conn of this store was destroyed
   absl::StatusOr<std::unique_ptr<Conn>> Connect();
   absl::Status Unavailable(absl::string_view what, absl::string_view why) const;
   absl::Status RunBatch(const std::vector<StoreWrite>& batch, bool check,
@@ -91,6 +101,7 @@ class RedisStore : public StateStore {
   const StateStoreOptions options_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Conn>> idle_ ABSL_GUARDED_BY(mu_);
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // Conns alive: idle_ and those in use
 };
 
 }  // namespace aaren

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/store/memory_store.h"
@@ -350,6 +352,105 @@ TEST_F(RedisStoreTest, VersionCounterStartsAtTheClockWhenRedisLostIt) {
   ASSERT_EQ(*redis_->Command({"SET", "aaren/version", "5"}), "OK");
   ASSERT_TRUE((*s)->CommitVersioned({PutIf("s//b", "1", kAbsentVersion)}, o).ok());
   EXPECT_GT(o[0].version, latest);
+}
+
+// INFO's field `name` as a number (-1 when missing).
+int64_t InfoField(testing::RedisServer& redis, const std::string& section,
+                  const std::string& name) {
+  absl::StatusOr<std::string> info = redis.Command({"INFO", section});
+  if (!info.ok()) return -1;
+  const std::string key = name + ":";
+  const size_t at = info->find(key);
+  if (at == std::string::npos) return -1;
+  int64_t v = -1;
+  const size_t end = info->find_first_of("\r\n", at);
+  if (!absl::SimpleAtoi(info->substr(at + key.size(), end - at - key.size()), &v)) return -1;
+  return v;
+}
+
+TEST_F(RedisStoreTest, ATimeoutSaysHowLongItWaitedAndTheStoreRecovers) {
+  StartRedis();
+  absl::StatusOr<std::unique_ptr<StateStore>> s = OpenStateStore(redis_->spec());
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->Commit({StoreWrite{"s//a", "1"}}).ok());
+  // Redis stops answering (CLIENT PAUSE: it holds every command, the pooled connection's too).
+  const auto paused_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
+  ASSERT_EQ(*redis_->Command({"CLIENT", "PAUSE", "3500", "ALL"}), "OK");
+  absl::StatusOr<std::optional<std::string>> g = (*s)->Get("s//a");
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(
+      g.status().message(),
+      HasSubstr(absl::StrCat("no reply within ", RedisStore::kCommandTimeout.count(), " ms")));
+  EXPECT_THAT(g.status().message(), HasSubstr((*s)->Describe()));
+  std::this_thread::sleep_until(paused_until + std::chrono::milliseconds(200));
+  g = (*s)->Get("s//a");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(*g, "1");
+}
+
+TEST_F(RedisStoreTest, OpenConnectionsAreBoundedAndAWaitForOneIsBounded) {
+  StartRedis();
+  absl::StatusOr<std::unique_ptr<StateStore>> s = OpenStateStore(redis_->spec());
+  ASSERT_TRUE(s.ok()) << s.status();
+  const int64_t before = InfoField(*redis_, "stats", "total_connections_received");
+  ASSERT_GT(before, 0);
+  // Redis stalls while 3x the bound of callers arrive at once.
+  ASSERT_EQ(*redis_->Command({"CLIENT", "PAUSE", "3000", "ALL"}), "OK");
+  constexpr int kCallers = 3 * RedisStore::kMaxConnections;
+  std::vector<absl::Status> results(kCallers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCallers; ++i) {
+    threads.emplace_back([&, i] { results[i] = (*s)->Get("s//k").status(); });
+  }
+  for (std::thread& t : threads) t.join();
+  int busy = 0;
+  for (const absl::Status& st : results) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+    if (absl::StrContains(st.message(), "connections stayed busy")) ++busy;
+  }
+  EXPECT_GT(busy, 0) << "every caller got a connection of its own";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the pause ends
+  // At most the bound connected meanwhile (the INFO below is the harness's own, one more).
+  const int64_t after = InfoField(*redis_, "stats", "total_connections_received");
+  EXPECT_LE(after - before, RedisStore::kMaxConnections + 1)
+      << "connections made while Redis stalled";
+  // And the slots came back: calls succeed again.
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::optional<std::string>> g = (*s)->Get("s//k");
+    EXPECT_TRUE(g.ok()) << g.status();
+  }
+}
+
+TEST_F(RedisStoreTest, ADemotedRedisIsNotKeptConnected) {
+  StartRedis();
+  TempDir primary_dir;
+  absl::StatusOr<std::unique_ptr<testing::RedisServer>> primary =
+      testing::RedisServer::Start(testing::RedisIn(primary_dir.path()));
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  absl::StatusOr<std::unique_ptr<StateStore>> s =
+      OpenStateStore(redis_->spec(), {.client_name = "replica-a"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->Commit({StoreWrite{"s//a", "1"}}).ok());
+  // The store's Redis is demoted: it replicates `primary` and refuses writes.
+  ASSERT_EQ(*redis_->Command({"REPLICAOF", "127.0.0.1", absl::StrCat((*primary)->port())}), "OK");
+  absl::Status st = (*s)->Commit({StoreWrite{"s//a", "2"}});
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_THAT(st.message(), HasSubstr("READONLY"));
+  // The connection that got READONLY was closed, not pooled (a new one may find the primary
+  // behind a moved address).
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    absl::StatusOr<std::string> clients = redis_->Command({"CLIENT", "LIST"});
+    ASSERT_TRUE(clients.ok()) << clients.status();
+    gone = !absl::StrContains(*clients, "name=replica-a");
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(gone) << "the demoted Redis's connection is still open";
+  // Promoted again: the next commit connects afresh and lands.
+  ASSERT_EQ(*redis_->Command({"REPLICAOF", "NO", "ONE"}), "OK");
+  ASSERT_TRUE((*s)->Commit({StoreWrite{"s//a", "3"}}).ok());
+  EXPECT_EQ(*(*s)->Get("s//a"), "3");
 }
 
 }  // namespace
