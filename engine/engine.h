@@ -282,6 +282,9 @@ class Engine {
   // Control operations (delete, fork, export) honour `cancel`: one cancelled (or past its
   // deadline) while queued never runs.
   // `expected_uid` (non-zero): delete only that incarnation of the id (NOT_FOUND otherwise).
+  // With a shared store and that incarnation held here, the store is not read first (KServe
+  // v2's END runs this from the scheduler thread, after its append's commit): the delete's
+  // compare-and-set still refuses to remove a record another replica advanced meanwhile.
   void DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
                      std::shared_ptr<CancelFlag> cancel = nullptr, uint64_t expected_uid = 0);
   // The fork belongs to ref's tenant.
@@ -333,9 +336,11 @@ class Engine {
   absl::StatusOr<Session*> FindLocked(const SessionRef& ref, absl::string_view field);
   // `bound_uid`: see LoadFromStore.
   absl::StatusOr<const ServedModel*> ModelOfSession(const SessionRef& ref, uint64_t bound_uid = 0);
+  // `bound_uid`: see LoadFromStore.
   void Control(const SessionRef& ref, absl::string_view field,
                absl::AnyInvocable<Completion(Session*)> op,
-               absl::AnyInvocable<void(absl::Status)> on_error, std::shared_ptr<CancelFlag> cancel);
+               absl::AnyInvocable<void(absl::Status)> on_error, std::shared_ptr<CancelFlag> cancel,
+               uint64_t bound_uid = 0);
   std::unique_ptr<Work> NewAppendWork(SequenceInput input, OutputMode mode, McaOptions mca,
                                       std::shared_ptr<CancelFlag> cancel, int64_t n_features);
   // Reply bytes of outputs for `tokens` tokens in `mode` (with a message overhead), checked
@@ -386,8 +391,8 @@ class Engine {
   // replaces an idle copy another replica has advanced since, drops one another replica
   // deleted. OK also when the session exists nowhere (the caller's lookup then says NOT_FOUND);
   // UNAVAILABLE when the store cannot be read. A copy with work queued is left to the
-  // compare-and-set of its next commit. `bound_uid` != 0 (a Stream bound to its session): no
-  // read while that session is here. Call without mu_ held.
+  // compare-and-set of its next commit. `bound_uid` != 0 (a Stream bound to its session, a
+  // v2 sequence's END): no read while that session is here. Call without mu_ held.
   absl::Status LoadFromStore(const SessionRef& ref, uint64_t bound_uid = 0);
   // The key a held reply of `s` is filed under (shared stores; "" otherwise).
   std::string HoldKeyLocked(const Session* s) const;

@@ -18,8 +18,8 @@ namespace aaren {
 void Engine::Control(const SessionRef& ref, absl::string_view field,
                      absl::AnyInvocable<Completion(Session*)> op,
                      absl::AnyInvocable<void(absl::Status)> on_error,
-                     std::shared_ptr<CancelFlag> cancel) {
-  if (absl::Status st = LoadFromStore(ref); !st.ok()) return on_error(st);
+                     std::shared_ptr<CancelFlag> cancel, uint64_t bound_uid) {
+  if (absl::Status st = LoadFromStore(ref, bound_uid); !st.ok()) return on_error(st);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
   auto s = FindLocked(ref, field);
@@ -115,7 +115,7 @@ void Engine::DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::
           reply();
         };
       },
-      [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel));
+      [shared_done](absl::Status st) { (*shared_done)(st); }, std::move(cancel), expected_uid);
 }
 
 void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_id,

@@ -58,6 +58,7 @@ absl::Status MemoryStore::CommitVersioned(const std::vector<StoreWrite>& batch,
 
 absl::StatusOr<std::optional<std::string>> MemoryStore::Get(absl::string_view key) {
   absl::MutexLock lock(&mu_);
+  ++reads_;
   auto it = records_.find(key);
   if (it == records_.end()) return std::nullopt;
   return it->second.value;
@@ -65,6 +66,7 @@ absl::StatusOr<std::optional<std::string>> MemoryStore::Get(absl::string_view ke
 
 absl::StatusOr<std::optional<VersionedValue>> MemoryStore::GetVersioned(absl::string_view key) {
   absl::MutexLock lock(&mu_);
+  ++reads_;
   auto it = records_.find(key);
   if (it == records_.end()) return std::nullopt;
   return it->second;
@@ -99,6 +101,11 @@ int64_t MemoryStore::commits() const {
 int64_t MemoryStore::writes() const {
   absl::MutexLock lock(&mu_);
   return writes_;
+}
+
+int64_t MemoryStore::reads() const {
+  absl::MutexLock lock(&mu_);
+  return reads_;
 }
 
 }  // namespace aaren

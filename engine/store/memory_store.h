@@ -60,6 +60,8 @@ class MemoryStore : public StateStore {
   int64_t commits() const;
   // Writes (puts and deletes) that successful commits applied.
   int64_t writes() const;
+  // Get and GetVersioned calls.
+  int64_t reads() const;
 
  private:
   absl::Status ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
@@ -75,6 +77,7 @@ class MemoryStore : public StateStore {
   absl::Status fail_later_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace aaren

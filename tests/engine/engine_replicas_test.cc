@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -152,6 +153,47 @@ TEST_F(ReplicasTest, ADeleteOnOneReplicaIsSeenByTheOther) {
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound) << gone.status();
   absl::StatusOr<AppendResult> app = Append(*b, "d", RandomInput("tok", 1, 2));
   EXPECT_EQ(app.status().code(), absl::StatusCode::kNotFound) << app.status();
+}
+
+// KServe v2's END deletes the incarnation its sequence made (expected_uid) from the scheduler
+// thread: held here, it is deleted without a store read first; the compare-and-set still keeps a
+// record another replica advanced meanwhile.
+TEST_F(ReplicasTest, ADeleteOfTheIncarnationHeldHereDoesNotReadTheStoreFirst) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  auto delete_uid = [&](Engine& e, const std::string& id, uint64_t uid) {
+    std::promise<absl::Status> p;
+    auto f = p.get_future();
+    e.DeleteSession(
+        SessionRef("", id), [&p](absl::Status st) { p.set_value(std::move(st)); }, nullptr, uid);
+    return Await(f);
+  };
+  const SessionInfo e = Open(*a, "tok", "e");
+  ASSERT_TRUE(Append(*a, "e", RandomInput("tok", 3, 1)).ok());
+  int64_t reads = store_.reads();
+  ASSERT_TRUE(delete_uid(*a, "e", e.uid).ok());
+  EXPECT_EQ(store_.reads(), reads) << "the delete read the store";
+  EXPECT_FALSE(store_.Get(SessionKey("", "e"))->has_value());
+  // Without the uid a delete reads first (the copy may be stale).
+  Open(*a, "tok", "f");
+  reads = store_.reads();
+  ASSERT_TRUE(DeleteAsync(*a, "f").get().ok());
+  EXPECT_GT(store_.reads(), reads);
+  // b advances the session after a's last write: a's unread delete loses the compare-and-set,
+  // and b's record stays, with a's copy replaced by it.
+  const SessionInfo g = Open(*a, "tok", "g");
+  ASSERT_TRUE(Append(*a, "g", RandomInput("tok", 3, 3)).ok());
+  ASSERT_TRUE(Append(*b, "g", RandomInput("tok", 2, 4)).ok());
+  absl::Status lost = delete_uid(*a, "g", g.uid);
+  EXPECT_FALSE(lost.ok());
+  absl::StatusOr<std::optional<std::string>> kept = store_.Get(SessionKey("", "g"));
+  ASSERT_TRUE(kept.ok() && kept->has_value()) << "the advanced record was deleted";
+  absl::StatusOr<SessionRecord> record = DecodeSessionRecord(**kept);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->position, 5);
+  absl::StatusOr<SessionInfo> seen = a->GetSession(SessionRef("", "g"));
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->position, 5);
 }
 
 TEST_F(ReplicasTest, AnIdMadeAgainForAnotherModelReplacesTheStaleCopySafely) {

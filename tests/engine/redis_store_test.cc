@@ -428,8 +428,9 @@ TEST_F(RedisStoreTest, ADemotedRedisIsNotKeptConnected) {
   absl::StatusOr<std::unique_ptr<testing::RedisServer>> primary =
       testing::RedisServer::Start(testing::RedisIn(primary_dir.path()));
   ASSERT_TRUE(primary.ok()) << primary.status();
-  absl::StatusOr<std::unique_ptr<StateStore>> s =
-      OpenStateStore(redis_->spec(), {.client_name = "replica-a"});
+  StateStoreOptions named;
+  named.client_name = "replica-a";
+  absl::StatusOr<std::unique_ptr<StateStore>> s = OpenStateStore(redis_->spec(), named);
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_TRUE((*s)->Commit({StoreWrite{"s//a", "1"}}).ok());
   // The store's Redis is demoted: it replicates `primary` and refuses writes.
