@@ -284,7 +284,9 @@ class Engine {
   // `expected_uid` (non-zero): delete only that incarnation of the id (NOT_FOUND otherwise).
   // With a shared store and that incarnation held here, the store is not read first (KServe
   // v2's END runs this from the scheduler thread, after its append's commit): the delete's
-  // compare-and-set still refuses to remove a record another replica advanced meanwhile.
+  // compare-and-set still refuses to remove a record another replica advanced meanwhile: the
+  // delete fails ABORTED and this copy becomes that record (same uid), which a second try
+  // deletes.
   void DeleteSession(const SessionRef& ref, absl::AnyInvocable<void(absl::Status)> done,
                      std::shared_ptr<CancelFlag> cancel = nullptr, uint64_t expected_uid = 0);
   // The fork belongs to ref's tenant.

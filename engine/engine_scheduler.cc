@@ -169,6 +169,7 @@ Engine::Advance Engine::AdvanceLocked(Session* s, std::vector<Completion>& compl
           AppendResult r;
           r.output_dim = m.output_dim;
           r.position = s->position;
+          r.uid = s->uid;
           r.replayed = true;
           r.mca = rec.mca;
           if (rows_out_of_line) {
@@ -450,6 +451,7 @@ void Engine::FinishAppendLocked(Session* s, Work* w, std::vector<Completion>& co
   AppendResult r;
   r.output_dim = od;
   r.position = s->position;
+  r.uid = s->uid;
   r.mca = mca;
   if (w->mode != OutputMode::kNone) r.outputs = std::move(owned->outputs);
   const bool stored_session = s->tier != Tier::kScratch;

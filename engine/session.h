@@ -73,6 +73,7 @@ struct AppendResult {
   std::vector<float> outputs;  // [n, output_dim] (ALL), [output_dim] (LAST) or empty (NONE)
   int64_t output_dim = 0;
   int64_t position = 0;  // the session's position after the append
+  uint64_t uid = 0;      // the incarnation of the id it was applied to (SessionInfo::uid)
   bool replayed = false;
   // Value-projection FLOPs the append spent and what the exact projection costs (equal without
   // MCA); a replay reports the first attempt's counts.

@@ -277,24 +277,24 @@ absl::StatusOr<std::unique_ptr<RedisStore::Conn>> RedisStore::Connect() {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<RedisStore::Conn>> RedisStore::Acquire() {
+absl::StatusOr<std::unique_ptr<RedisStore::Conn>> RedisStore::Acquire(Use use) {
+  const int limit = kMaxConnections + (use == Use::kCommit ? kCommitReserve : 0);
   while (true) {
     std::unique_ptr<Conn> c;
     {
       absl::MutexLock lock(&mu_);
-      auto free = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !idle_.empty() || open_ < kMaxConnections;
+      auto free = [this, limit]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !idle_.empty() || open_ < limit;
       };
       if (!mu_.AwaitWithTimeout(
               absl::Condition(&free),
               absl::FromChrono(
                   std::chrono::duration_cast<std::chrono::nanoseconds>(kCommandTimeout)))) {
-        return Unavailable("connect",
-                           absl::StrCat("all ", kMaxConnections, " connections stayed busy for ",
-                                        kCommandTimeout.count(), " ms"));
+        return Unavailable("connect", absl::StrCat("all ", limit, " connections stayed busy for ",
+                                                   kCommandTimeout.count(), " ms"));
       }
       if (idle_.empty()) {
-        ++open_;  // this call's new connection (uncounted by ~Conn, or below on failure)
+        ++open_;  // this call's new connection (uncounted by ~Conn, also when Connect fails)
       } else {
         c = std::move(idle_.back());
         idle_.pop_back();
@@ -323,7 +323,7 @@ absl::Status RedisStore::RunBatch(const std::vector<StoreWrite>& batch, bool che
                                   std::vector<WriteOutcome>* outcomes) {
   if (outcomes != nullptr) outcomes->assign(batch.size(), WriteOutcome{});
   if (batch.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::unique_ptr<Conn> c, Acquire());
+  ASSIGN_OR_RETURN(std::unique_ptr<Conn> c, Acquire(Use::kCommit));
   const std::string nkeys = absl::StrCat(batch.size());
   const std::string seed = absl::StrCat(absl::ToUnixMicros(absl::Now()));
   std::vector<std::string> numbers;  // expectations and TTLs, kept alive for the argv

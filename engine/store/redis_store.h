@@ -14,8 +14,9 @@
 //
 // Connections: a pool of synchronous hiredis connections (the scheduler's commits and the
 // request threads' loads run in parallel), each set up with AUTH, SELECT and CLIENT SETNAME, at
-// most kMaxConnections open at once: a call that finds them all busy waits up to kCommandTimeout
-// for one, then fails UNAVAILABLE saying so (a slow Redis never makes a replica open a
+// most kMaxConnections open at once for reads (commits have kCommitReserve more of their own): a
+// call that finds them all busy waits up to kCommandTimeout for one, then fails UNAVAILABLE
+// saying so (a slow Redis never makes a replica open a
 // connection per waiting request). A connection that fails (I/O error, timeout, Redis restarted)
 // is dropped and the next call connects again, so a Redis that comes back is used again without
 // a restart; so is one whose Redis answered READONLY (it was demoted to a replica: a new
@@ -54,8 +55,10 @@ class RedisStore : public StateStore {
   static constexpr std::chrono::milliseconds kCommandTimeout{2000};
   // Idle connections kept for reuse.
   static constexpr size_t kPoolSize = 8;
-  // Connections open at once (idle and in use).
+  // Connections open at once (idle and in use) for reads; commits (the scheduler's) may open
+  // kCommitReserve more, so reads stalled on a slow Redis never make a commit wait for a slot.
   static constexpr int kMaxConnections = 16;
+  static constexpr int kCommitReserve = 2;
 
   // Parses `spec` (redis://HOST:PORT[/DB]), connects and checks the server with PING.
   // INVALID_ARGUMENT for a spec that does not parse (naming --state_store) or rediss://;
@@ -87,7 +90,8 @@ class RedisStore : public StateStore {
   // A pooled connection, or a new one while fewer than kMaxConnections are open (else waits up
   // to kCommandTimeout for one); Release puts it back when it is still healthy. A Conn counts in
   // open_ from Acquire until it is destroyed.
-  absl::StatusOr<std::unique_ptr<Conn>> Acquire();
+  enum class Use { kRead, kCommit };
+  absl::StatusOr<std::unique_ptr<Conn>> Acquire(Use use = Use::kRead);
   void Release(std::unique_ptr<Conn> c);
   void Closed();  // a Conn of this store was destroyed
   absl::StatusOr<std::unique_ptr<Conn>> Connect();

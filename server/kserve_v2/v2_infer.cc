@@ -235,6 +235,7 @@ struct SequenceRun {
   std::shared_ptr<CancelFlag> cancel;
   InferDone done;
   uint64_t uid = 0;  // the session made by START
+  bool retried_end = false;
 
   SessionRef ref() const { return SessionRef(tenant, call.sequence_id); }
 
@@ -302,19 +303,28 @@ struct SequenceRun {
       result.rows = r->output_dim > 0 ? static_cast<int64_t>(r->outputs.size()) / r->output_dim : 0;
       result.outputs = std::move(r->outputs);
       if (!run->call.end) return run->done(std::move(result));
+      // END deletes the incarnation this append was applied to (held here: no store read on
+      // the scheduler thread, where this runs).
+      run->uid = r->uid;
       Finish(std::move(run), std::move(result));
     });
   }
 
-  // END (or a failed START): delete the session, then answer with `reply`. After a START only
-  // the session it made is deleted, not one made again under the id meanwhile.
+  // END (or a failed START): delete the session, then answer with `reply`. Only the
+  // incarnation the request used is deleted, not one made again under the id meanwhile. A
+  // delete that lost a compare-and-set (another replica wrote the session after this one's
+  // append: this copy was replaced by its record) is tried once more, on the fresh copy.
   static void Finish(std::unique_ptr<SequenceRun> run, absl::StatusOr<InferResult> reply) {
     Engine* engine = run->engine;
     const SessionRef ref = run->ref();
     const uint64_t uid = run->uid;
     engine->DeleteSession(
         ref,
-        [run = std::move(run), reply = std::move(reply)](absl::Status) mutable {
+        [run = std::move(run), reply = std::move(reply)](absl::Status st) mutable {
+          if (absl::IsAborted(st) && !run->retried_end) {
+            run->retried_end = true;
+            return Finish(std::move(run), std::move(reply));
+          }
           run->done(std::move(reply));
         },
         /*cancel=*/nullptr, uid);
