@@ -153,10 +153,8 @@ struct RedisStore::Conn {
   }
   std::string Error() const {
     if (ctx->errstr[0] == '\0') return "connection lost";
-    // hiredis reports a timeout as the read's EAGAIN.
-    if (ctx->err == REDIS_ERR_IO &&
-        (absl::string_view(ctx->errstr) == std::strerror(EAGAIN) ||
-         absl::string_view(ctx->errstr) == std::strerror(EWOULDBLOCK))) {
+    // hiredis reports a timeout as the read's EAGAIN (EWOULDBLOCK on Linux: the same errno).
+    if (ctx->err == REDIS_ERR_IO && absl::string_view(ctx->errstr) == std::strerror(EAGAIN)) {
       return absl::StrCat("no reply within ", kCommandTimeout.count(), " ms (timed out)");
     }
     return std::string(ctx->errstr);

@@ -16,13 +16,13 @@
 // request threads' loads run in parallel), each set up with AUTH, SELECT and CLIENT SETNAME, at
 // most kMaxConnections open at once for reads (commits have kCommitReserve more of their own): a
 // call that finds them all busy waits up to kCommandTimeout for one, then fails UNAVAILABLE
-// saying so (a slow Redis never makes a replica open a
-// connection per waiting request). A connection that fails (I/O error, timeout, Redis restarted)
-// is dropped and the next call connects again, so a Redis that comes back is used again without
-// a restart; so is one whose Redis answered READONLY (it was demoted to a replica: a new
-// connection finds the primary again behind a moved address), LOADING or MASTERDOWN. Every call
-// is bounded by kCommandTimeout (a call that found every connection busy: twice that); errors
-// are UNAVAILABLE naming the store, a timeout saying how long it waited.
+// saying so (a slow Redis never makes a replica open a connection per waiting request). A
+// connection that fails (I/O error, timeout, Redis restarted) is dropped and the next call
+// connects again, so a Redis that comes back is used again without a restart; so is one whose
+// Redis answered READONLY (it was demoted to a replica: a new connection finds the primary again
+// behind a moved address), LOADING or MASTERDOWN. Every call is bounded by kCommandTimeout (a
+// call that found every connection busy: twice that); errors are UNAVAILABLE naming the store, a
+// timeout saying how long it waited.
 //
 // TLS: Debian 12's hiredis is 0.14, which has no TLS (hiredis_ssl arrived in 1.0): rediss:// is
 // refused at open with a message saying so.
