@@ -234,8 +234,10 @@ struct SequenceRun {
   InferCall call;
   std::shared_ptr<CancelFlag> cancel;
   InferDone done;
-  uint64_t uid = 0;  // the session made by START
-  bool retried_end = false;
+  // The incarnation this request works on: the session START made, or (END) the one the
+  // append was applied to. 0: not known yet.
+  uint64_t uid = 0;
+  bool retried_end = false;  // END's delete lost a compare-and-set once and was tried again
 
   SessionRef ref() const { return SessionRef(tenant, call.sequence_id); }
 
