@@ -14,6 +14,8 @@ import pytest
 pytest.importorskip("tritonclient.grpc",
                     reason="no tritonclient (tests/kserve_v2/run.sh makes its virtualenv)")
 
+import tritonclient.grpc as grpcclient  # noqa: E402
+
 from kserve_support import LM, REST_SKIP, venv_bin  # noqa: E402
 
 TIMEOUT_S = 90
@@ -30,6 +32,17 @@ def _perf_env():
     if lib:
         env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     return env
+
+
+def _request_counts(server) -> str:
+    """The server's own count of LM's successful and failed requests (ModelStatistics), so that
+    a failure report says whether perf_analyzer's error was the first one the server gave."""
+    try:
+        with grpcclient.InferenceServerClient(server.grpc_url) as c:
+            s = c.get_inference_statistics(LM).model_stats[0].inference_stats
+            return f"success {s.success.count}, fail {s.fail.count}"
+    except Exception as e:  # noqa: BLE001 (a diagnostic only)
+        return f"unavailable ({e})"
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +67,17 @@ def test_perf_analyzer_sequences(perf_analyzer, server, rest, mode):
            "--stability-percentage", "999", "--max-trials", "6"]
     if mode == "grpc-streaming":
         cmd.append("--streaming")
+    before = _request_counts(server)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=_perf_env())
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"perf_analyzer ran over {TIMEOUT_S} s: {' '.join(cmd)}\n{e.stdout}\n{e.stderr}")
     out = r.stdout + r.stderr
-    what = f"{' '.join(cmd)}\nexit {r.returncode}\n{out}\n--- server log ---\n{server.log_tail(3000)}"
+    errors = [line for line in out.splitlines() if re.search(r"error|failed", line, re.IGNORECASE)]
+    what = (f"mode {mode}: {' '.join(cmd)}\nexit {r.returncode}\n"
+            f"error lines ({len(errors)}):\n" + "\n".join(errors[:20]) +
+            f"\nserver requests of {LM} before: {before}; after: {_request_counts(server)}\n"
+            f"{out}\n--- server log ---\n{server.log_tail(3000)}")
     assert r.returncode == 0, what
     # perf_analyzer reports failed requests as "Thread [i] had error: ..." / "Failed to ...".
     assert not re.search(r"error|failed", out, re.IGNORECASE), what
