@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The real perf_analyzer (from the tritonclient 2.51.0 wheel) in sequence mode against the
-server: gRPC with and without --streaming, and REST. Each run is one concurrency level of a few
-1 s windows; it must finish with status 0, report a throughput > 0 and print no error."""
+server: gRPC with --streaming (async), unary gRPC and REST (--sync). Each run is one concurrency
+level of a few 1 s windows; it must finish with status 0, report a throughput > 0 and print no
+error."""
 
 import os
 import re
@@ -67,6 +68,15 @@ def test_perf_analyzer_sequences(perf_analyzer, server, rest, mode):
            "--stability-percentage", "999", "--max-trials", "6"]
     if mode == "grpc-streaming":
         cmd.append("--streaming")
+    else:
+        # Unary gRPC and REST run synchronously. perf_analyzer's default (async) ends every
+        # ongoing sequence at exit with an END sent at once on its own RPC or connection, while
+        # the sequence's previous request may still be in flight: no server can order requests
+        # that arrive on different connections, so an END that overtakes it deletes the
+        # sequence and that request fails "must specify the START flag" (Triton's own server
+        # answers the same). A stream keeps one sequence's requests in order (the server runs
+        # them one after another), so --streaming keeps the async client.
+        cmd.append("--sync")
     before = _request_counts(server)
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=_perf_env())
