@@ -49,6 +49,11 @@
 // replica made, NOT_FOUND for a session another replica deleted. With kAck no reply ever
 // reflects a state that lost; with kCheckpoint replies sent before the losing commit may (use
 // kAck with replicas). Recover() loads nothing: sessions come from the store on first use.
+// Without kAck a commit to a shared store carries at most kMaxSharedCommitWrites records (or
+// kMaxSharedCommitBytes) and the rest go in the commits right after it: Redis runs a commit as
+// one script that every replica waits behind, and a checkpoint or drain of 150k records in one
+// ran past the store's command timeout (so it failed every time). kAck's commit is one tick's
+// work, bounded by --max_batch_tokens.
 //
 // Thread-safety: every public method may be called from any thread.
 #ifndef AAREN_ENGINE_ENGINE_H_
@@ -174,6 +179,11 @@ struct EngineStats {
 
 class Engine {
  public:
+  // Shared stores without kAck: the most records (deletes included) one commit writes, and the
+  // most bytes of records (a single larger record still goes, alone).
+  static constexpr size_t kMaxSharedCommitWrites = 1024;
+  static constexpr int64_t kMaxSharedCommitBytes = 8 << 20;
+
   // `models` must outlive the engine. Starts the scheduler thread.
   Engine(const ModelRegistry* models, EngineOptions options);
   ~Engine();  // Shutdown()
@@ -316,6 +326,10 @@ class Engine {
   // Stops accepting work (UNAVAILABLE), finishes what is queued, writes every changed session
   // to the store, stops the scheduler.
   void Shutdown();
+  // After Shutdown: OK when every change reached the store (always, without a store);
+  // otherwise UNAVAILABLE with how many changed sessions and deletes were not written, the
+  // store, and its last error (the drain's commits failed: a store down at SIGTERM).
+  absl::Status UnwrittenChanges();
   EngineStats stats();
 
  private:
@@ -428,7 +442,9 @@ class Engine {
   absl::Status RestoreRecordLocked(const SessionRecord& r, Session* existing);
   // Writes the changes marked so far (releases the lock while the store works) and delivers or
   // fails the held replies. Due: kAck every tick; kCheckpoint every interval; `force` at once.
-  void CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force);
+  // True when the commit succeeded but was capped (kMaxSharedCommitWrites): changes remain,
+  // and the next commit is already wanted.
+  bool CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force);
   bool CommitDueLocked(int64_t now_ms) const;
 
   const ModelRegistry* models_;
@@ -479,7 +495,8 @@ class Engine {
   // Whether `current` (the record at `key`) is one of unsure_writes_.
   bool IsUnsureWriteLocked(const std::string& key, const std::optional<std::string>& current);
   const bool shared_;
-  bool commit_wanted_ = false;  // a request thread waits (AwaitDurableLocked)
+  bool commit_wanted_ = false;      // a request thread waits (AwaitDurableLocked)
+  absl::Status last_commit_error_;  // of the latest commit (OK once one succeeds)
   int64_t next_checkpoint_ms_ = 0;
   std::condition_variable durable_cv_;
 

@@ -433,33 +433,53 @@ bool Engine::CommitDueLocked(int64_t now_ms) const {
   return commit_wanted_ || (pending && now_ms >= next_checkpoint_ms_);
 }
 
-void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
-  if (!durable()) return;
+bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
+  if (!durable()) return false;
   const int64_t now = NowUnixMs();
-  if (!force && !CommitDueLocked(now)) return;
+  if (!force && !CommitDueLocked(now)) return false;
   next_checkpoint_ms_ = now + options_.checkpoint_interval_ms;
   commit_wanted_ = false;
   const uint64_t window = window_++;
   if (dirty_.empty() && tombstones_.empty() && held_.empty()) {
     done_window_ = window;
     durable_cv_.notify_all();
-    return;
+    return false;
   }
 
   // The batch: deletes first, then the changed sessions' records (a key deleted and made again
-  // in one window ends up put).
+  // in one window ends up put). Capped for shared stores without kAck (kMaxSharedCommitWrites,
+  // kMaxSharedCommitBytes): what is left stays marked for the next commit, and no record goes
+  // ahead of a delete left behind (a delete must not land after the put of a session made
+  // again under its key).
+  const bool capped = shared() && !ack();
+  const size_t max_writes = capped ? kMaxSharedCommitWrites : SIZE_MAX;
+  bool more = false;
+  absl::flat_hash_map<std::string, Tombstone> tombstones;
+  if (tombstones_.size() <= max_writes) {
+    tombstones = std::move(tombstones_);
+    tombstones_.clear();
+  } else {
+    for (auto it = tombstones_.begin(); tombstones.size() < max_writes;) {
+      tombstones.emplace(it->first, std::move(it->second));
+      tombstones_.erase(it++);
+    }
+    more = true;
+  }
   std::vector<StoreWrite> batch;
-  batch.reserve(tombstones_.size() + dirty_.size());
-  auto tombstones = std::move(tombstones_);
-  tombstones_.clear();
+  batch.reserve(std::min(tombstones.size() + dirty_.size(), max_writes));
   for (const auto& [key, t] : tombstones) {
     batch.push_back(StoreWrite{key, std::nullopt, shared() ? t.version : kAnyVersion});
   }
   const size_t n_tombstones = batch.size();
   std::vector<Session*> written;
-  written.reserve(dirty_.size());
+  written.reserve(std::min(dirty_.size(), max_writes));
   std::vector<Completion> completions;
+  int64_t record_bytes = 0;
   for (Session* s : dirty_) {
+    if (more || batch.size() >= max_writes || (capped && record_bytes >= kMaxSharedCommitBytes)) {
+      more = true;
+      break;
+    }
     // Shared stores: a session half-way through a chunked append is written when it ends (a
     // lost compare-and-set then meets a finished append, never a running one).
     if (shared() && s->pinned()) continue;
@@ -474,6 +494,7 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       w.expect = s->version;  // 0 (absent) for a session never written
       w.ttl_ms = static_cast<int64_t>(s->idle_ttl_s) * 1000 + kStoreTtlSlackMs;
     }
+    record_bytes += static_cast<int64_t>(w.value->size());
     batch.push_back(std::move(w));
     s->stored = true;  // a removal from now on writes a delete
     s->dirty = false;
@@ -683,6 +704,10 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       completions.push_back([h = std::move(h), reply]() mutable { h(reply); });
     }
   }
+  last_commit_error_ = st;
+  // Capped: the rest right after (the scheduler's wait ends on commit_wanted_).
+  const bool again = st.ok() && more;
+  if (again) commit_wanted_ = true;
   done_window_ = window;
   durable_cv_.notify_all();
   if (!completions.empty()) {
@@ -690,6 +715,16 @@ void Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     for (Completion& c : completions) c();
     lock.lock();
   }
+  return again;
+}
+
+absl::Status Engine::UnwrittenChanges() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!durable() || (dirty_.empty() && tombstones_.empty())) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat(dirty_.size(), " changed sessions and ", tombstones_.size(),
+                   " deletes were not written to ", options_.state_store->Describe(), ": ",
+                   last_commit_error_.ok() ? "no commit was tried" : last_commit_error_.message()));
 }
 
 absl::StatusOr<RecoveryReport> Engine::Recover() {

@@ -52,8 +52,10 @@ void Engine::SchedulerLoop() {
       next_expiry_ms_ = now + kExpirySweepMs;
     }
     if (ready_.empty()) {
-      // Idle: due checkpoints, expiries, sessions made by request threads; all at shutdown.
-      CommitDurableLocked(lock, /*force=*/stopping_);
+      // Idle: due checkpoints, expiries, sessions made by request threads; all at shutdown
+      // (in as many capped commits as that takes, until one fails).
+      while (CommitDurableLocked(lock, /*force=*/stopping_) && stopping_) {
+      }
       if (stopping_ && ready_.empty()) break;
       continue;
     }

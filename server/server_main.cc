@@ -596,6 +596,10 @@ int Run() {
   shutdown.join();
   http.reset();  // waits for the REST connections still open (each ends after its request)
   engine.Shutdown();
+  if (absl::Status st = engine.UnwrittenChanges(); !st.ok()) {
+    Log(LogLevel::kError, "drain incomplete: changes were lost",
+        {{"error", std::string(st.message())}});
+  }
   metrics_registry.reset();  // stops /metrics before the engine it reads goes away
   Log(LogLevel::kInfo, "stopped");
   return 0;

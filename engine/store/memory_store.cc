@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "engine/store/memory_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -11,6 +12,7 @@ std::string MemoryStore::Describe() const { return "memory:"; }
 
 absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
                                       std::vector<WriteOutcome>* outcomes) {
+  largest_batch_ = std::max(largest_batch_, batch.size());
   if (!fail_later_.ok() && commits_before_failing_-- <= 0) {
     fail_commits_ = std::move(fail_later_);
     fail_later_ = absl::OkStatus();
@@ -106,6 +108,11 @@ int64_t MemoryStore::writes() const {
 int64_t MemoryStore::reads() const {
   absl::MutexLock lock(&mu_);
   return reads_;
+}
+
+size_t MemoryStore::largest_batch() const {
+  absl::MutexLock lock(&mu_);
+  return largest_batch_;
 }
 
 }  // namespace aaren

@@ -62,6 +62,8 @@ class MemoryStore : public StateStore {
   int64_t writes() const;
   // Get and GetVersioned calls.
   int64_t reads() const;
+  // The most writes one Commit call carried (failed ones too).
+  size_t largest_batch() const;
 
  private:
   absl::Status ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
@@ -78,6 +80,7 @@ class MemoryStore : public StateStore {
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t largest_batch_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace aaren

@@ -434,5 +434,32 @@ TEST_F(ReplicasTest, RedisDownFailsCallsNamingTheStoreAndServiceResumes) {
       kSessionClientTolerance);
 }
 
+// A drain whose store is gone (Redis down at SIGTERM, --durability checkpoint: the interval's
+// changes were not written yet) says so in an error line naming what was not written, rather
+// than stopping as if nothing was lost.
+TEST_F(ReplicasTest, ACheckpointDrainThatCannotWriteLogsWhatWasLost) {
+  ServerFlags flags;
+  flags.model_dirs = {DemoModelDir(kLm).string()};
+  flags.extra = {
+      "--state_store", redis_->spec(), "--durability", "checkpoint", "--checkpoint_interval", "1h",
+      "--replica_id",  "cp",           "--threads",    "1",          "--drain_timeout",       "5s"};
+  auto server = ServerProcess::Start(flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = NewAarenStub(**server);
+  for (const char* id : {"c1", "c2", "c3"}) {
+    ASSERT_FALSE(CreateSession(*stub, kLm, {}, id).empty());
+    UnaryAppend(*stub, id, {1, 2}, 0);
+  }
+  redis_->Kill(SIGKILL);
+  (*server)->Signal(SIGTERM);
+  std::optional<int> st = (*server)->WaitForExit(std::chrono::seconds(30));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << DescribeExit(*st);
+  const std::string log = (*server)->Log();
+  EXPECT_THAT(log, HasSubstr("level=error msg=\"drain incomplete: changes were lost\""));
+  EXPECT_THAT(log,
+              HasSubstr("3 changed sessions and 0 deletes were not written to " + redis_->spec()));
+}
+
 }  // namespace
 }  // namespace aaren::testing
