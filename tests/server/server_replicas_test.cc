@@ -316,6 +316,8 @@ TEST_F(ReplicasTest, TwoReplicasAppendingToOneSessionApplyEachAcknowledgedAppend
         req.set_output_mode(v1::OUTPUT_MODE_NONE);
         auto r = Call(*stub, &AarenStub::Append, req);
         if (r.ok()) {
+          // Nothing ABORTED was applied: so no attempt is a retry of an earlier one.
+          EXPECT_FALSE(r.response.replayed()) << "at " << pos.response.position();
           std::lock_guard<std::mutex> lock(mu);
           EXPECT_FALSE(acked.contains(pos.response.position()));
           acked[pos.response.position()] = t;
