@@ -497,6 +497,10 @@ class Engine {
   const bool shared_;
   bool commit_wanted_ = false;      // a request thread waits (AwaitDurableLocked)
   absl::Status last_commit_error_;  // of the latest commit (OK once one succeeds)
+  // Capped commits (kMaxSharedCommitWrites): where the next one starts in dirty_ (null: at the
+  // beginning) and in tombstones_ (a key not there: at the beginning).
+  Session* commit_resume_ = nullptr;
+  std::string tombstone_resume_;
   int64_t next_checkpoint_ms_ = 0;
   std::condition_variable durable_cv_;
 

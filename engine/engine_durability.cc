@@ -14,6 +14,7 @@
 #include "core/state_bounds.h"
 #include "core/status_macros.h"
 #include "engine/engine.h"
+#include "engine/store/session_record.h"
 
 namespace aaren {
 namespace {
@@ -21,17 +22,6 @@ namespace {
 // Identifies a record this engine sent (within this process only).
 size_t RecordHash(absl::string_view bytes) { return absl::Hash<absl::string_view>{}(bytes); }
 
-// Whether a stored record has been idle past its TTL at now_ms. Written so that no stored
-// time (a damaged or hostile record may hold INT64_MIN) can overflow: now_ms and the TTL are
-// both small.
-bool IdlePastTtl(const SessionRecord& r, int64_t now_ms) {
-  return r.last_used_ms < now_ms - static_cast<int64_t>(r.idle_ttl_s) * 1000;
-}
-
-// Problems a RecoveryReport lists by name (the counts cover all of them).
-constexpr size_t kProblemsListed = 20;
-// Expired records are deleted in batches of this many during recovery.
-constexpr size_t kRecoveryDeleteBatch = 4096;
 // Shared stores: a record outlives its session's idle TTL by this much in the store (the
 // replica holding it deletes it at expiry; the store's own expiry is for records nobody holds).
 constexpr int64_t kStoreTtlSlackMs = 60'000;
@@ -111,6 +101,7 @@ absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock,
 
 void Engine::OnRemovedLocked(Session* s) {
   if (!durable()) return;
+  if (commit_resume_ == s) commit_resume_ = nullptr;  // (a freed Session cannot be looked up)
   dirty_.erase(s);
   undo_.erase(s);
   s->dirty = false;
@@ -189,6 +180,7 @@ bool Engine::IsUnsureWriteLocked(const std::string& key,
 
 absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
   if (!shared() || ref.id.empty()) return absl::OkStatus();
+  const std::string key = SessionKey(ref.tenant, ref.id);
   uint64_t seen_version = 0;
   bool held = false;
   {
@@ -200,9 +192,12 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       seen_version = (*s)->version;
     } else if (s.status().code() != absl::StatusCode::kNotFound) {
       return absl::OkStatus();  // a bad id: the caller's lookup says so
+    } else if (tombstones_.contains(key)) {
+      // Deleted here, the delete not written yet (kCheckpoint: until the next commit): the
+      // record still in the store is that session's, not one to load back.
+      return absl::OkStatus();
     }
   }
-  const std::string key = SessionKey(ref.tenant, ref.id);
   const int64_t start_ns = SteadyNowNs();
   absl::StatusOr<std::optional<VersionedValue>> v = options_.state_store->GetVersioned(key);
   if (options_.observer != nullptr) {
@@ -448,7 +443,8 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
 
   // The batch: deletes first, then the changed sessions' records (a key deleted and made again
   // in one window ends up put). Capped for shared stores without kAck (kMaxSharedCommitWrites,
-  // kMaxSharedCommitBytes): what is left stays marked for the next commit, and no record goes
+  // kMaxSharedCommitBytes): what is left stays marked for the next commit, which starts where
+  // this one stopped (each change waits at most one pass over the backlog), and no record goes
   // ahead of a delete left behind (a delete must not land after the put of a session made
   // again under its key).
   const bool capped = shared() && !ack();
@@ -459,10 +455,14 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     tombstones = std::move(tombstones_);
     tombstones_.clear();
   } else {
-    for (auto it = tombstones_.begin(); tombstones.size() < max_writes;) {
+    auto it = tombstones_.find(tombstone_resume_);
+    if (it == tombstones_.end()) it = tombstones_.begin();
+    while (tombstones.size() < max_writes) {
       tombstones.emplace(it->first, std::move(it->second));
       tombstones_.erase(it++);
+      if (it == tombstones_.end()) it = tombstones_.begin();
     }
+    tombstone_resume_ = it->first;  // (tombstones_ is not empty: it held more than the cap)
     more = true;
   }
   std::vector<StoreWrite> batch;
@@ -475,31 +475,50 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   written.reserve(std::min(dirty_.size(), max_writes));
   std::vector<Completion> completions;
   int64_t record_bytes = 0;
-  for (Session* s : dirty_) {
-    if (more || batch.size() >= max_writes || (capped && record_bytes >= kMaxSharedCommitBytes)) {
-      more = true;
-      break;
-    }
+  // Adds s's record; false when the batch is full without it.
+  auto add = [&](Session* s) {
+    if (batch.size() >= max_writes) return false;
     // Shared stores: a session half-way through a chunked append is written when it ends (a
     // lost compare-and-set then meets a finished append, never a running one).
-    if (shared() && s->pinned()) continue;
+    if (shared() && s->pinned()) return true;
     absl::StatusOr<SessionRecord> r = RecordLocked(s);
     if (!r.ok()) {
       // Its state could not be read: stays dirty for the next commit (logged by the caller's
       // metrics as a store error through OnStoreCommit below).
-      continue;
+      return true;
     }
     StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
+    const auto bytes = static_cast<int64_t>(w.value->size());
+    if (capped && record_bytes > 0 && record_bytes + bytes > kMaxSharedCommitBytes) return false;
     if (shared()) {
       w.expect = s->version;  // 0 (absent) for a session never written
       w.ttl_ms = static_cast<int64_t>(s->idle_ttl_s) * 1000 + kStoreTtlSlackMs;
     }
-    record_bytes += static_cast<int64_t>(w.value->size());
+    record_bytes += bytes;
     batch.push_back(std::move(w));
     s->stored = true;  // a removal from now on writes a delete
     s->dirty = false;
     s->committing = true;
     written.push_back(s);
+    return true;
+  };
+  if (!more) {
+    auto start = dirty_.begin();
+    if (commit_resume_ != nullptr) {
+      if (auto it = dirty_.find(commit_resume_); it != dirty_.end()) start = it;
+      commit_resume_ = nullptr;
+    }
+    auto add_from = [&](absl::flat_hash_set<Session*>::iterator it,
+                        absl::flat_hash_set<Session*>::iterator end) {
+      for (; it != end; ++it) {
+        if (add(*it)) continue;
+        more = true;
+        commit_resume_ = *it;
+        return;
+      }
+    };
+    add_from(start, dirty_.end());
+    if (!more) add_from(dirty_.begin(), start);
   }
   // Sessions whose state could not be read stay marked for the next commit.
   for (Session* s : written) dirty_.erase(s);
@@ -705,8 +724,9 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     }
   }
   last_commit_error_ = st;
-  // Capped: the rest right after (the scheduler's wait ends on commit_wanted_).
-  const bool again = st.ok() && more;
+  // Capped, or records to write again: the next commit at once (the scheduler's wait ends on
+  // commit_wanted_; a drain goes on while this is true).
+  const bool again = st.ok() && (more || commit_wanted_);
   if (again) commit_wanted_ = true;
   done_window_ = window;
   durable_cv_.notify_all();
@@ -716,85 +736,6 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     lock.lock();
   }
   return again;
-}
-
-absl::Status Engine::UnwrittenChanges() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!durable() || (dirty_.empty() && tombstones_.empty())) return absl::OkStatus();
-  return absl::UnavailableError(
-      absl::StrCat(dirty_.size(), " changed sessions and ", tombstones_.size(),
-                   " deletes were not written to ", options_.state_store->Describe(), ": ",
-                   last_commit_error_.ok() ? "no commit was tried" : last_commit_error_.message()));
-}
-
-absl::StatusOr<RecoveryReport> Engine::Recover() {
-  RecoveryReport report;
-  if (!durable()) return report;
-  // Shared stores: sessions are loaded on first use (LoadFromStore); holding every replica's
-  // sessions here would only make stale copies.
-  if (shared()) return report;
-  const int64_t start_ns = SteadyNowNs();
-  const int64_t now = NowUnixMs();
-  std::vector<std::string> expired;
-  auto problem = [&](absl::string_view key, absl::string_view why) {
-    if (report.problems.size() < kProblemsListed) {
-      report.problems.push_back(absl::StrCat(key, ": ", why));
-    }
-  };
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    RETURN_IF_ERROR(options_.state_store->Scan(
-        kSessionKeyPrefix, [&](absl::string_view key, absl::string_view value) -> absl::Status {
-          ++report.records;
-          absl::StatusOr<SessionRecord> r = DecodeSessionRecord(value);
-          if (r.ok() && SessionKey(r->tenant, r->id) != key) {
-            r = absl::DataLossError("the record's tenant and id do not match its key");
-          }
-          if (!r.ok()) {
-            ++report.corrupt;
-            problem(key, r.status().message());
-            return absl::OkStatus();
-          }
-          if (IdlePastTtl(*r, now)) {
-            ++report.expired;
-            expired.emplace_back(key);
-            return absl::OkStatus();
-          }
-          absl::Status st = RestoreRecordLocked(*r, nullptr);
-          if (st.ok()) {
-            ++report.recovered;
-          } else if (st.code() == absl::StatusCode::kNotFound ||
-                     st.code() == absl::StatusCode::kFailedPrecondition) {
-            ++report.other_model;
-            problem(key, absl::StrCat("model '", r->model, "': ", st.message()));
-          } else if (st.code() == absl::StatusCode::kDataLoss) {
-            ++report.corrupt;
-            problem(key, st.message());
-          } else {
-            ++report.no_room;
-            problem(key, st.message());
-          }
-          return absl::OkStatus();
-        }));
-  }
-  // Expired records are deleted; a store that refuses the deletes (a full disk) does not stop
-  // the start: the live sessions are loaded, the records stay and are reported, and the next
-  // start drops them again.
-  for (size_t i = 0; i < expired.size(); i += kRecoveryDeleteBatch) {
-    std::vector<StoreWrite> batch;
-    for (size_t j = i; j < std::min(expired.size(), i + kRecoveryDeleteBatch); ++j) {
-      batch.push_back(StoreWrite{std::move(expired[j]), std::nullopt});
-    }
-    if (absl::Status st = options_.state_store->Commit(batch); !st.ok()) {
-      problem("expired records", absl::StrCat("not deleted: ", st.message()));
-      break;
-    }
-  }
-  report.seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
-  if (options_.observer != nullptr) {
-    options_.observer->OnRecovery(report.recovered, report.skipped(), report.seconds);
-  }
-  return report;
 }
 
 }  // namespace aaren

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "engine/store/memory_store.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -12,7 +11,8 @@ std::string MemoryStore::Describe() const { return "memory:"; }
 
 absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
                                       std::vector<WriteOutcome>* outcomes) {
-  largest_batch_ = std::max(largest_batch_, batch.size());
+  batch_sizes_.push_back(batch.size());
+  if (batch_sizes_.size() > kBatchSizesKept) batch_sizes_.pop_front();
   if (!fail_later_.ok() && commits_before_failing_-- <= 0) {
     fail_commits_ = std::move(fail_later_);
     fail_later_ = absl::OkStatus();
@@ -110,9 +110,9 @@ int64_t MemoryStore::reads() const {
   return reads_;
 }
 
-size_t MemoryStore::largest_batch() const {
+std::vector<size_t> MemoryStore::batch_sizes() const {
   absl::MutexLock lock(&mu_);
-  return largest_batch_;
+  return std::vector<size_t>(batch_sizes_.begin(), batch_sizes_.end());
 }
 
 }  // namespace aaren

@@ -7,6 +7,7 @@
 #define AAREN_ENGINE_STORE_MEMORY_STORE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -62,8 +63,10 @@ class MemoryStore : public StateStore {
   int64_t writes() const;
   // Get and GetVersioned calls.
   int64_t reads() const;
-  // The most writes one Commit call carried (failed ones too).
-  size_t largest_batch() const;
+  // How many writes each of the last kBatchSizesKept Commit calls carried (failed ones too),
+  // oldest first.
+  static constexpr size_t kBatchSizesKept = 1024;
+  std::vector<size_t> batch_sizes() const;
 
  private:
   absl::Status ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
@@ -80,7 +83,7 @@ class MemoryStore : public StateStore {
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t largest_batch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace aaren

@@ -59,6 +59,12 @@ std::string EncodeSessionRecord(const SessionRecord& r);
 // by a newer format version (the message says which).
 absl::StatusOr<SessionRecord> DecodeSessionRecord(absl::string_view bytes);
 
+// Whether `r` has been idle past its TTL at now_ms. No stored time (a damaged or hostile record
+// may hold INT64_MIN) can overflow it: now_ms and the TTL are both small.
+inline bool IdlePastTtl(const SessionRecord& r, int64_t now_ms) {
+  return r.last_used_ms < now_ms - static_cast<int64_t>(r.idle_ttl_s) * 1000;
+}
+
 }  // namespace aaren
 
 #endif  // AAREN_ENGINE_STORE_SESSION_RECORD_H_

@@ -386,70 +386,88 @@ TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasW
 
 // Without kAck a commit to a shared store is capped (Redis runs each one as a script that every
 // replica waits behind; 150k records in one passed the command timeout, so that checkpoint
-// failed every time): a checkpoint, a drain at shutdown and a mass delete each go in commits of
-// at most kMaxSharedCommitWrites, one right after the other, and all of it lands.
+// failed every time): a drain goes in commits of at most kMaxSharedCommitWrites, one right after
+// the other, deletes first and no record ahead of a delete left behind, and all of it lands.
 TEST_F(ReplicasTest, CheckpointCommitsAreCappedAndTheRestFollowsAtOnce) {
-  const size_t n = 2 * Engine::kMaxSharedCommitWrites + 300;
-  auto records = [&] {
+  constexpr size_t kCap = Engine::kMaxSharedCommitWrites;
+  const size_t n = 2 * kCap + 300;  // sessions kept
+  const size_t d = kCap + 100;      // sessions deleted later
+  auto records = [&](absl::string_view prefix, int64_t position) {
     size_t count = 0;
     EXPECT_TRUE(store_
-                    .Scan("",
-                          [&](absl::string_view, absl::string_view) {
-                            ++count;
+                    .Scan(SessionKey("", prefix),
+                          [&](absl::string_view, absl::string_view v) {
+                            absl::StatusOr<SessionRecord> r = DecodeSessionRecord(v);
+                            if (r.ok() && (position < 0 || r->position == position)) ++count;
                             return absl::OkStatus();
                           })
                     .ok());
     return count;
   };
-  auto wait_for = [&](size_t want) {
-    for (int i = 0; i < 500 && records() != want; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return records();
+  auto batches_since = [&](size_t first) {
+    std::vector<size_t> all = store_.batch_sizes();
+    return std::vector<size_t>(all.begin() + static_cast<std::ptrdiff_t>(first), all.end());
   };
   EngineOptions o;
   o.state_store = &store_;
   o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 3'600'000;  // only the drain at shutdown writes
+  o.checkpoint_interval_ms = 3'600'000;  // only the drains at shutdown write
   o.replica_id = "a";
   auto a = MakeEngine(o);
   for (size_t i = 0; i < n; ++i) Open(*a, "tok", absl::StrCat("s", i));
-  EXPECT_EQ(records(), 0u);
-  const int64_t before = store_.commits();
-  a.reset();  // the drain
-  EXPECT_EQ(records(), n);
-  EXPECT_EQ(store_.largest_batch(), Engine::kMaxSharedCommitWrites);
-  EXPECT_EQ(store_.commits() - before, 3);
+  for (size_t i = 0; i < d; ++i) Open(*a, "tok", absl::StrCat("d", i));
+  EXPECT_EQ(records("", -1), 0u);
+  size_t first = store_.batch_sizes().size();
+  a.reset();  // the drain: 3,472 records
+  EXPECT_EQ(records("s", 0), n);
+  EXPECT_EQ(records("d", 0), d);
+  EXPECT_EQ(batches_since(first), (std::vector<size_t>{kCap, kCap, kCap, n + d - 3 * kCap}));
 
-  // Running: one checkpoint's changes (an append to each session, on a replica that loads
-  // them), then a delete of every one, each in capped commits that follow one another.
-  o.checkpoint_interval_ms = 50;
+  // Another replica appends to every s (loading each) and deletes every d: 1,124 deletes and
+  // 2,348 records. First a commit of deletes only, then the other 100 beside 924 records.
   o.replica_id = "b";
   auto b = MakeEngine(o);
   for (size_t i = 0; i < n; ++i) {
     ASSERT_TRUE(Append(*b, absl::StrCat("s", i), RandomInput("tok", 1, i)).ok()) << i;
   }
-  auto at_one = [&] {
-    size_t count = 0;
-    EXPECT_TRUE(store_
-                    .Scan("",
-                          [&](absl::string_view, absl::string_view v) {
-                            absl::StatusOr<SessionRecord> r = DecodeSessionRecord(v);
-                            if (r.ok() && r->position == 1) ++count;
-                            return absl::OkStatus();
-                          })
-                    .ok());
-    return count;
-  };
-  for (int i = 0; i < 500 && at_one() != n; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (size_t i = 0; i < d; ++i) {
+    ASSERT_TRUE(DeleteAsync(*b, absl::StrCat("d", i)).get().ok()) << i;
   }
-  EXPECT_EQ(at_one(), n);
-  for (size_t i = 0; i < n; ++i) {
-    ASSERT_TRUE(DeleteAsync(*b, absl::StrCat("s", i)).get().ok()) << i;
-  }
-  EXPECT_EQ(wait_for(0), 0u);
-  EXPECT_EQ(store_.largest_batch(), Engine::kMaxSharedCommitWrites);
+  first = store_.batch_sizes().size();
+  b.reset();
+  EXPECT_EQ(records("s", 1), n);
+  EXPECT_EQ(records("d", -1), 0u);
+  EXPECT_EQ(batches_since(first), (std::vector<size_t>{kCap, kCap, kCap, n + d - 3 * kCap}));
+}
+
+// kCheckpoint on a shared store: a session deleted here whose delete is not written yet is gone
+// for this replica's calls (it used to load the stale record back from the store: GetSession
+// found it, and a create of the id was ALREADY_EXISTS).
+TEST_F(ReplicasTest, ASessionDeletedHereIsNotLoadedBackBeforeItsDeleteIsWritten) {
+  auto b = Replica("b");  // kAck: its create is in the store at once
+  Open(*b, "tok", "x");
+  ASSERT_TRUE(Append(*b, "x", RandomInput("tok", 3, 1)).ok());
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 3'600'000;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  absl::StatusOr<SessionInfo> loaded = a->GetSession(SessionRef("", "x"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->position, 3);
+  ASSERT_TRUE(DeleteAsync(*a, "x").get().ok());
+  EXPECT_TRUE(store_.Get(SessionKey("", "x"))->has_value());  // the delete waits for a commit
+  absl::StatusOr<SessionInfo> got = a->GetSession(SessionRef("", "x"));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound) << got.status();
+  absl::StatusOr<SessionInfo> made = a->OpenSession(SessionRef("", "x"), "tok", true, 0);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(made->position, 0);
+  a.reset();  // the drain: the delete, then the new session
+  absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**store_.Get(SessionKey("", "x")));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->position, 0);
+  EXPECT_EQ(r->writer, "a");
 }
 
 }  // namespace
