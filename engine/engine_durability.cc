@@ -473,6 +473,11 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   const size_t n_tombstones = batch.size();
   std::vector<Session*> written;
   written.reserve(std::min(dirty_.size(), max_writes));
+  // kAck: sessions of this window whose state could not be read, and the first such error. Their
+  // replies are held with the others' (their keys cannot be told apart on a local store), so the
+  // window fails as a whole without calling the store, and each of them is put back too.
+  std::vector<Session*> unreadable;
+  absl::Status read_error;
   std::vector<Completion> completions;
   int64_t record_bytes = 0;
   // Adds s's record; false when the batch is full without it.
@@ -483,8 +488,10 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     if (shared() && s->pinned()) return true;
     absl::StatusOr<SessionRecord> r = RecordLocked(s);
     if (!r.ok()) {
-      // Its state could not be read: stays dirty for the next commit (logged by the caller's
-      // metrics as a store error through OnStoreCommit below).
+      // Its state could not be read: stays dirty for the next commit (kCheckpoint: written
+      // then; counted as a store error through OnStoreCommit below).
+      if (read_error.ok()) read_error = r.status();
+      if (ack()) unreadable.push_back(s);
       return true;
     }
     StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
@@ -525,7 +532,9 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   // kAck: the undo of every session of this window; pinned ones keep theirs (their append is
   // still running, and its undo is the state before it).
   absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
-  for (Session* s : written) {
+  std::vector<Session*> window_sessions = written;
+  window_sessions.insert(window_sessions.end(), unreadable.begin(), unreadable.end());
+  for (Session* s : window_sessions) {
     auto it = undo_.find(s);
     if (it == undo_.end()) continue;
     if (s->pinned()) {
@@ -552,8 +561,18 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   lock.unlock();
   const int64_t start_ns = SteadyNowNs();
   std::vector<WriteOutcome> outcomes;
-  absl::Status st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
-                             : options_.state_store->Commit(batch);
+  absl::Status st;
+  if (!unreadable.empty()) {
+    // kAck: a change whose state cannot be read cannot be made durable, and its reply is not
+    // told apart from the window's others: the window fails like a commit that did not apply.
+    st = absl::UnavailableError(absl::StrCat("state store: ", unreadable.size(),
+                                             " session state(s) of this commit could not be read "
+                                             "to store them (",
+                                             read_error.message(), ")"));
+  } else {
+    st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
+                  : options_.state_store->Commit(batch);
+  }
   const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
   if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
     st = absl::UnavailableError(st.message());
@@ -584,7 +603,7 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     if (ack()) {
       // Put every session of the window back as it was before its calls: made ones removed,
       // changed ones restored, deleted ones made again.
-      for (Session* s : written) {
+      for (Session* s : window_sessions) {
         if (s->state == SessionState::kClosed) continue;
         if (s->pinned()) {
           // Its append is still running on its state: never put back in place (that would run

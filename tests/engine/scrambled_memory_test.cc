@@ -31,6 +31,8 @@
 #include "core/aaren_state.h"
 #include "core/cpu_backend.h"
 #include "core/state_memory.h"
+#include "engine/store/memory_store.h"
+#include "engine/store/session_record.h"
 #include "tests/engine/engine_fixture.h"
 
 namespace aaren::testing {
@@ -92,6 +94,8 @@ class ScrambledStateMemory final : public StateMemory {
 
   absl::Status Download(float* dst, const float* src, int64_t floats) override {
     std::lock_guard<std::mutex> lock(mu_);
+    if (downloads_left_ == 0) return absl::InternalError("scrambled memory: injected read failure");
+    if (downloads_left_ > 0) --downloads_left_;
     std::optional<Kind> kind = KindOfLocked(src, floats, "Download src");
     if (!kind) return absl::InternalError("Download from memory outside the scrambled blocks");
     Convert(dst, src, floats, Mask(*kind));
@@ -129,6 +133,11 @@ class ScrambledStateMemory final : public StateMemory {
     std::lock_guard<std::mutex> lock(mu_);
     refuse_runnable_ = runnable;
     refuse_staging_ = staging;
+  }
+  // After `n` more Downloads every Download fails (a device that can no longer be read); -1: never.
+  void FailDownloadsAfter(int64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    downloads_left_ = n;
   }
   Counts counts() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -179,6 +188,7 @@ class ScrambledStateMemory final : public StateMemory {
   Counts counts_;
   bool refuse_runnable_ = false;
   bool refuse_staging_ = false;
+  int64_t downloads_left_ = -1;
 };
 
 // A CpuBackend whose states live in a ScrambledStateMemory.
@@ -735,6 +745,63 @@ TEST_F(ScrambledMemoryTest, StateMemoryThatCannotBeAllocatedIsResourceExhausted)
   EXPECT_LT(MaxRelativeError(r->outputs, Reference("tok", TokensInput({3, 4}))), kTolerance);
   scored = Score(*scrambled, "tok", {TokensInput({1}), TokensInput({2})});
   ASSERT_TRUE(scored.ok()) << scored.status();
+}
+
+// ---- State that cannot be read ----
+
+// --durability=ack: an append whose new state cannot be read back to be stored is not
+// acknowledged (it was released as OK while its change stayed unwritten): it is UNAVAILABLE, the
+// session is put back as it was, the store keeps the acknowledged record, and once the memory
+// reads again the same append works and continues the session exactly.
+TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChangesNothing) {
+  MemoryStore store;
+  EngineOptions options;
+  options.state_store = &store;
+  options.durability = Durability::kAck;
+  auto scrambled = MakeScrambledEngine(options);
+  ScrambledStateMemory& memory = MemoryOf("tok");
+  const std::string id = Open(*scrambled, "tok").session_id;
+  const SequenceInput first = RandomInput("tok", 5, 21);
+  ASSERT_TRUE(Append(*scrambled, id, first).ok());
+  auto stored_position = [&]() -> int64_t {
+    absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", id));
+    EXPECT_TRUE(v.ok() && v->has_value());
+    if (!v.ok() || !v->has_value()) return -1;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**v);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->position : -1;
+  };
+  ASSERT_EQ(stored_position(), 5);
+  const SessionSnapshot before = *Export(*scrambled, id);
+
+  // One read left: the undo taken when the append is picked reads the state; the commit's read
+  // of the new state fails.
+  memory.FailDownloadsAfter(1);
+  const SequenceInput second = RandomInput("tok", 3, 22);
+  absl::StatusOr<AppendResult> r = Append(*scrambled, id, second, /*expected_position=*/5);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("could not be read"));
+  memory.FailDownloadsAfter(-1);
+
+  EXPECT_EQ(stored_position(), 5);
+  absl::StatusOr<SessionSnapshot> now = Export(*scrambled, id);
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_EQ(now->position, 5);
+  EXPECT_TRUE(SameBits(now->state, before.state));
+  EXPECT_TRUE(SameBits(now->last_output, before.last_output));
+
+  // The retry applies (not a replay) and equals the reference of the whole history.
+  r = Append(*scrambled, id, second, /*expected_position=*/5);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->replayed);
+  EXPECT_EQ(stored_position(), 8);
+  SequenceInput whole = first;
+  whole.tokens.insert(whole.tokens.end(), second.tokens.begin(), second.tokens.end());
+  const std::vector<float> want = Reference("tok", whole);
+  const auto od = static_cast<size_t>(tok_config_.output_dim);
+  ASSERT_EQ(r->outputs.size(), 3 * od);
+  EXPECT_LT(MaxRelativeError(r->outputs, std::vector<float>(want.end() - 3 * od, want.end())),
+            kTolerance);
 }
 
 }  // namespace
