@@ -596,13 +596,17 @@ int Run() {
   shutdown.join();
   http.reset();  // waits for the REST connections still open (each ends after its request)
   engine.Shutdown();
+  // Exit 1 when the drain could not write every change (a supervisor sees a failed stop rather
+  // than a clean one); 0 otherwise.
+  int exit_status = 0;
   if (absl::Status st = engine.UnwrittenChanges(); !st.ok()) {
     Log(LogLevel::kError, "drain incomplete: changes were lost",
         {{"error", std::string(st.message())}});
+    exit_status = 1;
   }
   metrics_registry.reset();  // stops /metrics before the engine it reads goes away
   Log(LogLevel::kInfo, "stopped");
-  return 0;
+  return exit_status;
 }
 
 }  // namespace

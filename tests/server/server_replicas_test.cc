@@ -442,8 +442,8 @@ TEST_F(ReplicasTest, RedisDownFailsCallsNamingTheStoreAndServiceResumes) {
 }
 
 // A drain whose store is gone (Redis down at SIGTERM, --durability checkpoint: the interval's
-// changes were not written yet) says so in an error line naming what was not written, rather
-// than stopping as if nothing was lost.
+// changes were not written yet) says so in an error line naming what was not written and exits
+// 1, rather than stopping as if nothing was lost.
 TEST_F(ReplicasTest, ACheckpointDrainThatCannotWriteLogsWhatWasLost) {
   ServerFlags flags;
   flags.model_dirs = {DemoModelDir(kLm).string()};
@@ -461,7 +461,7 @@ TEST_F(ReplicasTest, ACheckpointDrainThatCannotWriteLogsWhatWasLost) {
   (*server)->Signal(SIGTERM);
   std::optional<int> st = (*server)->WaitForExit(std::chrono::seconds(30));
   ASSERT_TRUE(st.has_value());
-  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << DescribeExit(*st);
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 1) << DescribeExit(*st);
   const std::string log = (*server)->Log();
   EXPECT_THAT(log, HasSubstr("level=error msg=\"drain incomplete: changes were lost\""));
   EXPECT_THAT(log,
