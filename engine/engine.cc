@@ -35,7 +35,13 @@ Engine::Engine(const ModelRegistry* models, EngineOptions options)
       shared_(options.state_store != nullptr && options.state_store->Shared()) {
   store_.set_remove_hook([this](Session* s) { OnRemovedLocked(s); });
   next_checkpoint_ms_ = NowUnixMs() + options_.checkpoint_interval_ms;
+  if (shared_) {
+    for (int i = 0; i < kStoreCallThreads; ++i) {
+      store_callers_.emplace_back([this] { StoreCallLoop(); });
+    }
+  }
   scheduler_ = std::thread([this] { SchedulerLoop(); });
+  scheduler_id_ = scheduler_.get_id();  // (read by completions of calls made after this)
 }
 
 Engine::~Engine() { Shutdown(); }
@@ -47,6 +53,43 @@ void Engine::Shutdown() {
   }
   cv_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
+  // After the scheduler: its last completions may still hand calls over (each then fails
+  // UNAVAILABLE "shutting down", or finds its session gone). The threads run what is queued,
+  // then stop.
+  {
+    std::lock_guard<std::mutex> lock(store_calls_mu_);
+    store_calls_stop_ = true;
+  }
+  store_calls_cv_.notify_all();
+  for (std::thread& t : store_callers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void Engine::RunOffScheduler(absl::AnyInvocable<void()> fn) {
+  if (!shared_ || std::this_thread::get_id() != scheduler_id_) return fn();
+  {
+    std::lock_guard<std::mutex> lock(store_calls_mu_);
+    if (!store_calls_stop_) {
+      store_calls_.push_back(std::move(fn));
+      store_calls_cv_.notify_one();
+      return;
+    }
+  }
+  fn();  // stopped (the scheduler is gone; a new thread may carry its old id)
+}
+
+void Engine::StoreCallLoop() {
+  std::unique_lock<std::mutex> lock(store_calls_mu_);
+  for (;;) {
+    store_calls_cv_.wait(lock, [this] { return store_calls_stop_ || !store_calls_.empty(); });
+    if (store_calls_.empty()) return;  // stopping, and nothing left
+    absl::AnyInvocable<void()> fn = std::move(store_calls_.front());
+    store_calls_.pop_front();
+    lock.unlock();
+    fn();
+    lock.lock();
+  }
 }
 
 absl::Status Engine::CheckAcceptingLocked() const {

@@ -332,6 +332,15 @@ class Engine {
   absl::Status UnwrittenChanges();
   EngineStats stats();
 
+  // Runs `fn` now on this thread, unless this is the scheduler thread and the store is shared:
+  // then on one of kStoreCallThreads threads, in order of arrival. For a caller that starts an
+  // engine call from a completion (completions run on the scheduler thread): with a shared
+  // store, every entry point not bound to this engine's copy of its session first reads the
+  // store, and that round trip (up to the store's timeout while it stalls) would hold every
+  // session's tick back. What waits here is bounded by the calls in flight that queued it.
+  void RunOffScheduler(absl::AnyInvocable<void()> fn);
+  static constexpr int kStoreCallThreads = 4;
+
  private:
   struct Picked {
     Session* session;
@@ -505,6 +514,15 @@ class Engine {
   std::condition_variable durable_cv_;
 
   std::thread scheduler_;
+
+  // RunOffScheduler's threads (shared stores only) and their queue.
+  void StoreCallLoop();
+  std::thread::id scheduler_id_;
+  std::mutex store_calls_mu_;
+  std::condition_variable store_calls_cv_;
+  std::deque<absl::AnyInvocable<void()>> store_calls_;
+  bool store_calls_stop_ = false;
+  std::vector<std::thread> store_callers_;
 };
 
 // Milliseconds since the Unix epoch (session timestamps and TTLs).

@@ -257,9 +257,10 @@ struct SequenceRun {
     std::shared_ptr<CancelFlag> cancel = run->cancel;
     engine->DeleteSession(
         ref,
-        [run = std::move(run)](absl::Status st) mutable {
+        [engine, run = std::move(run)](absl::Status st) mutable {
           if (!st.ok() && !absl::IsNotFound(st)) return run->done(st);
-          Create(std::move(run));
+          // (On the scheduler thread: CreateSession reads a shared store.)
+          engine->RunOffScheduler([run = std::move(run)]() mutable { Create(std::move(run)); });
         },
         cancel);
   }
@@ -322,10 +323,14 @@ struct SequenceRun {
     const uint64_t uid = run->uid;
     engine->DeleteSession(
         ref,
-        [run = std::move(run), reply = std::move(reply)](absl::Status st) mutable {
+        [engine, run = std::move(run), reply = std::move(reply)](absl::Status st) mutable {
           if (absl::IsAborted(st) && !run->retried_end) {
             run->retried_end = true;
-            return Finish(std::move(run), std::move(reply));
+            // (The fresh copy is loaded from a shared store: not on the scheduler thread.)
+            return engine->RunOffScheduler(
+                [run = std::move(run), reply = std::move(reply)]() mutable {
+                  Finish(std::move(run), std::move(reply));
+                });
           }
           run->done(std::move(reply));
         },

@@ -139,8 +139,15 @@ void V2StreamReactor::OnInferDone(const ServedModel* model, std::string sequence
     }
     MaybeReadLocked();
     if (!next.has_value()) return PumpLocked();  // may Finish: nothing may touch `this` after
+    // This reply goes out now, not once the next request is answered. (No Finish: `next` is
+    // still counted in in_flight_.)
+    PumpLocked();
   }
-  Run(*std::move(next));
+  // The sequence's next request. This may be the scheduler thread (the engine's completion),
+  // and a request not bound to the engine's copy of its session reads a shared store first.
+  // (`this` stays alive: `next` is still counted in in_flight_.)
+  v2_.env->engine->RunOffScheduler(
+      [this, next = *std::move(next)]() mutable { Run(std::move(next)); });
 }
 
 std::function<void()> V2StreamReactor::OnCancelLocked() {

@@ -470,5 +470,60 @@ TEST_F(ReplicasTest, ASessionDeletedHereIsNotLoadedBackBeforeItsDeleteIsWritten)
   EXPECT_EQ(r->writer, "a");
 }
 
+// RunOffScheduler: from a completion (the scheduler thread) with a shared store, the call runs on
+// another thread, so an engine call in it that reads the store holds no tick back; anywhere
+// else, and after Shutdown, it runs at once on the caller's thread.
+TEST_F(ReplicasTest, RunOffSchedulerLeavesTheSchedulerThreadOnlyWhereItIsOn) {
+  auto a = Replica("a");
+  Open(*a, "tok", "x");
+  const std::thread::id caller = std::this_thread::get_id();
+  std::thread::id ran_on;
+  a->RunOffScheduler([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_EQ(ran_on, caller);
+
+  std::promise<std::pair<std::thread::id, std::thread::id>> where;  // (completion, handed-off call)
+  Engine::AppendParams p;
+  p.session_id = "x";
+  p.input = RandomInput("tok", 2, 3);
+  Engine* engine = a.get();
+  a->Append(std::move(p), [&, engine](absl::StatusOr<AppendResult> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    const std::thread::id completion = std::this_thread::get_id();
+    engine->RunOffScheduler([&, engine, completion] {
+      // An engine call that reads the shared store, as a chained request's would.
+      EXPECT_TRUE(engine->GetSession(SessionRef("", "x")).ok());
+      where.set_value({completion, std::this_thread::get_id()});
+    });
+  });
+  const auto [completion, handed_off] = where.get_future().get();
+  EXPECT_NE(completion, caller);
+  EXPECT_NE(handed_off, completion);
+  EXPECT_NE(handed_off, caller);
+
+  // Without a shared store there is no read to avoid: at once, on the completion's thread.
+  MemoryStore local;
+  EngineOptions o;
+  o.state_store = &local;
+  o.durability = Durability::kAck;
+  auto b = MakeEngine(o);
+  Open(*b, "tok", "y");
+  std::promise<bool> same;
+  Engine::AppendParams q;
+  q.session_id = "y";
+  q.input = RandomInput("tok", 2, 4);
+  Engine* local_engine = b.get();
+  b->Append(std::move(q), [&, local_engine](absl::StatusOr<AppendResult>) {
+    const std::thread::id completion = std::this_thread::get_id();
+    local_engine->RunOffScheduler(
+        [&, completion] { same.set_value(completion == std::this_thread::get_id()); });
+  });
+  EXPECT_TRUE(same.get_future().get());
+
+  a->Shutdown();
+  ran_on = std::thread::id();
+  a->RunOffScheduler([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_EQ(ran_on, caller);
+}
+
 }  // namespace
 }  // namespace aaren::testing

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -34,6 +35,7 @@
 #include "client/session_routing.h"
 #include "core/model.h"
 #include "grpcpp/create_channel.h"
+#include "inference/grpc_service.grpc.pb.h"
 #include "tests/server/e2e_support.h"
 #include "tests/server/session_clients.h"
 #include "tests/support/redis_server.h"
@@ -466,6 +468,96 @@ TEST_F(ReplicasTest, ACheckpointDrainThatCannotWriteLogsWhatWasLost) {
   EXPECT_THAT(log, HasSubstr("level=error msg=\"drain incomplete: changes were lost\""));
   EXPECT_THAT(log,
               HasSubstr("3 changed sessions and 0 deletes were not written to " + redis_->spec()));
+}
+
+// A KServe v2 stream's next request of a sequence starts from the engine's completion of the one
+// before it, on the scheduler thread. Not bound to the engine's copy of its session, it first
+// reads Redis; there, a stalled Redis held every session's tick back for the read's timeout (a
+// Score sent meanwhile waited 2 s behind it). It now runs on a store-call thread: with Redis
+// paused, the Score is answered while that request still waits.
+TEST_F(ReplicasTest, AV2StreamsNextRequestDoesNotReadRedisOnTheSchedulerThread) {
+  ServerFlags flags;
+  flags.model_dirs = {DemoModelDir(kLm).string()};
+  const int metrics_port = FreePort();
+  flags.extra = {"--state_store",         redis_->spec(),
+                 "--durability",          "checkpoint",
+                 "--checkpoint_interval", "1h",
+                 "--replica_id",          "v2",
+                 "--metrics_port",        std::to_string(metrics_port)};
+  auto server = ServerProcess::Start(flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = (*server)->NewChannel();
+  auto v2 = inference::GRPCInferenceService::NewStub(channel);
+  auto stub = NewAarenStub(**server);
+  const auto loads = [&] {  // (the series appears with the first load)
+    const double n = MetricValue(ScrapeMetrics(metrics_port), "aaren_store_roundtrip_seconds_count",
+                                 "op=\"load\"");
+    return std::isnan(n) ? 0.0 : n;
+  };
+  auto request = [](int32_t n, bool start) {
+    inference::ModelInferRequest r;
+    r.set_model_name(kLm);
+    r.set_id(start ? "first" : "second");
+    (*r.mutable_parameters())["sequence_id"].set_int64_param(11);
+    if (start) (*r.mutable_parameters())["sequence_start"].set_bool_param(true);
+    auto* in = r.add_inputs();
+    in->set_name("TOKENS");
+    in->set_datatype("INT32");
+    in->add_shape(n);
+    for (int32_t i = 0; i < n; ++i) in->mutable_contents()->add_int_contents(i % 7);
+    (*r.mutable_parameters())["output_mode"].set_string_param("last");
+    return r;
+  };
+  const double loads_before = loads();
+
+  grpc::ClientContext context;
+  auto stream = v2->ModelStreamInfer(&context);
+  // The first takes long enough in the engine (a 128k-token prefill, ~1 s) for Redis to be paused
+  // behind its two store reads (the START's lookup and the create's); the second waits in the
+  // stream behind it.
+  ASSERT_TRUE(stream->Write(request(1 << 17, true)));
+  ASSERT_TRUE(stream->Write(request(1, false)));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (loads() < loads_before + 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_GE(loads(), loads_before + 2);
+  absl::StatusOr<std::string> paused = redis_->Command({"CLIENT", "PAUSE", "6000", "ALL"});
+  ASSERT_TRUE(paused.ok() && *paused == "OK")
+      << (paused.ok() ? *paused : paused.status().ToString());
+
+  inference::ModelStreamInferResponse first;
+  ASSERT_TRUE(stream->Read(&first));
+  ASSERT_TRUE(first.error_message().empty()) << first.error_message();
+  ASSERT_EQ(first.infer_response().id(), "first");
+  // The scheduler is free: a Score (no store involved) is answered while the second request's
+  // read waits for Redis.
+  std::atomic<bool> second_answered{false};
+  std::string second_error;
+  std::thread reader([&] {
+    inference::ModelStreamInferResponse second;
+    if (stream->Read(&second)) second_error = second.error_message();
+    second_answered = true;
+  });
+  const auto score_start = std::chrono::steady_clock::now();
+  std::vector<float> scored = ScoreAll(*stub, kLm, Tokens({1, 2, 3}));
+  const double score_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - score_start).count();
+  const bool second_first = second_answered.load();
+  reader.join();
+  stream->WritesDone();
+  EXPECT_FALSE(scored.empty());
+  EXPECT_FALSE(second_first) << "the Score was answered only after the second request, " << score_s
+                             << " s after it was sent";
+  // The second request's read did meet the paused Redis (else this test showed nothing).
+  EXPECT_THAT(second_error, HasSubstr("cannot be read from the store"));
+  // Redis answers again once the pause ends (an UNPAUSE would wait behind it too), so that the
+  // drain at the end writes the session.
+  const auto resumed_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!redis_->Command({"PING"}).ok() && std::chrono::steady_clock::now() < resumed_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace
