@@ -80,15 +80,25 @@ void StreamReactor::OnReadDone(bool ok) {
 }
 
 void StreamReactor::HandleOpen(const v1::OpenSession& open) {
-  std::lock_guard<std::mutex> lock(mu_);
-  reading_ = false;
-  if (!session_id_.empty()) {
-    return StopLocked(absl::InvalidArgumentError(
-        absl::StrCat("open: the stream is already attached to session '", session_id_, "'")));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!session_id_.empty()) {
+      reading_ = false;
+      return StopLocked(absl::InvalidArgumentError(
+          absl::StrCat("open: the stream is already attached to session '", session_id_, "'")));
+    }
+    // The open runs without mu_: it may read a shared store or, under --durability=ack, wait
+    // for a commit, and meanwhile a cancel or the server's drain (which asks every stream in
+    // turn) must not wait for it. Counted in in_flight_, so the call cannot finish under it;
+    // reading_ stays true, so no read replaces `open` (a part of request_) before it is done.
+    ++in_flight_;
   }
   auto info =
       env_.engine->OpenSession(SessionRef(record_.tenant(), open.session_id()), open.model(),
                                open.create_if_missing(), open.idle_ttl_seconds());
+  std::lock_guard<std::mutex> lock(mu_);
+  --in_flight_;
+  reading_ = false;
   if (!info.ok()) return FailLocked(info.status());
   session_id_ = info->session_id;
   session_uid_ = info->uid;

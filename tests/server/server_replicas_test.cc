@@ -560,5 +560,72 @@ TEST_F(ReplicasTest, AV2StreamsNextRequestDoesNotReadRedisOnTheSchedulerThread) 
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+// An aaren.v1 Stream's open may wait for Redis (a lookup of its session) for up to the store's
+// timeout. It held the stream's lock meanwhile, and the server's drain asks every stream in
+// turn under one lock: a SIGTERM that met such an open first kept every other stream from
+// hearing of the drain until the open gave up (2 s with Redis stalled). The open now runs
+// without the lock: with Redis paused, the 8 idle streams end at once, before the stuck open.
+TEST_F(ReplicasTest, AStreamOpenWaitingForRedisDoesNotHoldBackTheDrainOfOtherStreams) {
+  ServerFlags flags;
+  flags.model_dirs = {DemoModelDir(kLm).string()};
+  flags.extra = {"--state_store",         redis_->spec(), "--durability", "checkpoint",
+                 "--checkpoint_interval", "1h",           "--replica_id", "drain",
+                 "--drain_timeout",       "10s"};
+  auto server = ServerProcess::Start(flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = NewAarenStub(**server);
+  auto open_message = [](const std::string& id) {
+    v1::OpenSession open;
+    open.set_session_id(id);
+    open.set_model(kLm);
+    open.set_create_if_missing(true);
+    return open;
+  };
+  constexpr int kIdle = 8;
+  std::vector<std::unique_ptr<StreamClient>> idle;
+  for (int i = 0; i < kIdle; ++i) {
+    idle.push_back(std::make_unique<StreamClient>(*stub, std::chrono::seconds(60)));
+    ASSERT_TRUE(idle.back()->Open(open_message(absl::StrCat("idle", i))).has_value());
+  }
+  absl::StatusOr<std::string> paused = redis_->Command({"CLIENT", "PAUSE", "5000", "ALL"});
+  ASSERT_TRUE(paused.ok() && *paused == "OK");
+  StreamClient stuck(*stub, std::chrono::seconds(60));
+  v1::StreamRequest open;
+  *open.mutable_open() = open_message("stuck");
+  ASSERT_TRUE(stuck.Write(open));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its lookup is waiting
+  (*server)->Signal(SIGTERM);
+
+  std::atomic<int> order{0};
+  std::vector<int> idle_ended(kIdle, -1);
+  std::vector<std::thread> readers;
+  for (int i = 0; i < kIdle; ++i) {
+    readers.emplace_back([&, i] {
+      v1::StreamResponse r;
+      while (idle[i]->Read(&r)) {
+      }
+      idle_ended[i] = order++;
+    });
+  }
+  v1::StreamResponse r;
+  while (stuck.Read(&r)) {
+  }
+  const int stuck_ended = order++;
+  for (std::thread& t : readers) t.join();
+  for (int i = 0; i < kIdle; ++i) {
+    EXPECT_LT(idle_ended[i], stuck_ended) << "idle stream " << i << " heard of the drain only "
+                                          << "after the open waiting for Redis ended";
+    EXPECT_EQ(idle[i]->FinishBroken().error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  (void)stuck.FinishBroken();
+  std::optional<int> st = (*server)->WaitForExit(std::chrono::seconds(30));
+  ASSERT_TRUE(st.has_value());
+  // Redis answers again once the pause ends.
+  const auto resumed_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!redis_->Command({"PING"}).ok() && std::chrono::steady_clock::now() < resumed_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 }  // namespace
 }  // namespace aaren::testing
