@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: the commit (engine_durability.cc marks the changes). CommitDurableLocked turns
+// dirty_ and tombstones_ into one StateStore batch (capped on shared stores under kCheckpoint),
+// writes it without mu_, then settles the outcome: under kAck the held replies are released, or
+// the window's sessions are put back when it failed; on shared stores, the writes that lost
+// their compare-and-set take the store's copy.
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "engine/engine.h"
+#include "engine/store/session_record.h"
+
+namespace aaren {
+namespace {
+
+// Identifies a record this engine sent (within this process only).
+size_t RecordHash(absl::string_view bytes) { return absl::Hash<absl::string_view>{}(bytes); }
+
+// Shared stores: a record outlives its session's idle TTL by this much in the store (the
+// replica holding it deletes it at expiry; the store's own expiry is for records nobody holds).
+constexpr int64_t kStoreTtlSlackMs = 60'000;
+
+absl::Status AsUnavailable(const absl::Status& st, bool shared) {
+  if (shared) {
+    // A shared store may have applied a batch whose answer was lost (timeout, connection
+    // dropped): the copy here is put back and the store's compare-and-set settles which state
+    // wins, but the caller cannot be told "not made".
+    return absl::UnavailableError(absl::StrCat(
+        st.message(),
+        " (the change may not have been made; retry with expected_position to apply it exactly "
+        "once)"));
+  }
+  return absl::UnavailableError(
+      absl::StrCat(st.message(), " (the change was not made; retry when the store is back)"));
+}
+
+}  // namespace
+
+bool Engine::IsUnsureWriteLocked(const std::string& key,
+                                 const std::optional<std::string>& current) {
+  auto it = unsure_writes_.find(key);
+  if (it == unsure_writes_.end()) return false;
+  return current.has_value() &&
+         std::count(it->second.begin(), it->second.end(), RecordHash(*current)) > 0;
+}
+
+bool Engine::CommitDueLocked(int64_t now_ms) const {
+  if (!durable()) return false;
+  const bool pending = !dirty_.empty() || !tombstones_.empty() || !held_.empty();
+  if (ack()) return pending || commit_wanted_;
+  return commit_wanted_ || (pending && now_ms >= next_checkpoint_ms_);
+}
+
+bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
+  if (!durable()) return false;
+  const int64_t now = NowUnixMs();
+  if (!force && !CommitDueLocked(now)) return false;
+  next_checkpoint_ms_ = now + options_.checkpoint_interval_ms;
+  commit_wanted_ = false;
+  const uint64_t window = window_++;
+  if (dirty_.empty() && tombstones_.empty() && held_.empty()) {
+    done_window_ = window;
+    durable_cv_.notify_all();
+    return false;
+  }
+
+  // The batch: deletes first, then the changed sessions' records (a key deleted and made again
+  // in one window ends up put). Capped for shared stores without kAck (kMaxSharedCommitWrites,
+  // kMaxSharedCommitBytes): what is left stays marked for the next commit, which starts where
+  // this one stopped (each change waits at most one pass over the backlog), and no record goes
+  // ahead of a delete left behind (a delete must not land after the put of a session made
+  // again under its key).
+  const bool capped = shared() && !ack();
+  const size_t max_writes = capped ? kMaxSharedCommitWrites : SIZE_MAX;
+  bool more = false;
+  absl::flat_hash_map<std::string, Tombstone> tombstones;
+  if (tombstones_.size() <= max_writes) {
+    tombstones = std::move(tombstones_);
+    tombstones_.clear();
+  } else {
+    auto it = tombstones_.find(tombstone_resume_);
+    if (it == tombstones_.end()) it = tombstones_.begin();
+    while (tombstones.size() < max_writes) {
+      tombstones.emplace(it->first, std::move(it->second));
+      tombstones_.erase(it++);
+      if (it == tombstones_.end()) it = tombstones_.begin();
+    }
+    tombstone_resume_ = it->first;  // (tombstones_ is not empty: it held more than the cap)
+    more = true;
+  }
+  std::vector<StoreWrite> batch;
+  batch.reserve(std::min(tombstones.size() + dirty_.size(), max_writes));
+  for (const auto& [key, t] : tombstones) {
+    batch.push_back(StoreWrite{key, std::nullopt, shared() ? t.version : kAnyVersion});
+  }
+  const size_t n_tombstones = batch.size();
+  std::vector<Session*> written;
+  written.reserve(std::min(dirty_.size(), max_writes));
+  // kAck: sessions of this window whose state could not be read, and the first such error. Their
+  // replies are held with the others' (their keys cannot be told apart on a local store), so the
+  // window fails as a whole without calling the store, and each of them is put back too.
+  std::vector<Session*> unreadable;
+  absl::Status read_error;
+  std::vector<Completion> completions;
+  int64_t record_bytes = 0;
+  // Adds s's record; false when the batch is full without it.
+  auto add = [&](Session* s) {
+    if (batch.size() >= max_writes) return false;
+    // Shared stores: a session half-way through a chunked append is written when it ends (a
+    // lost compare-and-set then meets a finished append, never a running one).
+    if (shared() && s->pinned()) return true;
+    absl::StatusOr<SessionRecord> r = RecordLocked(s);
+    if (!r.ok()) {
+      // Its state could not be read: stays dirty for the next commit (kCheckpoint: written
+      // then; counted as a store error through OnStoreCommit below).
+      if (read_error.ok()) read_error = r.status();
+      if (ack()) unreadable.push_back(s);
+      return true;
+    }
+    StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
+    const auto bytes = static_cast<int64_t>(w.value->size());
+    if (capped && record_bytes > 0 && record_bytes + bytes > kMaxSharedCommitBytes) return false;
+    if (shared()) {
+      w.expect = s->version;  // 0 (absent) for a session never written
+      w.ttl_ms = static_cast<int64_t>(s->idle_ttl_s) * 1000 + kStoreTtlSlackMs;
+    }
+    record_bytes += bytes;
+    batch.push_back(std::move(w));
+    s->stored = true;  // a removal from now on writes a delete
+    s->dirty = false;
+    s->committing = true;
+    written.push_back(s);
+    return true;
+  };
+  if (!more) {
+    auto start = dirty_.begin();
+    if (commit_resume_ != nullptr) {
+      if (auto it = dirty_.find(commit_resume_); it != dirty_.end()) start = it;
+      commit_resume_ = nullptr;
+    }
+    auto add_from = [&](absl::flat_hash_set<Session*>::iterator it,
+                        absl::flat_hash_set<Session*>::iterator end) {
+      for (; it != end; ++it) {
+        if (add(*it)) continue;
+        more = true;
+        commit_resume_ = *it;
+        return;
+      }
+    };
+    add_from(start, dirty_.end());
+    if (!more) add_from(dirty_.begin(), start);
+  }
+  // Sessions whose state could not be read stay marked for the next commit.
+  for (Session* s : written) dirty_.erase(s);
+  // kAck: the undo of every session of this window; pinned ones keep theirs (their append is
+  // still running, and its undo is the state before it).
+  absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
+  std::vector<Session*> window_sessions = written;
+  window_sessions.insert(window_sessions.end(), unreadable.begin(), unreadable.end());
+  for (Session* s : window_sessions) {
+    auto it = undo_.find(s);
+    if (it == undo_.end()) continue;
+    if (s->pinned()) {
+      // Written half-way through a chunked append (marked by something else: a fork of it, a
+      // rewrite after a failed commit): the append still needs its undo when it ends.
+      undo.emplace(s, it->second);
+      continue;
+    }
+    undo.emplace(s, std::move(it->second));
+    undo_.erase(it);
+  }
+  for (auto it = undo_.begin(); it != undo_.end();) {
+    if (it->first->pinned()) {
+      ++it;
+    } else {
+      undo_.erase(it++);
+    }
+  }
+  std::vector<std::pair<std::string, HeldReply>> held = std::move(held_);
+  held_.clear();
+  int64_t bytes = 0;
+  for (const StoreWrite& w : batch) bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
+
+  lock.unlock();
+  const int64_t start_ns = SteadyNowNs();
+  std::vector<WriteOutcome> outcomes;
+  absl::Status st;
+  if (!unreadable.empty()) {
+    // kAck: a change whose state cannot be read cannot be made durable, and its reply is not
+    // told apart from the window's others: the window fails like a commit that did not apply.
+    st = absl::UnavailableError(absl::StrCat("state store: ", unreadable.size(),
+                                             " session state(s) of this commit could not be read "
+                                             "to store them (",
+                                             read_error.message(), ")"));
+  } else {
+    st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
+                  : options_.state_store->Commit(batch);
+  }
+  const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
+  if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
+    st = absl::UnavailableError(st.message());
+  if (options_.observer != nullptr) {
+    options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
+  }
+  lock.lock();
+  for (Session* s : written) s->committing = false;
+
+  if (!st.ok()) {
+    const absl::Status reply_status = AsUnavailable(st, shared());
+    if (shared() && !ack()) {
+      // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_).
+      for (size_t i = n_tombstones; i < batch.size(); ++i) {
+        std::vector<size_t>& sent = unsure_writes_[batch[i].key];
+        const size_t h = RecordHash(*batch[i].value);
+        if (std::count(sent.begin(), sent.end(), h) > 0) continue;
+        if (sent.size() == kMaxUnsureWrites) sent.erase(sent.begin());  // the oldest goes
+        sent.push_back(h);
+      }
+    }
+    // Marked for the next commit without an undo of "remove it" (MarkDirtyLocked's default for
+    // a session made outside a pick), which a second failure would otherwise act on.
+    auto redirty = [this](Session* s) {
+      s->dirty = true;
+      dirty_.insert(s);
+    };
+    if (ack()) {
+      // Put every session of the window back as it was before its calls: made ones removed,
+      // changed ones restored, deleted ones made again.
+      for (Session* s : window_sessions) {
+        if (s->state == SessionState::kClosed) continue;
+        if (s->pinned()) {
+          // Its append is still running on its state: never put back in place (that would run
+          // the rest of the append on the wrong state). What this commit carried for it (the
+          // record as before the append) is written again next time.
+          redirty(s);
+          continue;
+        }
+        auto it = undo.find(s);
+        if (it == undo.end()) {
+          redirty(s);  // nothing to put back: written again next time
+          continue;
+        }
+        // A failed commit may still have reached the store (RocksDB: its WAL written, then the
+        // sync failed), so what is put back here is written again at the next commit (a
+        // made session as a delete). Shared stores apply a batch wholly or not at all.
+        s->stored = it->second.has_value() || !shared();
+        if (!it->second.has_value()) {
+          while (s->has_work()) {
+            std::unique_ptr<Work> w = s->Pop();
+            pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
+            FailWorkLocked(*w, reply_status, completions);
+          }
+          if (s->in_ready) {
+            ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
+            s->in_ready = false;
+          }
+          store_.Remove(s, /*expired=*/false);  // (files its delete when `stored`)
+          continue;
+        }
+        if (!RestoreRecordLocked(*it->second, s).ok()) {
+          redirty(s);  // could not be put back in place: written again as it is now
+          continue;
+        }
+        if (!shared()) redirty(s);
+        if (s->has_work() && s->head->kind == Work::Kind::kGenerate && !s->pinned() &&
+            s->head->generate->last_window == window) {
+          // The token this commit carried is undone; so is the Generate. (One that applied
+          // nothing in this window goes on.)
+          FailHeadLocked(s, reply_status, completions);
+          ReadyLocked(s);
+        }
+      }
+      for (auto& [key, t] : tombstones) {
+        if (t.undo.has_value()) {
+          absl::Status restored = RestoreRecordLocked(*t.undo, nullptr);
+          if (restored.ok()) {
+            absl::StatusOr<Session*> back =
+                store_.Find(store_.InternTenant(t.undo->tenant), t.undo->id, "session_id");
+            if (back.ok()) {
+              (*back)->version = t.version;
+              if (!shared()) redirty(*back);  // (the failed delete may have reached the store)
+            }
+          } else {
+            tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+          }
+        } else {
+          // An expiry or cleanup: deleted next time.
+          tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+        }
+      }
+    } else {
+      // kCheckpoint: nothing was promised; everything is written again next time.
+      for (Session* s : written) {
+        if (s->state != SessionState::kClosed) redirty(s);
+      }
+      for (auto& [key, t] : tombstones) {
+        tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+      }
+    }
+    if (auto it = waiters_.find(window); it != waiters_.end()) it->second.failed = reply_status;
+    for (auto& [key, h] : held) {
+      completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
+    }
+  } else {
+    // Shared stores: the new versions, and the writes that lost their compare-and-set.
+    absl::flat_hash_map<std::string, absl::Status> lost;
+    // A conflict was this engine's own earlier write: written again at the next commit.
+    bool write_again = false;
+    if (shared() && outcomes.size() == batch.size()) {
+      for (size_t i = 0; i < n_tombstones; ++i) {
+        const bool own = IsUnsureWriteLocked(batch[i].key, outcomes[i].current);
+        if (!outcomes[i].conflict) continue;
+        if (!outcomes[i].current.has_value()) continue;  // already gone: the delete holds
+        if (own) {
+          // This engine's own write, applied by a commit that reported failure: delete that.
+          tombstones_.try_emplace(batch[i].key, Tombstone{std::nullopt, outcomes[i].version});
+          write_again = true;
+          continue;
+        }
+        // The session changed elsewhere after this copy was deleted: the delete did not apply
+        // (the record is the other replica's now; a later call loads it).
+        lost.insert_or_assign(
+            batch[i].key, absl::AbortedError(
+                              absl::StrCat("session_id: the session was changed by another replica "
+                                           "before this delete; it was not deleted: retry it")));
+      }
+      for (size_t j = 0; j < written.size(); ++j) {
+        Session* s = written[j];
+        const WriteOutcome& o = outcomes[n_tombstones + j];
+        const bool own = IsUnsureWriteLocked(batch[n_tombstones + j].key, o.current);
+        if (s->state == SessionState::kClosed) continue;
+        if (!o.conflict) {
+          s->version = o.version;
+          continue;
+        }
+        if (own) {
+          // Not another replica's change: this copy (kCheckpoint: it holds what that commit
+          // carried and what was acknowledged since) is still the session. Take the version and
+          // write it again.
+          s->version = o.version;
+          s->dirty = true;
+          dirty_.insert(s);
+          write_again = true;
+          continue;
+        }
+        const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
+        lost.insert_or_assign(
+            batch[n_tombstones + j].key,
+            TakeStoreCopyLocked(s, o.current, o.version, was_create, completions));
+      }
+      for (const StoreWrite& w : batch) unsure_writes_.erase(w.key);  // resolved, either way
+      if (!lost.empty()) {
+        if (options_.observer != nullptr) {
+          options_.observer->OnStoreConflicts(static_cast<int64_t>(lost.size()));
+        }
+        if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
+      }
+    }
+    if (write_again) commit_wanted_ = true;
+    for (auto& [key, h] : held) {
+      absl::Status reply = absl::OkStatus();
+      if (!lost.empty()) {
+        if (auto it = lost.find(key); it != lost.end()) reply = it->second;
+      }
+      completions.push_back([h = std::move(h), reply]() mutable { h(reply); });
+    }
+  }
+  last_commit_error_ = st;
+  // Capped, or records to write again: the next commit at once (the scheduler's wait ends on
+  // commit_wanted_; a drain goes on while this is true).
+  const bool again = st.ok() && (more || commit_wanted_);
+  if (again) commit_wanted_ = true;
+  done_window_ = window;
+  durable_cv_.notify_all();
+  if (!completions.empty()) {
+    lock.unlock();
+    for (Completion& c : completions) c();
+    lock.lock();
+  }
+  return again;
+}
+
+}  // namespace aaren
