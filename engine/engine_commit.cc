@@ -100,9 +100,11 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   const size_t n_tombstones = batch.size();
   std::vector<Session*> written;
   written.reserve(std::min(dirty_.size(), max_writes));
-  // kAck: sessions of this window whose state could not be read, and the first such error. Their
-  // replies are held with the others' (their keys cannot be told apart on a local store), so the
-  // window fails as a whole without calling the store, and each of them is put back too.
+  // kAck: sessions changed in this window (they have an undo) whose state could not be read, and
+  // the first such error. Their replies are held with the others' (their keys cannot be told
+  // apart on a local store), so the window fails as a whole without calling the store, and each
+  // of them is put back too. One left dirty by an earlier window (no undo: nothing of this
+  // window's rides on it) only stays dirty, so that it does not fail every later window.
   std::vector<Session*> unreadable;
   absl::Status read_error;
   std::vector<Completion> completions;
@@ -115,10 +117,12 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     if (shared() && s->pinned()) return true;
     absl::StatusOr<SessionRecord> r = RecordLocked(s);
     if (!r.ok()) {
-      // Its state could not be read: stays dirty for the next commit (kCheckpoint: written
-      // then; counted as a store error through OnStoreCommit below).
-      if (read_error.ok()) read_error = r.status();
-      if (ack()) unreadable.push_back(s);
+      // Its state could not be read: stays dirty for the next commit (kCheckpoint: written then;
+      // the drain's UnwrittenChanges counts it).
+      if (ack() && undo_.contains(s)) {
+        if (read_error.ok()) read_error = r.status();
+        unreadable.push_back(s);
+      }
       return true;
     }
     StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
@@ -189,28 +193,33 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   const int64_t start_ns = SteadyNowNs();
   std::vector<WriteOutcome> outcomes;
   absl::Status st;
-  if (!unreadable.empty()) {
-    // kAck: a change whose state cannot be read cannot be made durable, and its reply is not
-    // told apart from the window's others: the window fails like a commit that did not apply.
-    st = absl::UnavailableError(absl::StrCat("state store: ", unreadable.size(),
-                                             " session state(s) of this commit could not be read "
-                                             "to store them (",
-                                             read_error.message(), ")"));
-  } else {
+  // kAck: a change whose state cannot be read cannot be made durable, and its reply is not told
+  // apart from the window's others: the window fails like a commit that did not apply, and the
+  // store (healthy) is not called.
+  const bool store_called = unreadable.empty();
+  if (store_called) {
     st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
                   : options_.state_store->Commit(batch);
-  }
-  const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
-  if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
-    st = absl::UnavailableError(st.message());
-  if (options_.observer != nullptr) {
-    options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
+    const double seconds = static_cast<double>(SteadyNowNs() - start_ns) * 1e-9;
+    if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
+      st = absl::UnavailableError(st.message());
+    if (options_.observer != nullptr) {
+      options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
+    }
+  } else {
+    st = absl::UnavailableError(
+        absl::StrCat(unreadable.size(),
+                     " session state(s) changed by this commit's calls could not be read "
+                     "to store them: ",
+                     read_error.message()));
   }
   lock.lock();
   for (Session* s : written) s->committing = false;
 
   if (!st.ok()) {
-    const absl::Status reply_status = AsUnavailable(st, shared());
+    const absl::Status reply_status =
+        store_called ? AsUnavailable(st, shared())
+                     : absl::UnavailableError(absl::StrCat(st.message(), " (nothing was made)"));
     if (shared() && !ack()) {
       // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_).
       for (size_t i = n_tombstones; i < batch.size(); ++i) {
@@ -247,7 +256,10 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         // A failed commit may still have reached the store (RocksDB: its WAL written, then the
         // sync failed), so what is put back here is written again at the next commit (a
         // made session as a delete). Shared stores apply a batch wholly or not at all.
-        s->stored = it->second.has_value() || !shared();
+        // Not called: nothing reached it, and a session whose undo could not be read keeps its
+        // stored record (the last acknowledged state; a replica loads it back, a local store
+        // recovers it at restart) instead of a delete.
+        s->stored = store_called ? it->second.has_value() || !shared() : it->second.has_value();
         if (!it->second.has_value()) {
           while (s->has_work()) {
             std::unique_ptr<Work> w = s->Pop();

@@ -95,6 +95,12 @@ void V2StreamReactor::Run(Pending p) {
   std::string request_id = p.call.request_id;
   const int64_t reserved = p.reserved;
   const int64_t start_ns = p.start_ns;
+  if (cancel_->load(std::memory_order_relaxed)) {
+    // The call ended while this waited behind its sequence: not run (no store read for a reply
+    // nobody will get).
+    return OnInferDone(model, std::move(sequence_id), std::move(request_id), reserved, start_ns,
+                       absl::CancelledError("the stream ended before this request ran"));
+  }
   RunInfer(v2_.env->engine, record_.tenant(), std::move(p.call), cancel_,
            [this, model, sequence_id = std::move(sequence_id), request_id = std::move(request_id),
             reserved, start_ns](absl::StatusOr<InferResult> r) mutable {

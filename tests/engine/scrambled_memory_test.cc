@@ -804,5 +804,60 @@ TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChang
             kTolerance);
 }
 
+// (Review of the test above.) A session whose state stays unreadable is left dirty, with
+// nothing of a later window riding on it: the later windows' changes of other sessions (here
+// another model's memory) are stored and acknowledged, not failed with it.
+TEST_F(ScrambledMemoryTest, AckSessionLeftUnreadableDoesNotFailOtherSessionsLaterWindows) {
+  MemoryStore store;
+  EngineOptions options;
+  options.state_store = &store;
+  options.durability = Durability::kAck;
+  auto scrambled = MakeScrambledEngine(options);
+  const std::string a = Open(*scrambled, "tok").session_id;
+  const std::string b = Open(*scrambled, "feat").session_id;
+  ASSERT_TRUE(Append(*scrambled, a, RandomInput("tok", 4, 31)).ok());
+  MemoryOf("tok").FailDownloadsAfter(1);  // the undo reads it; the commit cannot
+  EXPECT_EQ(Append(*scrambled, a, RandomInput("tok", 2, 32)).status().code(),
+            absl::StatusCode::kUnavailable);
+  // "tok" memory now fails every read; "feat" is fine.
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<AppendResult> r = Append(*scrambled, b, RandomInput("feat", 2, 40 + i));
+    ASSERT_TRUE(r.ok()) << "append " << i << ": " << r.status();
+    EXPECT_EQ(r->position, 2 * (i + 1));
+  }
+  absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", b));
+  ASSERT_TRUE(v.ok() && v->has_value());
+  EXPECT_EQ(DecodeSessionRecord(**v)->position, 6);
+  v = store.Get(SessionKey("", a));
+  ASSERT_TRUE(v.ok() && v->has_value());
+  EXPECT_EQ(DecodeSessionRecord(**v)->position, 4);
+  MemoryOf("tok").FailDownloadsAfter(-1);
+}
+
+// A read fault alone (the state unreadable both for the undo and for the commit) fails the call
+// and drops the copy here, but never deletes the session's acknowledged record from the store.
+TEST_F(ScrambledMemoryTest, AckReadFaultKeepsTheAcknowledgedRecordInTheStore) {
+  MemoryStore store;
+  EngineOptions options;
+  options.state_store = &store;
+  options.durability = Durability::kAck;
+  auto scrambled = MakeScrambledEngine(options);
+  const std::string a = Open(*scrambled, "tok").session_id;
+  const std::string b = Open(*scrambled, "feat").session_id;
+  ASSERT_TRUE(Append(*scrambled, a, RandomInput("tok", 5, 51)).ok());
+  MemoryOf("tok").FailDownloadsAfter(0);
+  absl::StatusOr<AppendResult> r = Append(*scrambled, a, RandomInput("tok", 2, 52));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("nothing was made"));
+  MemoryOf("tok").FailDownloadsAfter(-1);
+  // Later commits (another session's) write no delete of it.
+  ASSERT_TRUE(Append(*scrambled, b, RandomInput("feat", 2, 53)).ok());
+  ASSERT_TRUE(Append(*scrambled, b, RandomInput("feat", 2, 54)).ok());
+  absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", a));
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE(v->has_value()) << "the acknowledged record was deleted";
+  EXPECT_EQ(DecodeSessionRecord(**v)->position, 5);
+}
+
 }  // namespace
 }  // namespace aaren::testing
