@@ -100,7 +100,9 @@ class BoundedStream : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::Byt
   grpc::ByteBuffer frame_;              // the read in flight
 
   std::mutex mu_;
-  int in_flight_ = 0;          // requests handed to the engine (or waiting), not yet answered
+  // Requests handed to the engine (or waiting), not yet answered; also an engine call the
+  // reactor makes without mu_ (the aaren.v1 open): the call cannot Finish while it runs.
+  int in_flight_ = 0;
   int64_t pending_bytes_ = 0;  // reply bytes reserved for them and of unsent replies
   bool reading_ = false;       // a read is outstanding, or its frame is being handled
   bool reads_done_ = false;    // the client half-closed (or the call broke)
