@@ -444,6 +444,10 @@ class Engine {
                                    std::vector<Completion>& completions);
   // Removes `s` from this engine without writing a delete (the store's record is not ours).
   void ForgetLocked(Session* s, const absl::Status& status, std::vector<Completion>& completions);
+  // Fails s's queued work with `status`, takes it off the ready list and removes it (a delete
+  // is filed when s->stored).
+  void RemoveFailingWorkLocked(Session* s, const absl::Status& status,
+                               std::vector<Completion>& completions);
   // SessionStore's remove hook.
   void OnRemovedLocked(Session* s);
   absl::StatusOr<SessionRecord> RecordLocked(const Session* s);

@@ -261,16 +261,7 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         // recovers it at restart) instead of a delete.
         s->stored = store_called ? it->second.has_value() || !shared() : it->second.has_value();
         if (!it->second.has_value()) {
-          while (s->has_work()) {
-            std::unique_ptr<Work> w = s->Pop();
-            pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
-            FailWorkLocked(*w, reply_status, completions);
-          }
-          if (s->in_ready) {
-            ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
-            s->in_ready = false;
-          }
-          store_.Remove(s, /*expired=*/false);  // (files its delete when `stored`)
+          RemoveFailingWorkLocked(s, reply_status, completions);
           continue;
         }
         if (!RestoreRecordLocked(*it->second, s).ok()) {

@@ -85,8 +85,8 @@ void Engine::OnRemovedLocked(Session* s) {
   }
 }
 
-void Engine::ForgetLocked(Session* s, const absl::Status& status,
-                          std::vector<Completion>& completions) {
+void Engine::RemoveFailingWorkLocked(Session* s, const absl::Status& status,
+                                     std::vector<Completion>& completions) {
   while (s->has_work()) {
     std::unique_ptr<Work> w = s->Pop();
     pending_tokens_ = std::max<int64_t>(0, pending_tokens_ - (w->length - w->done));
@@ -96,8 +96,13 @@ void Engine::ForgetLocked(Session* s, const absl::Status& status,
     ready_.erase(std::remove(ready_.begin(), ready_.end(), s), ready_.end());
     s->in_ready = false;
   }
+  store_.Remove(s, /*expired=*/false);  // (files its delete when `stored`)
+}
+
+void Engine::ForgetLocked(Session* s, const absl::Status& status,
+                          std::vector<Completion>& completions) {
   s->stored = false;  // no delete: the store's record is not this copy's
-  store_.Remove(s, /*expired=*/false);
+  RemoveFailingWorkLocked(s, status, completions);
 }
 
 absl::Status Engine::TakeStoreCopyLocked(Session* s, const std::optional<std::string>& current,

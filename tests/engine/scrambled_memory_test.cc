@@ -264,12 +264,29 @@ class ScrambledMemoryTest : public EngineTest {
   std::unique_ptr<Engine> MakeScrambledEngine(EngineOptions options = {}) {
     return std::make_unique<Engine>(scrambled_registry_.get(), options);
   }
+  // --durability=ack over ack_store_.
+  std::unique_ptr<Engine> MakeAckScrambledEngine() {
+    EngineOptions options;
+    options.state_store = &ack_store_;
+    options.durability = Durability::kAck;
+    return MakeScrambledEngine(options);
+  }
+  // The position of session `id`'s record in ack_store_; -1 (a test failure) when it has none.
+  int64_t StoredPosition(const std::string& id) {
+    absl::StatusOr<std::optional<std::string>> v = ack_store_.Get(SessionKey("", id));
+    EXPECT_TRUE(v.ok() && v->has_value()) << "no record of " << id;
+    if (!v.ok() || !v->has_value()) return -1;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**v);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->position : -1;
+  }
   ScrambledStateMemory& MemoryOf(const std::string& model) {
     return static_cast<ScrambledBackend*>(scrambled_registry_->Find(model)->backend.get())
         ->memory();
   }
 
   std::unique_ptr<ModelRegistry> scrambled_registry_;
+  MemoryStore ack_store_;
 };
 
 // ---- The harness itself ----
@@ -754,24 +771,12 @@ TEST_F(ScrambledMemoryTest, StateMemoryThatCannotBeAllocatedIsResourceExhausted)
 // session is put back as it was, the store keeps the acknowledged record, and once the memory
 // reads again the same append works and continues the session exactly.
 TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChangesNothing) {
-  MemoryStore store;
-  EngineOptions options;
-  options.state_store = &store;
-  options.durability = Durability::kAck;
-  auto scrambled = MakeScrambledEngine(options);
+  auto scrambled = MakeAckScrambledEngine();
   ScrambledStateMemory& memory = MemoryOf("tok");
   const std::string id = Open(*scrambled, "tok").session_id;
   const SequenceInput first = RandomInput("tok", 5, 21);
   ASSERT_TRUE(Append(*scrambled, id, first).ok());
-  auto stored_position = [&]() -> int64_t {
-    absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", id));
-    EXPECT_TRUE(v.ok() && v->has_value());
-    if (!v.ok() || !v->has_value()) return -1;
-    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**v);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->position : -1;
-  };
-  ASSERT_EQ(stored_position(), 5);
+  ASSERT_EQ(StoredPosition(id), 5);
   const SessionSnapshot before = *Export(*scrambled, id);
 
   // One read left: the undo taken when the append is picked reads the state; the commit's read
@@ -783,7 +788,7 @@ TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChang
   EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("could not be read"));
   memory.FailDownloadsAfter(-1);
 
-  EXPECT_EQ(stored_position(), 5);
+  EXPECT_EQ(StoredPosition(id), 5);
   absl::StatusOr<SessionSnapshot> now = Export(*scrambled, id);
   ASSERT_TRUE(now.ok()) << now.status();
   EXPECT_EQ(now->position, 5);
@@ -794,7 +799,7 @@ TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChang
   r = Append(*scrambled, id, second, /*expected_position=*/5);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->replayed);
-  EXPECT_EQ(stored_position(), 8);
+  EXPECT_EQ(StoredPosition(id), 8);
   SequenceInput whole = first;
   whole.tokens.insert(whole.tokens.end(), second.tokens.begin(), second.tokens.end());
   const std::vector<float> want = Reference("tok", whole);
@@ -808,11 +813,7 @@ TEST_F(ScrambledMemoryTest, AckAppendWhoseStateCannotBeReadIsUnavailableAndChang
 // nothing of a later window riding on it: the later windows' changes of other sessions (here
 // another model's memory) are stored and acknowledged, not failed with it.
 TEST_F(ScrambledMemoryTest, AckSessionLeftUnreadableDoesNotFailOtherSessionsLaterWindows) {
-  MemoryStore store;
-  EngineOptions options;
-  options.state_store = &store;
-  options.durability = Durability::kAck;
-  auto scrambled = MakeScrambledEngine(options);
+  auto scrambled = MakeAckScrambledEngine();
   const std::string a = Open(*scrambled, "tok").session_id;
   const std::string b = Open(*scrambled, "feat").session_id;
   ASSERT_TRUE(Append(*scrambled, a, RandomInput("tok", 4, 31)).ok());
@@ -825,23 +826,15 @@ TEST_F(ScrambledMemoryTest, AckSessionLeftUnreadableDoesNotFailOtherSessionsLate
     ASSERT_TRUE(r.ok()) << "append " << i << ": " << r.status();
     EXPECT_EQ(r->position, 2 * (i + 1));
   }
-  absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", b));
-  ASSERT_TRUE(v.ok() && v->has_value());
-  EXPECT_EQ(DecodeSessionRecord(**v)->position, 6);
-  v = store.Get(SessionKey("", a));
-  ASSERT_TRUE(v.ok() && v->has_value());
-  EXPECT_EQ(DecodeSessionRecord(**v)->position, 4);
+  EXPECT_EQ(StoredPosition(b), 6);
+  EXPECT_EQ(StoredPosition(a), 4);
   MemoryOf("tok").FailDownloadsAfter(-1);
 }
 
 // A read fault alone (the state unreadable both for the undo and for the commit) fails the call
 // and drops the copy here, but never deletes the session's acknowledged record from the store.
 TEST_F(ScrambledMemoryTest, AckReadFaultKeepsTheAcknowledgedRecordInTheStore) {
-  MemoryStore store;
-  EngineOptions options;
-  options.state_store = &store;
-  options.durability = Durability::kAck;
-  auto scrambled = MakeScrambledEngine(options);
+  auto scrambled = MakeAckScrambledEngine();
   const std::string a = Open(*scrambled, "tok").session_id;
   const std::string b = Open(*scrambled, "feat").session_id;
   ASSERT_TRUE(Append(*scrambled, a, RandomInput("tok", 5, 51)).ok());
@@ -853,10 +846,7 @@ TEST_F(ScrambledMemoryTest, AckReadFaultKeepsTheAcknowledgedRecordInTheStore) {
   // Later commits (another session's) write no delete of it.
   ASSERT_TRUE(Append(*scrambled, b, RandomInput("feat", 2, 53)).ok());
   ASSERT_TRUE(Append(*scrambled, b, RandomInput("feat", 2, 54)).ok());
-  absl::StatusOr<std::optional<std::string>> v = store.Get(SessionKey("", a));
-  ASSERT_TRUE(v.ok());
-  ASSERT_TRUE(v->has_value()) << "the acknowledged record was deleted";
-  EXPECT_EQ(DecodeSessionRecord(**v)->position, 5);
+  EXPECT_EQ(StoredPosition(a), 5) << "the acknowledged record was deleted";
 }
 
 }  // namespace
