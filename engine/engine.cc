@@ -40,6 +40,7 @@ Engine::Engine(const ModelRegistry* models, EngineOptions options)
       store_callers_.emplace_back([this] { StoreCallLoop(); });
     }
   }
+  if (durable() && !ack()) commit_thread_ = std::thread([this] { CommitThreadLoop(); });
   scheduler_ = std::thread([this] { SchedulerLoop(); });
   scheduler_id_ = scheduler_.get_id();  // (read by completions of calls made after this)
 }
@@ -53,6 +54,13 @@ void Engine::Shutdown() {
   }
   cv_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
+  // (The scheduler settled the last checkpoint in flight before it stopped.)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commit_thread_stop_ = true;
+  }
+  commit_thread_cv_.notify_all();
+  if (commit_thread_.joinable()) commit_thread_.join();
   // After the scheduler: its last completions may still hand calls over (each then fails
   // UNAVAILABLE "shutting down", or finds its session gone). The threads run what is queued,
   // then stop.

@@ -30,6 +30,11 @@
 // StateStore::Commit:
 //   kCheckpoint: every checkpoint_interval_ms and at Shutdown. Replies go out at once; kill -9
 //     loses at most the changes of the last interval. A failed commit is retried at the next.
+//     The scheduler takes the records between ticks and a commit thread writes them, so ticks
+//     go on while the store works: a slow or stalled store (a long fsync, Redis paused up to
+//     its command timeout) delays only the checkpoint, never a reply. One checkpoint is in
+//     flight at a time; the scheduler settles it (versions, lost compare-and-sets) between
+//     ticks. Shutdown waits for it, then writes the rest on the scheduler thread.
 //   kAck: after every tick (one commit, one sync, however many sessions the tick touched).
 //     Replies that reflect a change (each append's, each generated token, CreateSession,
 //     OpenSession that creates, prefill Score, Fork, Import, Delete) are released only when the
@@ -459,6 +464,23 @@ class Engine {
   // and the next commit is already wanted.
   bool CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force);
   bool CommitDueLocked(int64_t now_ms) const;
+  // CommitDurableLocked's three steps (engine_commit.cc): the batch taken from the marks under
+  // mu_ (null: nothing due, or nothing to write), written without mu_, and settled under mu_
+  // (completions run with mu_ released; returns CommitDurableLocked's value).
+  struct CommitJob;
+  std::unique_ptr<CommitJob> CaptureCommitLocked(bool force);
+  void WriteCommit(CommitJob& job);
+  bool SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& job);
+  // The scheduler's commit between ticks: kAck (and every commit once stopping_) inline;
+  // kCheckpoint handed to the commit thread when due and none is in flight. Returns what
+  // CommitDurableLocked does for an inline commit, false for a handed-over one.
+  bool CommitOrStartLocked(std::unique_lock<std::mutex>& lock, bool force);
+  // kCheckpoint: settles the commit the commit thread has written (no-op otherwise); with
+  // `wait`, first waits for one in flight to be written.
+  void SettleCheckpointLocked(std::unique_lock<std::mutex>& lock, bool wait);
+  // Frees removed sessions, unless a checkpoint in flight still names some of them.
+  void FreeRemovedLocked();
+  void CommitThreadLoop();
 
   const ModelRegistry* models_;
   EngineOptions options_;
@@ -484,6 +506,27 @@ class Engine {
     uint64_t version = 0;
   };
   absl::flat_hash_map<std::string, Tombstone> tombstones_;
+  // One commit's batch and what settling it needs (CaptureCommitLocked).
+  struct CommitJob {
+    uint64_t window = 0;
+    bool more = false;  // capped: changes were left for the next commit
+    absl::flat_hash_map<std::string, Tombstone> tombstones;
+    std::vector<StoreWrite> batch;  // the deletes (n_tombstones), then written's records
+    size_t n_tombstones = 0;
+    std::vector<Session*> written;
+    // kAck: sessions of this window whose state could not be read (the store is not called),
+    // the first such error, every session of the window and their undo.
+    std::vector<Session*> unreadable;
+    absl::Status read_error;
+    std::vector<Session*> window_sessions;
+    absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
+    std::vector<std::pair<std::string, HeldReply>> held;
+    int64_t bytes = 0;
+    // WriteCommit's result.
+    bool store_called = false;
+    absl::Status status;
+    std::vector<WriteOutcome> outcomes;
+  };
   std::vector<std::pair<std::string, HeldReply>> held_;  // (HoldKeyLocked, reply)
   uint64_t window_ = 1;                                  // the commit the next change goes into
   uint64_t done_window_ = 0;                             // every commit up to this one has finished
@@ -516,6 +559,14 @@ class Engine {
   std::string tombstone_resume_;
   int64_t next_checkpoint_ms_ = 0;
   std::condition_variable durable_cv_;
+  // kCheckpoint's commit thread (CommitThreadLoop) and the commit it writes: set by the
+  // scheduler, written there without mu_ (`checkpoint_written_` then), settled and cleared by
+  // the scheduler. Its Session pointers stay valid while it is set (FreeRemovedLocked).
+  std::unique_ptr<CommitJob> checkpoint_job_;
+  bool checkpoint_written_ = false;
+  bool commit_thread_stop_ = false;
+  std::condition_variable commit_thread_cv_;
+  std::thread commit_thread_;
 
   std::thread scheduler_;
 

@@ -56,16 +56,69 @@ bool Engine::CommitDueLocked(int64_t now_ms) const {
 }
 
 bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
+  std::unique_ptr<CommitJob> job = CaptureCommitLocked(force);
+  if (job == nullptr) return false;
+  lock.unlock();
+  WriteCommit(*job);
+  lock.lock();
+  return SettleCommitLocked(lock, *job);
+}
+
+bool Engine::CommitOrStartLocked(std::unique_lock<std::mutex>& lock, bool force) {
   if (!durable()) return false;
+  if (ack() || stopping_) {
+    SettleCheckpointLocked(lock, /*wait=*/true);  // (commits land in order)
+    return CommitDurableLocked(lock, force);
+  }
+  if (checkpoint_job_ != nullptr) return false;  // one at a time
+  checkpoint_job_ = CaptureCommitLocked(force);
+  if (checkpoint_job_ == nullptr) return false;
+  checkpoint_written_ = false;
+  commit_thread_cv_.notify_one();
+  return false;
+}
+
+void Engine::SettleCheckpointLocked(std::unique_lock<std::mutex>& lock, bool wait) {
+  if (checkpoint_job_ == nullptr) return;
+  if (wait) cv_.wait(lock, [this] { return checkpoint_written_; });
+  if (!checkpoint_written_) return;
+  std::unique_ptr<CommitJob> job = std::move(checkpoint_job_);
+  checkpoint_written_ = false;
+  SettleCommitLocked(lock, *job);  // (a capped one has set commit_wanted_ for the next)
+}
+
+void Engine::FreeRemovedLocked() {
+  if (checkpoint_job_ == nullptr) store_.FreeRemoved();
+}
+
+void Engine::CommitThreadLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    commit_thread_cv_.wait(lock, [this] {
+      return commit_thread_stop_ || (checkpoint_job_ != nullptr && !checkpoint_written_);
+    });
+    if (checkpoint_job_ == nullptr || checkpoint_written_) return;  // stopping, nothing left
+    CommitJob* job = checkpoint_job_.get();  // (only the scheduler clears it, once written)
+    lock.unlock();
+    WriteCommit(*job);
+    lock.lock();
+    checkpoint_written_ = true;
+    cv_.notify_all();  // the scheduler settles it
+  }
+}
+
+std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
+  if (!durable()) return nullptr;
   const int64_t now = NowUnixMs();
-  if (!force && !CommitDueLocked(now)) return false;
+  if (!force && !CommitDueLocked(now)) return nullptr;
   next_checkpoint_ms_ = now + options_.checkpoint_interval_ms;
   commit_wanted_ = false;
-  const uint64_t window = window_++;
+  auto job = std::make_unique<CommitJob>();
+  const uint64_t window = job->window = window_++;
   if (dirty_.empty() && tombstones_.empty() && held_.empty()) {
     done_window_ = window;
     durable_cv_.notify_all();
-    return false;
+    return nullptr;
   }
 
   // The batch: deletes first, then the changed sessions' records (a key deleted and made again
@@ -76,8 +129,8 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   // again under its key).
   const bool capped = shared() && !ack();
   const size_t max_writes = capped ? kMaxSharedCommitWrites : SIZE_MAX;
-  bool more = false;
-  absl::flat_hash_map<std::string, Tombstone> tombstones;
+  bool& more = job->more;
+  absl::flat_hash_map<std::string, Tombstone>& tombstones = job->tombstones;
   if (tombstones_.size() <= max_writes) {
     tombstones = std::move(tombstones_);
     tombstones_.clear();
@@ -92,22 +145,21 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     tombstone_resume_ = it->first;  // (tombstones_ is not empty: it held more than the cap)
     more = true;
   }
-  std::vector<StoreWrite> batch;
+  std::vector<StoreWrite>& batch = job->batch;
   batch.reserve(std::min(tombstones.size() + dirty_.size(), max_writes));
   for (const auto& [key, t] : tombstones) {
     batch.push_back(StoreWrite{key, std::nullopt, shared() ? t.version : kAnyVersion});
   }
-  const size_t n_tombstones = batch.size();
-  std::vector<Session*> written;
+  job->n_tombstones = batch.size();
+  std::vector<Session*>& written = job->written;
   written.reserve(std::min(dirty_.size(), max_writes));
   // kAck: sessions changed in this window (they have an undo) whose state could not be read, and
   // the first such error. Their replies are held with the others' (their keys cannot be told
   // apart on a local store), so the window fails as a whole without calling the store, and each
   // of them is put back too. One left dirty by an earlier window (no undo: nothing of this
   // window's rides on it) only stays dirty, so that it does not fail every later window.
-  std::vector<Session*> unreadable;
-  absl::Status read_error;
-  std::vector<Completion> completions;
+  std::vector<Session*>& unreadable = job->unreadable;
+  absl::Status& read_error = job->read_error;
   int64_t record_bytes = 0;
   // Adds s's record; false when the batch is full without it.
   auto add = [&](Session* s) {
@@ -162,8 +214,9 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   for (Session* s : written) dirty_.erase(s);
   // kAck: the undo of every session of this window; pinned ones keep theirs (their append is
   // still running, and its undo is the state before it).
-  absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
-  std::vector<Session*> window_sessions = written;
+  absl::flat_hash_map<Session*, std::optional<SessionRecord>>& undo = job->undo;
+  std::vector<Session*>& window_sessions = job->window_sessions;
+  window_sessions = written;
   window_sessions.insert(window_sessions.end(), unreadable.begin(), unreadable.end());
   for (Session* s : window_sessions) {
     auto it = undo_.find(s);
@@ -184,19 +237,24 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       undo_.erase(it++);
     }
   }
-  std::vector<std::pair<std::string, HeldReply>> held = std::move(held_);
+  job->held = std::move(held_);
   held_.clear();
-  int64_t bytes = 0;
-  for (const StoreWrite& w : batch) bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
+  for (const StoreWrite& w : batch) {
+    job->bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
+  }
+  return job;
+}
 
-  lock.unlock();
+void Engine::WriteCommit(CommitJob& job) {
+  const std::vector<StoreWrite>& batch = job.batch;
+  const std::vector<Session*>& unreadable = job.unreadable;
   const int64_t start_ns = SteadyNowNs();
-  std::vector<WriteOutcome> outcomes;
-  absl::Status st;
+  std::vector<WriteOutcome>& outcomes = job.outcomes;
+  absl::Status& st = job.status;
   // kAck: a change whose state cannot be read cannot be made durable, and its reply is not told
   // apart from the window's others: the window fails like a commit that did not apply, and the
   // store (healthy) is not called.
-  const bool store_called = unreadable.empty();
+  const bool store_called = job.store_called = unreadable.empty();
   if (store_called) {
     st = shared() ? options_.state_store->CommitVersioned(batch, outcomes)
                   : options_.state_store->Commit(batch);
@@ -204,16 +262,29 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
     if (!st.ok() && st.code() != absl::StatusCode::kUnavailable)
       st = absl::UnavailableError(st.message());
     if (options_.observer != nullptr) {
-      options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), bytes, seconds, st);
+      options_.observer->OnStoreCommit(static_cast<int64_t>(batch.size()), job.bytes, seconds, st);
     }
   } else {
     st = absl::UnavailableError(
         absl::StrCat(unreadable.size(),
                      " session state(s) changed by this commit's calls could not be read "
                      "to store them: ",
-                     read_error.message()));
+                     job.read_error.message()));
   }
-  lock.lock();
+}
+
+bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& job) {
+  const uint64_t window = job.window;
+  const std::vector<StoreWrite>& batch = job.batch;
+  const size_t n_tombstones = job.n_tombstones;
+  const std::vector<Session*>& written = job.written;
+  const std::vector<Session*>& window_sessions = job.window_sessions;
+  absl::flat_hash_map<Session*, std::optional<SessionRecord>>& undo = job.undo;
+  absl::flat_hash_map<std::string, Tombstone>& tombstones = job.tombstones;
+  const std::vector<WriteOutcome>& outcomes = job.outcomes;
+  const absl::Status& st = job.status;
+  const bool store_called = job.store_called;
+  std::vector<Completion> completions;
   for (Session* s : written) s->committing = false;
 
   if (!st.ok()) {
@@ -305,7 +376,7 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       }
     }
     if (auto it = waiters_.find(window); it != waiters_.end()) it->second.failed = reply_status;
-    for (auto& [key, h] : held) {
+    for (auto& [key, h] : job.held) {
       completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
     }
   } else {
@@ -335,9 +406,29 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
         Session* s = written[j];
         const WriteOutcome& o = outcomes[n_tombstones + j];
         const bool own = IsUnsureWriteLocked(batch[n_tombstones + j].key, o.current);
-        if (s->state == SessionState::kClosed) continue;
+        if (s->state == SessionState::kClosed) {
+          // Removed while this commit was in flight (kCheckpoint's run beside the ticks): its
+          // delete was filed expecting the version before this write, and must expect this
+          // write's, or it would be taken for another replica's change and not applied.
+          if (!o.conflict) {
+            auto t = tombstones_.find(batch[n_tombstones + j].key);
+            if (t != tombstones_.end() && t->second.version == batch[n_tombstones + j].expect) {
+              t->second.version = o.version;
+            }
+          }
+          continue;
+        }
         if (!o.conflict) {
           s->version = o.version;
+          continue;
+        }
+        if (s->pinned() && !own) {
+          // A chunked append that began after this batch was taken runs on the copy: it is not
+          // replaced under it. Still marked with the version it had, its next write (once the
+          // append ends) conflicts again and takes the store's copy then.
+          s->dirty = true;
+          dirty_.insert(s);
+          write_again = true;
           continue;
         }
         if (own) {
@@ -364,7 +455,7 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
       }
     }
     if (write_again) commit_wanted_ = true;
-    for (auto& [key, h] : held) {
+    for (auto& [key, h] : job.held) {
       absl::Status reply = absl::OkStatus();
       if (!lost.empty()) {
         if (auto it = lost.find(key); it != lost.end()) reply = it->second;
@@ -375,7 +466,7 @@ bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force)
   last_commit_error_ = st;
   // Capped, or records to write again: the next commit at once (the scheduler's wait ends on
   // commit_wanted_; a drain goes on while this is true).
-  const bool again = st.ok() && (more || commit_wanted_);
+  const bool again = st.ok() && (job.more || commit_wanted_);
   if (again) commit_wanted_ = true;
   done_window_ = window;
   durable_cv_.notify_all();

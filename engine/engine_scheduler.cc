@@ -43,18 +43,22 @@ void Engine::SchedulerLoop() {
                               ? std::min(kExpirySweepMs, options_.checkpoint_interval_ms)
                               : kExpirySweepMs;
   while (true) {
-    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
-                 [&] { return !ready_.empty() || stopping_ || commit_wanted_; });
+    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] {
+      return !ready_.empty() || stopping_ || checkpoint_written_ ||
+             (commit_wanted_ && checkpoint_job_ == nullptr);
+    });
+    SettleCheckpointLocked(lock, /*wait=*/false);  // one the commit thread has written
     const int64_t now = NowUnixMs();
     if (now >= next_expiry_ms_) {
       store_.ExpireIdle(now);
-      store_.FreeRemoved();
+      FreeRemovedLocked();
       next_expiry_ms_ = now + kExpirySweepMs;
     }
     if (ready_.empty()) {
       // Idle: due checkpoints, expiries, sessions made by request threads; all at shutdown
-      // (in as many capped commits as that takes, until one fails).
-      while (CommitDurableLocked(lock, /*force=*/stopping_) && stopping_) {
+      // (after the checkpoint in flight, in as many capped commits as that takes, until one
+      // fails).
+      while (CommitOrStartLocked(lock, /*force=*/stopping_) && stopping_) {
       }
       if (stopping_ && ready_.empty()) break;
       continue;
@@ -75,9 +79,10 @@ void Engine::SchedulerLoop() {
       ++stats_.ticks;
       run_completions();
     }
-    // kAck: this tick's changes, one commit; their replies were held for it.
-    CommitDurableLocked(lock, /*force=*/false);
-    store_.FreeRemoved();
+    // kAck: this tick's changes, one commit; their replies were held for it. kCheckpoint: the
+    // due one starts on the commit thread.
+    CommitOrStartLocked(lock, /*force=*/false);
+    FreeRemovedLocked();
     if (!progressed) {
       // Every ready session waits for a pool slot held by work in flight elsewhere: back off.
       cv_.wait_for(lock, std::chrono::milliseconds(1));

@@ -47,14 +47,43 @@ absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool
   return absl::OkStatus();
 }
 
+void MemoryStore::WaitIfHeldLocked() {
+  if (hold_next_ <= 0) return;
+  --hold_next_;
+  ++held_;
+  const uint64_t generation = hold_generation_;
+  auto released = [this, generation]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hold_generation_ != generation; };
+  mu_.Await(absl::Condition(&released));
+  --held_;
+}
+
+void MemoryStore::HoldNextCommits(int64_t n) {
+  absl::MutexLock lock(&mu_);
+  hold_next_ = n;
+}
+
+void MemoryStore::ReleaseHeldCommits() {
+  absl::MutexLock lock(&mu_);
+  hold_next_ = 0;
+  ++hold_generation_;
+}
+
+int64_t MemoryStore::held_commits() const {
+  absl::MutexLock lock(&mu_);
+  return held_;
+}
+
 absl::Status MemoryStore::Commit(const std::vector<StoreWrite>& batch) {
   absl::MutexLock lock(&mu_);
+  WaitIfHeldLocked();
   return ApplyLocked(batch, /*check=*/false, nullptr);
 }
 
 absl::Status MemoryStore::CommitVersioned(const std::vector<StoreWrite>& batch,
                                           std::vector<WriteOutcome>& outcomes) {
   absl::MutexLock lock(&mu_);
+  WaitIfHeldLocked();
   return ApplyLocked(batch, /*check=*/true, &outcomes);
 }
 

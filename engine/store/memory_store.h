@@ -57,6 +57,12 @@ class MemoryStore : public StateStore {
   void FailCommits(absl::Status st, bool apply = false);
   // The same, from the commit after the next `n` (which succeed).
   void FailCommitsAfter(int64_t n, absl::Status st);
+  // Test hook: the next `n` Commit or CommitVersioned calls wait, before they apply anything,
+  // until ReleaseHeldCommits (as a store stalled on its disk or network would); later calls go
+  // on. held_commits() counts the calls waiting now.
+  void HoldNextCommits(int64_t n);
+  void ReleaseHeldCommits();
+  int64_t held_commits() const;
   // Commit calls that returned OK (empty batches included).
   int64_t commits() const;
   // Writes (puts and deletes) that successful commits applied.
@@ -72,6 +78,9 @@ class MemoryStore : public StateStore {
   absl::Status ApplyLocked(const std::vector<StoreWrite>& batch, bool check,
                            std::vector<WriteOutcome>* outcomes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // HoldNextCommits: waits while a hold is on.
+  void WaitIfHeldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const bool shared_ = false;
   mutable absl::Mutex mu_;
   std::map<std::string, VersionedValue, std::less<>> records_ ABSL_GUARDED_BY(mu_);
@@ -81,6 +90,9 @@ class MemoryStore : public StateStore {
   int64_t commits_before_failing_ ABSL_GUARDED_BY(mu_) = 0;  // FailCommitsAfter
   absl::Status fail_later_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t hold_next_ ABSL_GUARDED_BY(mu_) = 0;         // calls still to hold
+  uint64_t hold_generation_ ABSL_GUARDED_BY(mu_) = 0;  // advanced by each release
+  int64_t held_ ABSL_GUARDED_BY(mu_) = 0;              // calls holding now
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<size_t> batch_sizes_ ABSL_GUARDED_BY(mu_);

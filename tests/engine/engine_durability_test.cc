@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "core/state_bounds.h"
 #include "engine/store/memory_store.h"
 #include "engine/store/session_record.h"
@@ -632,6 +633,39 @@ TEST_F(DurabilityTest, CheckpointRetriesAFailedCommit) {
   }
   ASSERT_TRUE(Stored("a").has_value());
   EXPECT_EQ(Stored("a")->position, 4);
+}
+
+// kCheckpoint's commit runs beside the ticks: a store that stalls (a long fsync, a paused
+// Redis) holds back the checkpoint only, never an append's reply (before, the scheduler waited
+// in the store and every session with it).
+TEST_F(DurabilityTest, ACheckpointTheStoreHoldsBackHoldsBackNoReply) {
+  auto e = MakeEngine(Options(Durability::kCheckpoint, 50));
+  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };  // (before e shuts down)
+  const SequenceInput history = RandomInput("tok", 24, 5);
+  const std::vector<float> want = Reference("tok", history);
+  const int64_t od = tok_config_.output_dim;
+  Open(*e, "tok", "a");
+  ASSERT_TRUE(Append(*e, "a", Slice(history, 0, 4, 0)).ok());
+  ASSERT_TRUE(WaitFor([&] { return Stored("a").has_value() && Stored("a")->position == 4; }));
+  store_.HoldNextCommits(1);
+  Open(*e, "tok", "b");  // marks a change: the next checkpoint takes it, and waits in the store
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));
+  for (int64_t k = 1; k < 6; ++k) {
+    std::future<absl::StatusOr<AppendResult>> f =
+        AppendAsync(*e, "a", Slice(history, 4 * k, 4 * (k + 1), 0));
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "append " << k << " waited for the store";
+    absl::StatusOr<AppendResult> r = f.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->position, 4 * (k + 1));
+    ExpectNear(r->outputs, Rows(want, 4 * k, 4 * (k + 1), od));
+  }
+  EXPECT_EQ(store_.held_commits(), 1);
+  EXPECT_EQ(Stored("a")->position, 4);
+  EXPECT_FALSE(Stored("b").has_value());
+  store_.ReleaseHeldCommits();
+  // The held checkpoint lands, then the next one writes what came meanwhile.
+  ASSERT_TRUE(WaitFor([&] { return Stored("a")->position == 24 && Stored("b").has_value(); }));
 }
 
 TEST_F(DurabilityTest, RecoveryKeepsForeignAndDamagedRecordsAndDropsExpiredOnes) {

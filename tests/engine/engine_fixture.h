@@ -8,10 +8,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <future>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -112,6 +114,17 @@ class EngineTest : public ::testing::Test {
   static std::vector<float> Rows(const std::vector<float>& all, int64_t begin, int64_t end,
                                  int64_t od) {
     return std::vector<float>(all.begin() + begin * od, all.begin() + end * od);
+  }
+
+  // Polls `done` every 5 ms until it holds (true) or `timeout` passes (false).
+  template <typename Fn>
+  static bool WaitFor(Fn done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
   }
 
   // ---- Synchronous wrappers ----

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "engine/store/memory_store.h"
 #include "engine/store/session_record.h"
 #include "tests/engine/engine_fixture.h"
@@ -468,6 +469,84 @@ TEST_F(ReplicasTest, ASessionDeletedHereIsNotLoadedBackBeforeItsDeleteIsWritten)
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->position, 0);
   EXPECT_EQ(r->writer, "a");
+}
+
+// kCheckpoint's commit runs beside the ticks (engine.h), so a delete can run while the record it
+// removes is in the commit in flight. The delete is filed expecting the version before that
+// write and must expect the one it made: it used to lose its compare-and-set as if another
+// replica had changed the session, and the record stayed in the store for any replica to load.
+TEST_F(ReplicasTest, ASessionDeletedWhileItsCheckpointIsInFlightIsDeletedFromTheStore) {
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 50;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };  // (before a shuts down)
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(WaitFor([&] { return store_.Get(SessionKey("", "x"))->has_value(); }));
+  store_.HoldNextCommits(1);
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));  // carrying x at 3
+  std::future<absl::Status> deleted = DeleteAsync(*a, "x");
+  ASSERT_EQ(deleted.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(deleted.get().ok());
+  store_.ReleaseHeldCommits();
+  EXPECT_TRUE(WaitFor([&] { return !store_.Get(SessionKey("", "x"))->has_value(); }))
+      << "the deleted session's record is still in the store";
+  a.reset();  // (the drain writes nothing more for x)
+  EXPECT_FALSE(store_.Get(SessionKey("", "x"))->has_value());
+}
+
+// A checkpoint that loses its compare-and-set for a session whose chunked append began after
+// the checkpoint took its record: the store's copy is not put in under the running append
+// (which would run its remaining chunks on another state). The append finishes on this copy,
+// its outputs exact, and the session's next write loses too and takes the store's copy then.
+TEST_F(ReplicasTest, ALostCheckpointLetsAChunkedAppendThatBeganMeanwhileFinishOnItsOwnState) {
+  EngineOptions o = MaxBatchTokens(16);
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 50;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  auto b = Replica("b");
+  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };
+  const SequenceInput history = RandomInput("tok", 2010, 21);
+  const int64_t od = tok_config_.output_dim;
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", Slice(history, 0, 5, 0)).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
+    return v.has_value() && DecodeSessionRecord(*v)->position == 5;
+  }));
+  store_.HoldNextCommits(1);
+  ASSERT_TRUE(Append(*a, "x", Slice(history, 5, 10, 0)).ok());
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));  // x at 10, expecting 5's
+  // B changes x meanwhile (its kAck commit is not held), so A's held write will lose.
+  absl::StatusOr<AppendResult> other = Append(*b, "x", RandomInput("tok", 3, 99));
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_EQ(other->position, 8);
+  // A chunked append on A's copy (2,000 tokens in chunks of at most 16), held half-way by the
+  // gate's tick while the lost write returns.
+  std::future<absl::StatusOr<AppendResult>> running =
+      AppendAsync(*a, "x", Slice(history, 10, 2010, 0));
+  {
+    auto held = HoldScheduler(*a);
+    const int64_t commits = store_.commits();
+    store_.ReleaseHeldCommits();
+    ASSERT_TRUE(WaitFor([&] { return store_.commits() > commits; }));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(100));  // (the commit thread hands it back)
+    held->Release();
+  }
+  absl::StatusOr<AppendResult> r = Await(running);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->position, 2010);
+  ExpectNear(r->outputs, Rows(Reference("tok", history), 10, 2010, od));
+  EXPECT_TRUE(WaitFor([&] {
+    absl::StatusOr<SessionInfo> info = a->GetSession(SessionRef("", "x"));
+    return info.ok() && info->position == 8;
+  })) << "A kept its copy over B's";
 }
 
 // RunOffScheduler: from a completion (the scheduler thread) with a shared store, the call runs on

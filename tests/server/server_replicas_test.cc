@@ -34,6 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "client/session_routing.h"
 #include "core/model.h"
+#include "engine/store/session_record.h"
 #include "grpcpp/create_channel.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "tests/server/e2e_support.h"
@@ -558,6 +559,79 @@ TEST_F(ReplicasTest, AV2StreamsNextRequestDoesNotReadRedisOnTheSchedulerThread) 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(stream->Finish().ok());
+}
+
+// --durability checkpoint over Redis: the checkpoint's commit runs beside the ticks, so a Redis
+// that stalls holds back only the checkpoint. Before, the scheduler waited in the commit until
+// the store's 2 s timeout failed it, and every stream with it. With Redis paused, 20 streamed
+// appends are all answered while the checkpoint taken after the pause still waits (no commit
+// has failed yet); that one fails at its timeout, and once Redis is back the next checkpoint
+// writes the session's last state.
+TEST_F(ReplicasTest, ACheckpointWaitingForAPausedRedisHoldsBackNoStreamedAppend) {
+  ServerFlags flags;
+  flags.model_dirs = {DemoModelDir(kLm).string()};
+  const int metrics_port = FreePort();
+  flags.extra = {"--state_store",         redis_->spec(),
+                 "--durability",          "checkpoint",
+                 "--checkpoint_interval", "100ms",
+                 "--replica_id",          "cp",
+                 "--metrics_port",        std::to_string(metrics_port)};
+  auto server = ServerProcess::Start(flags);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = NewAarenStub(**server);
+  const auto failed_commits = [&] {  // (the series appears with the first commit)
+    const double n =
+        MetricValue(ScrapeMetrics(metrics_port), "aaren_store_commits_total", "result=\"error\"");
+    return std::isnan(n) ? 0.0 : n;
+  };
+  StreamClient stream(*stub, std::chrono::seconds(60));
+  v1::OpenSession open;
+  open.set_session_id("paused");
+  open.set_model(kLm);
+  open.set_create_if_missing(true);
+  ASSERT_TRUE(stream.Open(open).has_value());
+  auto append = [&](int32_t token) {
+    v1::AppendRequest req;
+    *req.mutable_input() = Tokens({token});
+    req.set_output_mode(v1::OUTPUT_MODE_LAST);
+    return stream.Append(req);
+  };
+  ASSERT_TRUE(append(1).has_value());
+  const double failed_before = failed_commits();
+
+  absl::StatusOr<std::string> paused = redis_->Command({"CLIENT", "PAUSE", "3000", "ALL"});
+  ASSERT_TRUE(paused.ok() && *paused == "OK");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a checkpoint of token 1 waits
+  int answered = 0;
+  for (int32_t i = 0; i < 20; ++i) {
+    std::optional<v1::AppendResponse> r = append(2 + i % 5);
+    if (!r.has_value()) break;
+    EXPECT_EQ(r->position(), 2 + i);
+    ++answered;
+  }
+  const double failed_meanwhile = failed_commits();
+  EXPECT_EQ(answered, 20);
+  EXPECT_EQ(failed_meanwhile, failed_before)
+      << "the streamed appends were answered only after the checkpoint waiting for Redis failed";
+
+  // Redis answers again once the pause ends (an UNPAUSE would wait behind it too).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!redis_->Command({"PING"}).ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::optional<SessionRecord> stored;
+  while (std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<std::string> v = redis_->Command({"HGET", SessionKey("", "paused"), "d"});
+    absl::StatusOr<SessionRecord> r =
+        v.ok() ? DecodeSessionRecord(*v) : absl::StatusOr<SessionRecord>(v.status());
+    if (r.ok()) stored = *r;
+    if (stored.has_value() && stored->position == 21) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->position, 21);
+  EXPECT_GE(failed_commits(), failed_before + 1);  // the one that met the pause
+  EXPECT_TRUE(stream.Finish().ok());
 }
 
 // An aaren.v1 Stream's open may wait for Redis (a lookup of its session) for up to the store's
