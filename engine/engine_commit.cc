@@ -85,6 +85,9 @@ void Engine::SettleCheckpointLocked(std::unique_lock<std::mutex>& lock, bool wai
   std::unique_ptr<CommitJob> job = std::move(checkpoint_job_);
   checkpoint_written_ = false;
   SettleCommitLocked(lock, *job);  // (a capped one has set commit_wanted_ for the next)
+  // Now, before the next one starts: back-to-back checkpoints (capped ones, or a store slower
+  // than the interval) would otherwise keep removed sessions from ever being freed.
+  store_.FreeRemoved();
 }
 
 void Engine::FreeRemovedLocked() {
