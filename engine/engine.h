@@ -478,6 +478,9 @@ class Engine {
   // kCheckpoint: settles the commit the commit thread has written (no-op otherwise); with
   // `wait`, first waits for one in flight to be written.
   void SettleCheckpointLocked(std::unique_lock<std::mutex>& lock, bool wait);
+  // A delete of `key` is filed or in a commit not settled yet: the record the store still holds
+  // there is the deleted session's (LoadFromStore does not load it back).
+  bool DeleteUnwrittenLocked(const std::string& key) const;
   // Frees removed sessions, unless a checkpoint in flight still names some of them.
   void FreeRemovedLocked();
   void CommitThreadLoop();
@@ -563,6 +566,7 @@ class Engine {
   // scheduler, written there without mu_ (`checkpoint_written_` then), settled and cleared by
   // the scheduler. Its Session pointers stay valid while it is set (FreeRemovedLocked).
   std::unique_ptr<CommitJob> checkpoint_job_;
+  CommitJob* inline_job_ = nullptr;  // CommitDurableLocked's, while its store call runs
   bool checkpoint_written_ = false;
   bool commit_thread_stop_ = false;
   std::condition_variable commit_thread_cv_;

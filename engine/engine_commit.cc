@@ -55,12 +55,20 @@ bool Engine::CommitDueLocked(int64_t now_ms) const {
   return commit_wanted_ || (pending && now_ms >= next_checkpoint_ms_);
 }
 
+bool Engine::DeleteUnwrittenLocked(const std::string& key) const {
+  return tombstones_.contains(key) ||
+         (checkpoint_job_ != nullptr && checkpoint_job_->tombstones.contains(key)) ||
+         (inline_job_ != nullptr && inline_job_->tombstones.contains(key));
+}
+
 bool Engine::CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force) {
   std::unique_ptr<CommitJob> job = CaptureCommitLocked(force);
   if (job == nullptr) return false;
+  inline_job_ = job.get();
   lock.unlock();
   WriteCommit(*job);
   lock.lock();
+  inline_job_ = nullptr;
   return SettleCommitLocked(lock, *job);
 }
 
@@ -242,6 +250,13 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
   }
   job->held = std::move(held_);
   held_.clear();
+  if (batch.empty() && job->held.empty() && unreadable.empty()) {
+    // Only sessions half-way through a chunked append (written when it ends) or whose state
+    // could not be read were marked: nothing to send (a store round trip saved).
+    done_window_ = window;
+    durable_cv_.notify_all();
+    return nullptr;
+  }
   for (const StoreWrite& w : batch) {
     job->bytes += w.value ? static_cast<int64_t>(w.value->size()) : 0;
   }
@@ -374,8 +389,11 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
       for (Session* s : written) {
         if (s->state != SessionState::kClosed) redirty(s);
       }
+      // A delete filed while this commit was in flight (the session its batch made again under
+      // the key, deleted meanwhile) expects that session's record, which did not land either:
+      // this one's expectation holds (were the batch applied after all, unsure_writes_ knows it).
       for (auto& [key, t] : tombstones) {
-        tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+        tombstones_.insert_or_assign(key, Tombstone{std::nullopt, t.version});
       }
     }
     if (auto it = waiters_.find(window); it != waiters_.end()) it->second.failed = reply_status;
@@ -394,7 +412,8 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         if (!outcomes[i].current.has_value()) continue;  // already gone: the delete holds
         if (own) {
           // This engine's own write, applied by a commit that reported failure: delete that.
-          tombstones_.try_emplace(batch[i].key, Tombstone{std::nullopt, outcomes[i].version});
+          // (Over one filed meanwhile: the version seen now is the record's to delete.)
+          tombstones_.insert_or_assign(batch[i].key, Tombstone{std::nullopt, outcomes[i].version});
           write_again = true;
           continue;
         }

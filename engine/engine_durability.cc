@@ -163,9 +163,10 @@ absl::Status Engine::LoadFromStore(const SessionRef& ref, uint64_t bound_uid) {
       seen_version = (*s)->version;
     } else if (s.status().code() != absl::StatusCode::kNotFound) {
       return absl::OkStatus();  // a bad id: the caller's lookup says so
-    } else if (tombstones_.contains(key)) {
-      // Deleted here, the delete not written yet (kCheckpoint: until the next commit): the
-      // record still in the store is that session's, not one to load back.
+    } else if (DeleteUnwrittenLocked(key)) {
+      // Deleted here, the delete not written yet (kCheckpoint: until the next commit, or while
+      // the commit carrying it runs): the record still in the store is that session's, not one
+      // to load back.
       return absl::OkStatus();
     }
   }

@@ -65,7 +65,6 @@ void MemoryStore::HoldNextCommits(int64_t n) {
 
 void MemoryStore::ReleaseHeldCommits() {
   absl::MutexLock lock(&mu_);
-  hold_next_ = 0;
   ++hold_generation_;
 }
 

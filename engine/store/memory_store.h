@@ -58,8 +58,10 @@ class MemoryStore : public StateStore {
   // The same, from the commit after the next `n` (which succeed).
   void FailCommitsAfter(int64_t n, absl::Status st);
   // Test hook: the next `n` Commit or CommitVersioned calls wait, before they apply anything,
-  // until ReleaseHeldCommits (as a store stalled on its disk or network would); later calls go
-  // on. held_commits() counts the calls waiting now.
+  // until a ReleaseHeldCommits after they began to wait (as a store stalled on its disk or
+  // network would); later calls go on. ReleaseHeldCommits lets the calls waiting now go on
+  // (calls still to hold are held in turn); HoldNextCommits(0) holds no more.
+  // held_commits() counts the calls waiting now.
   void HoldNextCommits(int64_t n);
   void ReleaseHeldCommits();
   int64_t held_commits() const;

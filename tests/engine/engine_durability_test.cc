@@ -638,9 +638,12 @@ TEST_F(DurabilityTest, CheckpointRetriesAFailedCommit) {
 // kCheckpoint's commit runs beside the ticks: a store that stalls (a long fsync, a paused
 // Redis) holds back the checkpoint only, never an append's reply (before, the scheduler waited
 // in the store and every session with it).
-TEST_F(DurabilityTest, ACheckpointTheStoreHoldsBackHoldsBackNoReply) {
+TEST_F(DurabilityTest, AStalledCheckpointHoldsBackNoReply) {
   auto e = MakeEngine(Options(Durability::kCheckpoint, 50));
-  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };  // (before e shuts down)
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };  // (before e shuts down)
   const SequenceInput history = RandomInput("tok", 24, 5);
   const std::vector<float> want = Reference("tok", history);
   const int64_t od = tok_config_.output_dim;

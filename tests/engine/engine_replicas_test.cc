@@ -482,7 +482,10 @@ TEST_F(ReplicasTest, ASessionDeletedWhileItsCheckpointIsInFlightIsDeletedFromThe
   o.checkpoint_interval_ms = 50;
   o.replica_id = "a";
   auto a = MakeEngine(o);
-  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };  // (before a shuts down)
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };  // (before a shuts down)
   Open(*a, "tok", "x");
   ASSERT_TRUE(WaitFor([&] { return store_.Get(SessionKey("", "x"))->has_value(); }));
   store_.HoldNextCommits(1);
@@ -498,6 +501,89 @@ TEST_F(ReplicasTest, ASessionDeletedWhileItsCheckpointIsInFlightIsDeletedFromThe
   EXPECT_FALSE(store_.Get(SessionKey("", "x"))->has_value());
 }
 
+// A session deleted, made again under its id and deleted again while the commit carrying
+// {delete of the first, put of the second} is in flight, and that commit fails: the delete
+// written next must expect the first's record (the second never landed). It kept the second's
+// expectation ("absent"), lost its compare-and-set to the first's record, and left that record
+// in the store, so the twice-deleted session came back.
+TEST_F(ReplicasTest, ADeleteFiledWhileAFailedCheckpointWasInFlightDeletesWhatIsStored) {
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 50;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };
+  const std::string key = SessionKey("", "x");
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::optional<std::string> v = *store_.Get(key);
+    return v.has_value() && DecodeSessionRecord(*v)->position == 3;
+  }));
+  store_.FailCommits(absl::UnavailableError("state store memory: injected failure"));
+  store_.HoldNextCommits(2);
+  Open(*a, "tok", "y");  // the next checkpoint carries y, and waits
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));
+  ASSERT_TRUE(DeleteAsync(*a, "x").get().ok());
+  Open(*a, "tok", "x");  // made again: the checkpoint after carries both
+  size_t tried = store_.batch_sizes().size();
+  store_.ReleaseHeldCommits();  // the first fails; the second takes its batch and waits
+  ASSERT_TRUE(WaitFor(
+      [&] { return store_.batch_sizes().size() == tried + 1 && store_.held_commits() == 1; }));
+  ASSERT_TRUE(DeleteAsync(*a, "x").get().ok());  // while it is in flight
+  tried = store_.batch_sizes().size();
+  store_.ReleaseHeldCommits();  // it fails too
+  ASSERT_TRUE(WaitFor([&] { return store_.batch_sizes().size() > tried; }));
+  store_.FailCommits(absl::OkStatus());
+  EXPECT_TRUE(WaitFor([&] { return !store_.Get(key)->has_value(); }))
+      << "the first session's record is still in the store";
+  absl::StatusOr<SessionInfo> got = a->GetSession(SessionRef("", "x"));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound)
+      << (got.ok() ? absl::StrCat("loaded back at position ", got->position)
+                   : got.status().ToString());
+}
+
+// An id opened again while the commit carrying its delete is in flight is a new session: the
+// record still in the store is the deleted one's, not one to load back (it was loaded: the open
+// found the deleted session at position 3, and once the delete landed the id was gone).
+TEST_F(ReplicasTest, AnIdOpenedWhileItsDeleteIsInFlightIsANewSession) {
+  EngineOptions o;
+  o.state_store = &store_;
+  o.durability = Durability::kCheckpoint;
+  o.checkpoint_interval_ms = 50;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };
+  const std::string key = SessionKey("", "x");
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    std::optional<std::string> v = *store_.Get(key);
+    return v.has_value() && DecodeSessionRecord(*v)->position == 3;
+  }));
+  store_.HoldNextCommits(1);
+  ASSERT_TRUE(DeleteAsync(*a, "x").get().ok());
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));  // the delete in flight
+  absl::StatusOr<SessionInfo> made = a->OpenSession("x", "tok", /*create_if_missing=*/true, 0);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(made->position, 0) << "opened the deleted session";
+  store_.ReleaseHeldCommits();
+  ASSERT_TRUE(WaitFor([&] {
+    std::optional<std::string> v = *store_.Get(key);
+    return v.has_value() && DecodeSessionRecord(*v)->position == 0;
+  })) << "the new session was not written";
+  absl::StatusOr<SessionInfo> later = a->GetSession(SessionRef("", "x"));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->position, 0);
+}
+
 // A checkpoint that loses its compare-and-set for a session whose chunked append began after
 // the checkpoint took its record: the store's copy is not put in under the running append
 // (which would run its remaining chunks on another state). The append finishes on this copy,
@@ -510,7 +596,10 @@ TEST_F(ReplicasTest, ALostCheckpointLetsAChunkedAppendThatBeganMeanwhileFinishOn
   o.replica_id = "a";
   auto a = MakeEngine(o);
   auto b = Replica("b");
-  absl::Cleanup release = [this] { store_.ReleaseHeldCommits(); };
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };
   const SequenceInput history = RandomInput("tok", 2010, 21);
   const int64_t od = tok_config_.output_dim;
   Open(*a, "tok", "x");
