@@ -54,11 +54,12 @@
 // replica made, NOT_FOUND for a session another replica deleted. With kAck no reply ever
 // reflects a state that lost; with kCheckpoint replies sent before the losing commit may (use
 // kAck with replicas). Recover() loads nothing: sessions come from the store on first use.
-// Without kAck a commit to a shared store carries at most kMaxSharedCommitWrites records (or
-// kMaxSharedCommitBytes) and the rest go in the commits right after it: Redis runs a commit as
-// one script that every replica waits behind, and a checkpoint or drain of 150k records in one
-// ran past the store's command timeout (so it failed every time). kAck's commit is one tick's
-// work, bounded by --max_batch_tokens.
+// Without kAck a commit carries at most kMaxCheckpointWrites records (or kMaxCheckpointBytes)
+// and the rest go in the commits right after it: the scheduler takes each batch between ticks
+// (reading and encoding 100k records held every stream back ~55 ms), and Redis runs a commit as
+// one script that every replica waits behind (a checkpoint or drain of 150k records in one ran
+// past the store's command timeout, so it failed every time). kAck's commit is one tick's work,
+// bounded by --max_batch_tokens.
 //
 // Thread-safety: every public method may be called from any thread.
 #ifndef AAREN_ENGINE_ENGINE_H_
@@ -184,10 +185,10 @@ struct EngineStats {
 
 class Engine {
  public:
-  // Shared stores without kAck: the most records (deletes included) one commit writes, and the
-  // most bytes of records (a single larger record still goes, alone).
-  static constexpr size_t kMaxSharedCommitWrites = 1024;
-  static constexpr int64_t kMaxSharedCommitBytes = 8 << 20;
+  // Without kAck: the most records (deletes included) one commit writes, and the most bytes of
+  // records (a single larger record still goes, alone).
+  static constexpr size_t kMaxCheckpointWrites = 1024;
+  static constexpr int64_t kMaxCheckpointBytes = 8 << 20;
 
   // `models` must outlive the engine. Starts the scheduler thread.
   Engine(const ModelRegistry* models, EngineOptions options);
@@ -460,7 +461,7 @@ class Engine {
   absl::Status RestoreRecordLocked(const SessionRecord& r, Session* existing);
   // Writes the changes marked so far (releases the lock while the store works) and delivers or
   // fails the held replies. Due: kAck every tick; kCheckpoint every interval; `force` at once.
-  // True when the commit succeeded but was capped (kMaxSharedCommitWrites): changes remain,
+  // True when the commit succeeded but was capped (kMaxCheckpointWrites): changes remain,
   // and the next commit is already wanted.
   bool CommitDurableLocked(std::unique_lock<std::mutex>& lock, bool force);
   bool CommitDueLocked(int64_t now_ms) const;
@@ -556,7 +557,7 @@ class Engine {
   const bool shared_;
   bool commit_wanted_ = false;      // a request thread waits (AwaitDurableLocked)
   absl::Status last_commit_error_;  // of the latest commit (OK once one succeeds)
-  // Capped commits (kMaxSharedCommitWrites): where the next one starts in dirty_ (null: at the
+  // Capped commits (kMaxCheckpointWrites): where the next one starts in dirty_ (null: at the
   // beginning) and in tombstones_ (a key not there: at the beginning).
   Session* commit_resume_ = nullptr;
   std::string tombstone_resume_;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Engine: the commit (engine_durability.cc marks the changes). CommitDurableLocked turns
-// dirty_ and tombstones_ into one StateStore batch (capped on shared stores under kCheckpoint),
+// dirty_ and tombstones_ into one StateStore batch (capped under kCheckpoint),
 // writes it without mu_, then settles the outcome: under kAck the held replies are released, or
 // the window's sessions are put back when it failed; on shared stores, the writes that lost
 // their compare-and-set take the store's copy.
@@ -133,13 +133,13 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
   }
 
   // The batch: deletes first, then the changed sessions' records (a key deleted and made again
-  // in one window ends up put). Capped for shared stores without kAck (kMaxSharedCommitWrites,
-  // kMaxSharedCommitBytes): what is left stays marked for the next commit, which starts where
-  // this one stopped (each change waits at most one pass over the backlog), and no record goes
-  // ahead of a delete left behind (a delete must not land after the put of a session made
-  // again under its key).
-  const bool capped = shared() && !ack();
-  const size_t max_writes = capped ? kMaxSharedCommitWrites : SIZE_MAX;
+  // in one window ends up put). Capped without kAck (kMaxCheckpointWrites, kMaxCheckpointBytes):
+  // taking the batch holds the ticks back, so a backlog is taken a bounded piece at a time. What is
+  // left stays marked for the next commit, which starts where this one stopped (each change waits
+  // at most one pass over the backlog), and no record goes ahead of a delete left behind (a delete
+  // must not land after the put of a session made again under its key).
+  const bool capped = !ack();
+  const size_t max_writes = capped ? kMaxCheckpointWrites : SIZE_MAX;
   bool& more = job->more;
   absl::flat_hash_map<std::string, Tombstone>& tombstones = job->tombstones;
   if (tombstones_.size() <= max_writes) {
@@ -190,7 +190,7 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
     }
     StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
     const auto bytes = static_cast<int64_t>(w.value->size());
-    if (capped && record_bytes > 0 && record_bytes + bytes > kMaxSharedCommitBytes) return false;
+    if (capped && record_bytes > 0 && record_bytes + bytes > kMaxCheckpointBytes) return false;
     if (shared()) {
       w.expect = s->version;  // 0 (absent) for a session never written
       w.ttl_ms = static_cast<int64_t>(s->idle_ttl_s) * 1000 + kStoreTtlSlackMs;

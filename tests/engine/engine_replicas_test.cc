@@ -387,10 +387,10 @@ TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasW
 
 // Without kAck a commit to a shared store is capped (Redis runs each one as a script that every
 // replica waits behind; 150k records in one passed the command timeout, so that checkpoint
-// failed every time): a drain goes in commits of at most kMaxSharedCommitWrites, one right after
+// failed every time): a drain goes in commits of at most kMaxCheckpointWrites, one right after
 // the other, deletes first and no record ahead of a delete left behind, and all of it lands.
 TEST_F(ReplicasTest, CheckpointCommitsAreCappedAndTheRestFollowsAtOnce) {
-  constexpr size_t kCap = Engine::kMaxSharedCommitWrites;
+  constexpr size_t kCap = Engine::kMaxCheckpointWrites;
   const size_t n = 2 * kCap + 300;  // sessions kept
   const size_t d = kCap + 100;      // sessions deleted later
   auto records = [&](absl::string_view prefix, int64_t position) {
