@@ -37,6 +37,15 @@ class ReplicasTest : public EngineTest {
     return MakeEngine(o);
   }
 
+  // kCheckpoint every 50 ms (the tests of a commit in flight beside the ticks).
+  std::unique_ptr<Engine> CheckpointReplica(const std::string& name, EngineOptions o = {}) {
+    o.state_store = &store_;
+    o.durability = Durability::kCheckpoint;
+    o.checkpoint_interval_ms = 50;
+    o.replica_id = name;
+    return MakeEngine(o);
+  }
+
   void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) {
@@ -352,12 +361,7 @@ TEST_F(ReplicasTest, AnExpiredRecordNobodyHoldsDoesNotBlockMakingItsIdAgain) {
 // next compare-and-set meets this replica's own write, not another's, and must not take it in
 // place of the live copy (that rolled back the appends acknowledged since: position 5, not 6).
 TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasWrite) {
-  EngineOptions o;
-  o.state_store = &store_;
-  o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 50;
-  o.replica_id = "a";
-  auto a = MakeEngine(o);
+  auto a = CheckpointReplica("a");
   auto stored_position = [&]() -> int64_t {
     std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
     if (!v.has_value()) return -1;
@@ -476,12 +480,7 @@ TEST_F(ReplicasTest, ASessionDeletedHereIsNotLoadedBackBeforeItsDeleteIsWritten)
 // write and must expect the one it made: it used to lose its compare-and-set as if another
 // replica had changed the session, and the record stayed in the store for any replica to load.
 TEST_F(ReplicasTest, ASessionDeletedWhileItsCheckpointIsInFlightIsDeletedFromTheStore) {
-  EngineOptions o;
-  o.state_store = &store_;
-  o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 50;
-  o.replica_id = "a";
-  auto a = MakeEngine(o);
+  auto a = CheckpointReplica("a");
   absl::Cleanup release = [this] {
     store_.HoldNextCommits(0);
     store_.ReleaseHeldCommits();
@@ -507,12 +506,7 @@ TEST_F(ReplicasTest, ASessionDeletedWhileItsCheckpointIsInFlightIsDeletedFromThe
 // expectation ("absent"), lost its compare-and-set to the first's record, and left that record
 // in the store, so the twice-deleted session came back.
 TEST_F(ReplicasTest, ADeleteFiledWhileAFailedCheckpointWasInFlightDeletesWhatIsStored) {
-  EngineOptions o;
-  o.state_store = &store_;
-  o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 50;
-  o.replica_id = "a";
-  auto a = MakeEngine(o);
+  auto a = CheckpointReplica("a");
   absl::Cleanup release = [this] {
     store_.HoldNextCommits(0);
     store_.ReleaseHeldCommits();
@@ -551,12 +545,7 @@ TEST_F(ReplicasTest, ADeleteFiledWhileAFailedCheckpointWasInFlightDeletesWhatIsS
 // record still in the store is the deleted one's, not one to load back (it was loaded: the open
 // found the deleted session at position 3, and once the delete landed the id was gone).
 TEST_F(ReplicasTest, AnIdOpenedWhileItsDeleteIsInFlightIsANewSession) {
-  EngineOptions o;
-  o.state_store = &store_;
-  o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 50;
-  o.replica_id = "a";
-  auto a = MakeEngine(o);
+  auto a = CheckpointReplica("a");
   absl::Cleanup release = [this] {
     store_.HoldNextCommits(0);
     store_.ReleaseHeldCommits();
@@ -589,12 +578,7 @@ TEST_F(ReplicasTest, AnIdOpenedWhileItsDeleteIsInFlightIsANewSession) {
 // (which would run its remaining chunks on another state). The append finishes on this copy,
 // its outputs exact, and the session's next write loses too and takes the store's copy then.
 TEST_F(ReplicasTest, ALostCheckpointLetsAChunkedAppendThatBeganMeanwhileFinishOnItsOwnState) {
-  EngineOptions o = MaxBatchTokens(16);
-  o.state_store = &store_;
-  o.durability = Durability::kCheckpoint;
-  o.checkpoint_interval_ms = 50;
-  o.replica_id = "a";
-  auto a = MakeEngine(o);
+  auto a = CheckpointReplica("a", MaxBatchTokens(16));
   auto b = Replica("b");
   absl::Cleanup release = [this] {
     store_.HoldNextCommits(0);
