@@ -540,6 +540,7 @@ class Engine {
     int waiting = 0;
     absl::Status failed;                                  // the commit failed
     absl::flat_hash_map<std::string, absl::Status> lost;  // keys whose compare-and-set lost
+    absl::flat_hash_set<std::string> again;  // keys written again by the next commit (kAck)
   };
   std::map<uint64_t, WindowOutcome> waiters_;
   // Shared stores, kCheckpoint: per key, hashes of the records this engine sent in commits that
@@ -547,9 +548,11 @@ class Engine {
   // later compare-and-set that conflicts with one of them met this engine's own write, not
   // another replica's: it takes that version and writes again instead of taking the store's
   // copy (which would roll back what was acknowledged since). The newest kMaxUnsureWrites per
-  // key; dropped when the key's next commit resolves. Not under kAck: there the failed calls
-  // were undone here and answered UNAVAILABLE ("may have been applied"), another replica may
-  // since have served the applied record as acknowledged, so the store's copy wins.
+  // key; dropped when the key's next commit resolves. Under kAck only creates': there the
+  // failed calls were undone here and answered UNAVAILABLE ("may not have been made"), and a
+  // changed session's applied record may since have been served by another replica as
+  // acknowledged, so the store's copy wins; a failed create's session is removed here and its
+  // record, where it landed, deleted (SettleCommitLocked).
   static constexpr size_t kMaxUnsureWrites = 4;
   absl::flat_hash_map<std::string, std::vector<size_t>> unsure_writes_;
   // Whether `current` (the record at `key`) is one of unsure_writes_.

@@ -309,9 +309,11 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
     const absl::Status reply_status =
         store_called ? AsUnavailable(st, shared())
                      : absl::UnavailableError(absl::StrCat(st.message(), " (nothing was made)"));
-    if (shared() && !ack()) {
-      // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_).
+    if (shared() && store_called) {
+      // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_; under
+      // kAck only the creates, whose sessions are removed below and deleted from the store).
       for (size_t i = n_tombstones; i < batch.size(); ++i) {
+        if (ack() && batch[i].expect != kAbsentVersion) continue;
         std::vector<size_t>& sent = unsure_writes_[batch[i].key];
         const size_t h = RecordHash(*batch[i].value);
         if (std::count(sent.begin(), sent.end(), h) > 0) continue;
@@ -343,12 +345,19 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
           continue;
         }
         // A failed commit may still have reached the store (RocksDB: its WAL written, then the
-        // sync failed), so what is put back here is written again at the next commit (a
-        // made session as a delete). Shared stores apply a batch wholly or not at all.
+        // sync failed; Redis: it ran the batch, then its reply was lost), so what is put back
+        // here is written again at the next commit (a made session as a delete; on a shared
+        // store one expecting "absent", which, where the create did land, conflicts with this
+        // engine's own write, unsure_writes_, and is filed again to delete it: no replica
+        // serves a session whose create was answered UNAVAILABLE). A changed session on a
+        // shared store is not: its stored record may be the applied change, which another
+        // replica may have served since, and compare-and-set settles it.
         // Not called: nothing reached it, and a session whose undo could not be read keeps its
         // stored record (the last acknowledged state; a replica loads it back, a local store
         // recovers it at restart) instead of a delete.
-        s->stored = store_called ? it->second.has_value() || !shared() : it->second.has_value();
+        s->stored = store_called
+                        ? it->second.has_value() || !shared() || s->version == kAbsentVersion
+                        : it->second.has_value();
         if (!it->second.has_value()) {
           RemoveFailingWorkLocked(s, reply_status, completions);
           continue;
@@ -405,6 +414,8 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
     absl::flat_hash_map<std::string, absl::Status> lost;
     // A conflict was this engine's own earlier write: written again at the next commit.
     bool write_again = false;
+    // kAck: the keys so written again, whose replies wait for the next commit.
+    absl::flat_hash_set<std::string> again;
     if (shared() && outcomes.size() == batch.size()) {
       for (size_t i = 0; i < n_tombstones; ++i) {
         const bool own = IsUnsureWriteLocked(batch[i].key, outcomes[i].current);
@@ -455,12 +466,19 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         }
         if (own) {
           // Not another replica's change: this copy (kCheckpoint: it holds what that commit
-          // carried and what was acknowledged since) is still the session. Take the version and
-          // write it again.
-          s->version = o.version;
+          // carried and what was acknowledged since; kAck: a session made again under the id of
+          // one whose create failed) is still the session. Take the version and write it again;
+          // behind a delete of the key filed above, which runs first, expecting "absent".
+          const std::string& key = batch[n_tombstones + j].key;
+          s->version = tombstones_.contains(key) ? kAbsentVersion : o.version;
           s->dirty = true;
           dirty_.insert(s);
           write_again = true;
+          if (ack()) {
+            // Nothing of it is durable yet: its replies and undo go on to that commit.
+            again.insert(key);
+            if (auto u = undo.find(s); u != undo.end()) undo_.try_emplace(s, std::move(u->second));
+          }
           continue;
         }
         const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
@@ -475,9 +493,16 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         }
         if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
       }
+      if (!again.empty()) {
+        if (auto it = waiters_.find(window); it != waiters_.end()) it->second.again = again;
+      }
     }
     if (write_again) commit_wanted_ = true;
     for (auto& [key, h] : job.held) {
+      if (again.contains(key)) {
+        held_.emplace_back(key, std::move(h));  // (the next commit's, with the session's write)
+        continue;
+      }
       absl::Status reply = absl::OkStatus();
       if (!lost.empty()) {
         if (auto it = lost.find(key); it != lost.end()) reply = it->second;

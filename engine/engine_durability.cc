@@ -59,18 +59,22 @@ void Engine::ReplyLocked(bool changed, std::string key, HeldReply reply,
 absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock,
                                         const std::string& key) {
   if (!durable() || !ack()) return absl::OkStatus();
-  const uint64_t window = window_;
-  commit_wanted_ = true;
-  cv_.notify_one();
-  ++waiters_[window].waiting;  // (std::map: the entry stays put while others are added)
-  durable_cv_.wait(lock, [&] { return done_window_ >= window; });
-  auto it = waiters_.find(window);
-  absl::Status st = it->second.failed;
-  if (st.ok()) {
-    if (auto lost = it->second.lost.find(key); lost != it->second.lost.end()) st = lost->second;
+  while (true) {
+    const uint64_t window = window_;
+    commit_wanted_ = true;
+    cv_.notify_one();
+    ++waiters_[window].waiting;  // (std::map: the entry stays put while others are added)
+    durable_cv_.wait(lock, [&] { return done_window_ >= window; });
+    auto it = waiters_.find(window);
+    absl::Status st = it->second.failed;
+    const bool again = st.ok() && it->second.again.contains(key);
+    if (st.ok()) {
+      if (auto lost = it->second.lost.find(key); lost != it->second.lost.end()) st = lost->second;
+    }
+    if (--it->second.waiting == 0) waiters_.erase(it);
+    if (!again) return st;
+    // Met this engine's own earlier write: the key is written again by the next commit.
   }
-  if (--it->second.waiting == 0) waiters_.erase(it);
-  return st;
 }
 
 void Engine::OnRemovedLocked(Session* s) {

@@ -389,6 +389,161 @@ TEST_F(ReplicasTest, ACommitThatAppliedButFailedIsNotMistakenForAnotherReplicasW
   EXPECT_EQ(a->GetSession(SessionRef("", "x"))->position, 6);
 }
 
+// kAck, a create whose commit applied but reported failure (Redis ran the script, its reply was
+// lost): the caller was told UNAVAILABLE, so the session must not exist. The record that did
+// land is deleted by this replica (it knows the write was its own), so neither a retried create
+// here (it used to be ALREADY_EXISTS) nor another replica finds it.
+TEST_F(ReplicasTest, AnAckCreateThatAppliedButFailedLeavesNoSession) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  auto create = [](Engine& e, const std::string& id) {
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = id;
+    std::promise<absl::StatusOr<SessionInfo>> made;
+    e.CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+    return made.get_future().get();
+  };
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  absl::StatusOr<SessionInfo> failed = create(*a, "x");
+  ASSERT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+  ASSERT_TRUE(store_.Get(SessionKey("", "x"))->has_value());  // it landed all the same
+  store_.FailCommits(absl::OkStatus());
+  EXPECT_TRUE(WaitFor([&] { return !store_.Get(SessionKey("", "x"))->has_value(); },
+                      std::chrono::seconds(5)));
+  EXPECT_EQ(b->GetSession(SessionRef("", "x")).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<SessionInfo> again = create(*a, "x");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->position, 0);
+  EXPECT_EQ(b->GetSession(SessionRef("", "x"))->uid, again->uid);
+}
+
+// As above, the create retried at once, so that its commit also carries the delete of the
+// failed one's record: the delete meets this replica's own write and is filed again, and the
+// retried create, behind it, is acknowledged only once its own record has landed (it used to be
+// ALREADY_EXISTS; taking the version of the record about to be deleted, it was then dropped as
+// deleted elsewhere). By CreateSession (a held reply) and by OpenSession (a waiting caller).
+TEST_F(ReplicasTest, AnAckCreateRetriedAfterAnAppliedFailureIsMadeAndDurable) {
+  auto a = Replica("a");
+  auto b = Replica("b");
+  auto stored_uid = [&](const std::string& id) -> uint64_t {
+    std::optional<std::string> v = *store_.Get(SessionKey("", id));
+    if (!v.has_value()) return 0;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*v);
+    return r.ok() ? r->uid : 1;
+  };
+  for (const bool open : {false, true}) {
+    SCOPED_TRACE(open ? "OpenSession" : "CreateSession");
+    const std::string id = open ? "y" : "x";
+    auto create = [&]() -> absl::StatusOr<SessionInfo> {
+      if (open) return a->OpenSession(SessionRef("", id), "tok", /*create_if_missing=*/true, 0);
+      Engine::CreateParams p;
+      p.model = "tok";
+      p.session_id = id;
+      std::promise<absl::StatusOr<SessionInfo>> made;
+      a->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+      return made.get_future().get();
+    };
+    store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+    absl::StatusOr<SessionInfo> failed = create();
+    ASSERT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+    const uint64_t landed = stored_uid(id);
+    ASSERT_GT(landed, 1u);
+    store_.FailCommits(absl::OkStatus());
+    absl::StatusOr<SessionInfo> again = create();
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->position, 0);
+    EXPECT_NE(again->uid, landed);
+    EXPECT_EQ(stored_uid(id), again->uid);  // durable when acknowledged
+    ASSERT_TRUE(Append(*a, id, RandomInput("tok", 2, 5)).ok());
+    absl::StatusOr<SessionInfo> seen = b->GetSession(SessionRef("", id));
+    ASSERT_TRUE(seen.ok()) << seen.status();
+    EXPECT_EQ(seen->uid, again->uid);
+    EXPECT_EQ(seen->position, 2);
+  }
+}
+
+// kCheckpoint, a session deleted and made again under its id, and the commit carrying both
+// {delete of the first, put of the second} applies but reports failure: both are filed again,
+// both then meet this replica's own write, and the put, behind the delete, must expect
+// "absent". It took the version of the record the delete removes, lost its compare-and-set to
+// the absent key and was dropped as deleted elsewhere: the live session vanished.
+TEST_F(ReplicasTest, ASessionMadeAgainAfterAnAppliedFailedCheckpointSurvives) {
+  auto a = CheckpointReplica("a");
+  auto stored_uid = [&]() -> uint64_t {
+    std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
+    if (!v.has_value()) return 0;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*v);
+    return r.ok() ? r->uid : 1;
+  };
+  absl::Cleanup release = [this] {
+    store_.HoldNextCommits(0);
+    store_.ReleaseHeldCommits();
+  };
+  auto stored_position = [&]() -> int64_t {
+    std::optional<std::string> v = *store_.Get(SessionKey("", "x"));
+    if (!v.has_value()) return -1;
+    absl::StatusOr<SessionRecord> r = DecodeSessionRecord(*v);
+    return r.ok() ? r->position : -2;
+  };
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  ASSERT_TRUE(WaitFor([&] { return stored_position() == 3; }));
+  // The delete and the create happen while a commit is in flight, so the next one carries both.
+  store_.HoldNextCommits(2);
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 1, 4)).ok());
+  ASSERT_TRUE(WaitFor([&] { return store_.held_commits() == 1; }));  // carrying x at 4
+  ASSERT_TRUE(DeleteAsync(*a, "x").get().ok());
+  absl::StatusOr<SessionInfo> made = a->OpenSession(SessionRef("", "x"), "tok", true, 0);
+  ASSERT_TRUE(made.ok()) << made.status();
+  const uint64_t second = made->uid;
+  store_.ReleaseHeldCommits();
+  ASSERT_TRUE(WaitFor([&] { return stored_position() == 4 && store_.held_commits() == 1; }));
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  store_.ReleaseHeldCommits();  // {delete x at 4, put the second x}
+  ASSERT_TRUE(WaitFor([&] { return stored_uid() == second; }));  // applied, yet reported failed
+  store_.FailCommits(absl::OkStatus());
+  const int64_t commits = store_.commits();
+  ASSERT_TRUE(WaitFor([&] { return store_.commits() >= commits + 2; }));  // both resolved
+  absl::StatusOr<SessionInfo> got = a->GetSession(SessionRef("", "x"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->uid, second);
+  EXPECT_EQ(stored_uid(), second);
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 1, 2)).ok());
+  a.reset();
+  absl::StatusOr<SessionRecord> r = DecodeSessionRecord(**store_.Get(SessionKey("", "x")));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->uid, second);
+  EXPECT_EQ(r->position, 1);
+}
+
+// kAck, an append whose commit applied but reported failure: the caller was told UNAVAILABLE,
+// "may not have been made" (this replica's copy is put back; the store's record may be the
+// applied change, which another replica may have served since, so compare-and-set settles it).
+// The retry the message asks for, with expected_position, applies the tokens exactly once.
+TEST_F(ReplicasTest, AnAckAppendThatAppliedButFailedIsAppliedOnceByItsRetry) {
+  auto a = Replica("a");
+  Open(*a, "tok", "x");
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 3, 1)).ok());
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  const SequenceInput tokens = RandomInput("tok", 2, 2);
+  absl::StatusOr<AppendResult> failed = Append(*a, "x", tokens, /*expected_position=*/3);
+  ASSERT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+  EXPECT_THAT(failed.status().message(), HasSubstr("retry with expected_position"));
+  store_.FailCommits(absl::OkStatus());
+  absl::StatusOr<AppendResult> retried;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    retried = Append(*a, "x", tokens, /*expected_position=*/3);
+    if (retried.status().code() != absl::StatusCode::kAborted) break;  // (lost to the record)
+  }
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(retried->position, 5);
+  auto b = Replica("b");
+  EXPECT_EQ(b->GetSession(SessionRef("", "x"))->position, 5);
+  ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 1, 3)).ok());
+  EXPECT_EQ(b->GetSession(SessionRef("", "x"))->position, 6);
+}
+
 // Without kAck a commit to a shared store is capped (Redis runs each one as a script that every
 // replica waits behind; 150k records in one passed the command timeout, so that checkpoint
 // failed every time): a drain goes in commits of at most kMaxCheckpointWrites, one right after

@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/session_routing.h"
 #include "core/model.h"
 #include "engine/store/session_record.h"
@@ -632,6 +634,55 @@ TEST_F(ReplicasTest, ACheckpointWaitingForAPausedRedisHoldsBackNoStreamedAppend)
   EXPECT_EQ(stored->position, 21);
   EXPECT_GE(failed_commits(), failed_before + 1);  // the one that met the pause
   EXPECT_TRUE(stream.Finish().ok());
+}
+
+// --durability ack over Redis: a create whose script Redis runs only after the replica gave up
+// waiting for it (Redis stalled past the store's 2 s command timeout by DEBUG SLEEP; the script
+// waits in the socket and runs when Redis wakes) is answered UNAVAILABLE, and the record that
+// lands afterwards is deleted by the replica that wrote it, so no replica serves the session.
+// It stayed until its TTL, and every replica served it.
+TEST_F(ReplicasTest, AnAckCreateThatLandedAfterTimingOutIsDeleted) {
+  auto stub = NewAarenStub(*replicas_[0]);
+  auto other = NewAarenStub(*replicas_[1]);
+  auto session_keys = [&] {
+    absl::StatusOr<std::string> keys =
+        redis_->Command({"KEYS", absl::StrCat(kSessionKeyPrefix, "*")});
+    EXPECT_TRUE(keys.ok()) << keys.status();
+    std::vector<std::string> out = absl::StrSplit(keys.ok() ? *keys : "", '\n', absl::SkipEmpty());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const std::vector<std::string> before = session_keys();
+  std::thread stall([&] { (void)redis_->Command({"DEBUG", "SLEEP", "3"}); });  // (times out)
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  v1::CreateSessionRequest req;
+  req.set_model(kLm);
+  auto made = Call(*stub, &AarenStub::CreateSession, req);  // a server-made id: no store read
+  stall.join();
+  EXPECT_TRUE(HasStatus(made.status, grpc::StatusCode::UNAVAILABLE, {redis_->spec()}))
+      << StatusString(made.status);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!redis_->Command({"PING"}).ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::vector<std::string> landed;
+  std::vector<std::string> after = session_keys();
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                      std::back_inserter(landed));
+  ASSERT_EQ(landed.size(), 1u) << "the create's script did not run after the stall";
+  const std::string id = landed[0].substr(landed[0].rfind('/') + 1);
+  bool gone = false;
+  while (!gone && std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<std::string> n = redis_->Command({"EXISTS", landed[0]});
+    ASSERT_TRUE(n.ok()) << n.status();
+    gone = *n == "0";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(gone) << "the record of the create answered UNAVAILABLE stayed in Redis";
+  v1::GetSessionRequest get;
+  get.set_session_id(id);
+  auto g = Call(*other, &AarenStub::GetSession, get);
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::NOT_FOUND) << StatusString(g.status);
 }
 
 // An aaren.v1 Stream's open may wait for Redis (a lookup of its session) for up to the store's

@@ -70,25 +70,12 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(const RedisOptio
 }
 
 absl::Status RedisServer::Spawn() {
-  std::vector<std::string> args = {"redis-server",
-                                   "--bind",
-                                   "127.0.0.1",
-                                   "--port",
-                                   absl::StrCat(port_),
-                                   "--dir",
-                                   options_.dir,
-                                   "--save",
-                                   "",
-                                   "--appendonly",
-                                   options_.appendonly ? "yes" : "no",
-                                   "--appendfsync",
-                                   options_.appendfsync,
-                                   "--daemonize",
-                                   "no",
-                                   "--logfile",
-                                   "",
-                                   "--protected-mode",
-                                   "no"};
+  std::vector<std::string> args = {
+      "redis-server", "--bind", "127.0.0.1", "--port", absl::StrCat(port_), "--dir", options_.dir,
+      "--save", "", "--appendonly", options_.appendonly ? "yes" : "no", "--appendfsync",
+      options_.appendfsync, "--daemonize", "no", "--logfile", "", "--protected-mode", "no",
+      // DEBUG SLEEP: tests stall Redis with a command waiting.
+      "--enable-debug-command", "local"};
   if (!options_.password.empty()) {
     args.push_back("--requirepass");
     args.push_back(options_.password);
