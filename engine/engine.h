@@ -501,8 +501,14 @@ class Engine {
 
   // Durability state (engine_durability.cc); all under mu_.
   absl::flat_hash_set<Session*> dirty_;
-  // kAck: per session changed in the open window, the record to put back (nullopt: remove it).
-  absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo_;
+  // kAck: per session changed in the open window, the record to put back (none: remove it;
+  // `made`: the session did not exist before, as opposed to one whose state could not be read).
+  struct Undo {
+    std::optional<SessionRecord> record;
+    bool made = false;
+  };
+  using UndoMap = absl::flat_hash_map<Session*, Undo>;
+  UndoMap undo_;
   // Keys to delete, each with the record a DeleteSession removed (kAck: restored on failure)
   // and the version the delete expects (shared stores).
   struct Tombstone {
@@ -523,8 +529,11 @@ class Engine {
     std::vector<Session*> unreadable;
     absl::Status read_error;
     std::vector<Session*> window_sessions;
-    absl::flat_hash_map<Session*, std::optional<SessionRecord>> undo;
+    UndoMap undo;
     std::vector<std::pair<std::string, HeldReply>> held;
+    // kAck, shared stores: keys of sessions not written because they were half-way through a
+    // chunked append; their held replies stayed in held_.
+    absl::flat_hash_set<std::string> deferred;
     int64_t bytes = 0;
     // WriteCommit's result.
     bool store_called = false;
@@ -538,10 +547,17 @@ class Engine {
   // (kept until the last of them has read it, however late it wakes).
   struct WindowOutcome {
     int waiting = 0;
+    absl::flat_hash_map<std::string, int> waiting_keys;   // how many wait per key
     absl::Status failed;                                  // the commit failed
     absl::flat_hash_map<std::string, absl::Status> lost;  // keys whose compare-and-set lost
-    absl::flat_hash_set<std::string> again;  // keys written again by the next commit (kAck)
+    // kAck: keys whose change this commit did not make durable (it met this engine's own
+    // earlier write, or the session was half-way through a chunked append), and the commit
+    // that carries them now: their callers wait for that one.
+    absl::flat_hash_set<std::string> again;
+    uint64_t again_window = 0;
   };
+  // Marks `keys` of `window`'s waiters as carried by the next commit (window_).
+  void WaitAgainLocked(uint64_t window, const absl::flat_hash_set<std::string>& keys);
   std::map<uint64_t, WindowOutcome> waiters_;
   // Shared stores, kCheckpoint: per key, hashes of the records this engine sent in commits that
   // failed without saying whether they applied (a reply lost after Redis ran the batch). A

@@ -177,7 +177,10 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
     if (batch.size() >= max_writes) return false;
     // Shared stores: a session half-way through a chunked append is written when it ends (a
     // lost compare-and-set then meets a finished append, never a running one).
-    if (shared() && s->pinned()) return true;
+    if (shared() && s->pinned()) {
+      if (ack()) job->deferred.insert(HoldKeyLocked(s));
+      return true;
+    }
     absl::StatusOr<SessionRecord> r = RecordLocked(s);
     if (!r.ok()) {
       // Its state could not be read: stays dirty for the next commit (kCheckpoint: written then;
@@ -225,7 +228,7 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
   for (Session* s : written) dirty_.erase(s);
   // kAck: the undo of every session of this window; pinned ones keep theirs (their append is
   // still running, and its undo is the state before it).
-  absl::flat_hash_map<Session*, std::optional<SessionRecord>>& undo = job->undo;
+  UndoMap& undo = job->undo;
   std::vector<Session*>& window_sessions = job->window_sessions;
   window_sessions = written;
   window_sessions.insert(window_sessions.end(), unreadable.begin(), unreadable.end());
@@ -250,9 +253,19 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
   }
   job->held = std::move(held_);
   held_.clear();
+  if (!job->deferred.empty()) {
+    // kAck, shared stores: replies to calls on a session this commit does not write (half-way
+    // through a chunked append, e.g. its create) wait for the commit that does.
+    std::vector<std::pair<std::string, HeldReply>>& held = job->held;
+    auto kept = std::stable_partition(
+        held.begin(), held.end(), [&](const auto& h) { return !job->deferred.contains(h.first); });
+    std::move(kept, held.end(), std::back_inserter(held_));
+    held.erase(kept, held.end());
+  }
   if (batch.empty() && job->held.empty() && unreadable.empty()) {
     // Only sessions half-way through a chunked append (written when it ends) or whose state
     // could not be read were marked: nothing to send (a store round trip saved).
+    WaitAgainLocked(window, job->deferred);
     done_window_ = window;
     durable_cv_.notify_all();
     return nullptr;
@@ -297,7 +310,7 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
   const size_t n_tombstones = job.n_tombstones;
   const std::vector<Session*>& written = job.written;
   const std::vector<Session*>& window_sessions = job.window_sessions;
-  absl::flat_hash_map<Session*, std::optional<SessionRecord>>& undo = job.undo;
+  UndoMap& undo = job.undo;
   absl::flat_hash_map<std::string, Tombstone>& tombstones = job.tombstones;
   const std::vector<WriteOutcome>& outcomes = job.outcomes;
   const absl::Status& st = job.status;
@@ -313,7 +326,10 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
       // Whether the batch applied is unknown: remember what it wrote (see unsure_writes_; under
       // kAck only the creates, whose sessions are removed below and deleted from the store).
       for (size_t i = n_tombstones; i < batch.size(); ++i) {
-        if (ack() && batch[i].expect != kAbsentVersion) continue;
+        if (ack()) {
+          auto u = undo.find(written[i - n_tombstones]);
+          if (u == undo.end() || !u->second.made) continue;
+        }
         std::vector<size_t>& sent = unsure_writes_[batch[i].key];
         const size_t h = RecordHash(*batch[i].value);
         if (std::count(sent.begin(), sent.end(), h) > 0) continue;
@@ -347,22 +363,22 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         // A failed commit may still have reached the store (RocksDB: its WAL written, then the
         // sync failed; Redis: it ran the batch, then its reply was lost), so what is put back
         // here is written again at the next commit (a made session as a delete; on a shared
-        // store one expecting "absent", which, where the create did land, conflicts with this
-        // engine's own write, unsure_writes_, and is filed again to delete it: no replica
-        // serves a session whose create was answered UNAVAILABLE). A changed session on a
+        // store one expecting the version it was last written at, "absent" if never, which,
+        // where the create did land, conflicts with this engine's own write, unsure_writes_,
+        // and is filed again to delete it: no replica serves a session whose create was
+        // answered UNAVAILABLE). A changed session on a
         // shared store is not: its stored record may be the applied change, which another
         // replica may have served since, and compare-and-set settles it.
         // Not called: nothing reached it, and a session whose undo could not be read keeps its
         // stored record (the last acknowledged state; a replica loads it back, a local store
         // recovers it at restart) instead of a delete.
-        s->stored = store_called
-                        ? it->second.has_value() || !shared() || s->version == kAbsentVersion
-                        : it->second.has_value();
-        if (!it->second.has_value()) {
+        const Undo& u = it->second;
+        s->stored = u.record.has_value() || (store_called && (u.made || !shared()));
+        if (!u.record.has_value()) {
           RemoveFailingWorkLocked(s, reply_status, completions);
           continue;
         }
-        if (!RestoreRecordLocked(*it->second, s).ok()) {
+        if (!RestoreRecordLocked(*u.record, s).ok()) {
           redirty(s);  // could not be put back in place: written again as it is now
           continue;
         }
@@ -386,11 +402,14 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
               if (!shared()) redirty(*back);  // (the failed delete may have reached the store)
             }
           } else {
-            tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+            tombstones_.insert_or_assign(key, Tombstone{std::nullopt, t.version});
           }
         } else {
-          // An expiry or cleanup: deleted next time.
-          tombstones_.try_emplace(key, Tombstone{std::nullopt, t.version});
+          // An expiry or cleanup: deleted next time. Over a delete filed above for a session
+          // this batch made under the key ("absent" expected, which holds only after this
+          // delete): this one expects what the store held before the batch, and where the
+          // batch did land it meets this engine's own write and is filed again.
+          tombstones_.insert_or_assign(key, Tombstone{std::nullopt, t.version});
         }
       }
     } else {
@@ -406,6 +425,7 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
       }
     }
     if (auto it = waiters_.find(window); it != waiters_.end()) it->second.failed = reply_status;
+    WaitAgainLocked(window, job.deferred);
     for (auto& [key, h] : job.held) {
       completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
     }
@@ -467,10 +487,13 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         if (own) {
           // Not another replica's change: this copy (kCheckpoint: it holds what that commit
           // carried and what was acknowledged since; kAck: a session made again under the id of
-          // one whose create failed) is still the session. Take the version and write it again;
-          // behind a delete of the key filed above, which runs first, expecting "absent".
+          // one whose create failed) is still the session. Take the version and write it again,
+          // over that record: a delete of the key filed for an earlier session (above, meeting
+          // the same record) is dropped, so no commit can delete the key ahead of this write
+          // (a capped batch, or this session pinned in a chunked append, would split them).
           const std::string& key = batch[n_tombstones + j].key;
-          s->version = tombstones_.contains(key) ? kAbsentVersion : o.version;
+          tombstones_.erase(key);
+          s->version = o.version;
           s->dirty = true;
           dirty_.insert(s);
           write_again = true;
@@ -493,10 +516,9 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         }
         if (auto it = waiters_.find(window); it != waiters_.end()) it->second.lost = lost;
       }
-      if (!again.empty()) {
-        if (auto it = waiters_.find(window); it != waiters_.end()) it->second.again = again;
-      }
     }
+    again.insert(job.deferred.begin(), job.deferred.end());
+    WaitAgainLocked(window, again);
     if (write_again) commit_wanted_ = true;
     for (auto& [key, h] : job.held) {
       if (again.contains(key)) {

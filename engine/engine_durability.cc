@@ -20,7 +20,7 @@ void Engine::MarkDirtyLocked(Session* s) {
   if (!durable() || s->tier == Tier::kScratch) return;
   if (ack() && !undo_.contains(s)) {
     // Made without a pick (create, fork, import): it did not exist before.
-    undo_.emplace(s, std::nullopt);
+    undo_.emplace(s, Undo{std::nullopt, /*made=*/true});
   }
   s->dirty = true;
   dirty_.insert(s);
@@ -28,14 +28,17 @@ void Engine::MarkDirtyLocked(Session* s) {
 
 void Engine::CaptureUndoLocked(Session* s) {
   if (!durable() || !ack() || s->tier == Tier::kScratch) return;
+  // Kept: the session as it was before this window's first change, or an undo carried from a
+  // commit that did not make the session durable (SettleCommitLocked).
+  if (undo_.contains(s)) return;
   if (!s->stored) {
-    undo_.insert_or_assign(s, std::nullopt);
+    undo_.emplace(s, Undo{std::nullopt, /*made=*/true});
     return;
   }
   absl::StatusOr<SessionRecord> r = RecordLocked(s);
   // A state that cannot be read cannot be put back either: the session is then removed if the
   // commit fails, which keeps "nothing unacknowledged survives" at the cost of the session.
-  undo_.insert_or_assign(s, r.ok() ? std::optional<SessionRecord>(*std::move(r)) : std::nullopt);
+  undo_.emplace(s, Undo{r.ok() ? std::optional<SessionRecord>(*std::move(r)) : std::nullopt});
 }
 
 std::string Engine::HoldKeyLocked(const Session* s) const {
@@ -59,22 +62,49 @@ void Engine::ReplyLocked(bool changed, std::string key, HeldReply reply,
 absl::Status Engine::AwaitDurableLocked(std::unique_lock<std::mutex>& lock,
                                         const std::string& key) {
   if (!durable() || !ack()) return absl::OkStatus();
+  uint64_t window = window_;
+  bool counted = false;  // by WaitAgainLocked, for the window carrying the key on
   while (true) {
-    const uint64_t window = window_;
     commit_wanted_ = true;
     cv_.notify_one();
-    ++waiters_[window].waiting;  // (std::map: the entry stays put while others are added)
+    if (!counted) {
+      WindowOutcome& w =
+          waiters_[window];  // (std::map: the entry stays put while others are added)
+      ++w.waiting;
+      ++w.waiting_keys[key];
+    }
     durable_cv_.wait(lock, [&] { return done_window_ >= window; });
     auto it = waiters_.find(window);
     absl::Status st = it->second.failed;
-    const bool again = st.ok() && it->second.again.contains(key);
+    const bool again = it->second.again.contains(key);
+    const uint64_t next = it->second.again_window;
     if (st.ok()) {
       if (auto lost = it->second.lost.find(key); lost != it->second.lost.end()) st = lost->second;
     }
+    if (--it->second.waiting_keys[key] == 0) it->second.waiting_keys.erase(key);
     if (--it->second.waiting == 0) waiters_.erase(it);
     if (!again) return st;
-    // Met this engine's own earlier write: the key is written again by the next commit.
+    // Not made durable by that commit: the key is carried by `next`, which may be over already
+    // (the scheduler can take it before this thread wakes): WaitAgainLocked kept its outcome.
+    window = next;
+    counted = true;
   }
+}
+
+void Engine::WaitAgainLocked(uint64_t window, const absl::flat_hash_set<std::string>& keys) {
+  if (keys.empty()) return;
+  auto it = waiters_.find(window);
+  if (it == waiters_.end()) return;
+  it->second.again = keys;
+  it->second.again_window = window_;
+  WindowOutcome& next = waiters_[window_];  // (window_ > window: `it` stays valid)
+  for (const std::string& key : keys) {
+    auto n = it->second.waiting_keys.find(key);
+    if (n == it->second.waiting_keys.end()) continue;
+    next.waiting += n->second;
+    next.waiting_keys[key] += n->second;
+  }
+  if (next.waiting == 0) waiters_.erase(window_);
 }
 
 void Engine::OnRemovedLocked(Session* s) {

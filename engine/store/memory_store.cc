@@ -17,7 +17,14 @@ absl::Status MemoryStore::ApplyLocked(const std::vector<StoreWrite>& batch, bool
     fail_commits_ = std::move(fail_later_);
     fail_later_ = absl::OkStatus();
   }
-  if (!fail_commits_.ok() && !apply_failed_commits_) return fail_commits_;
+  if (!fail_commits_.ok() && !apply_failed_commits_) {
+    absl::Status st = fail_commits_;
+    if (fail_once_) {
+      fail_commits_ = absl::OkStatus();
+      fail_once_ = false;
+    }
+    return st;
+  }
   if (outcomes != nullptr) outcomes->assign(batch.size(), WriteOutcome{});
   for (size_t i = 0; i < batch.size(); ++i) {
     const StoreWrite& w = batch[i];
@@ -115,6 +122,13 @@ void MemoryStore::FailCommitsAfter(int64_t n, absl::Status st) {
   absl::MutexLock lock(&mu_);
   commits_before_failing_ = n;
   fail_later_ = std::move(st);
+}
+
+void MemoryStore::FailOneCommitAfter(int64_t n, absl::Status st) {
+  absl::MutexLock lock(&mu_);
+  commits_before_failing_ = n;
+  fail_later_ = std::move(st);
+  fail_once_ = true;
 }
 
 void MemoryStore::FailCommits(absl::Status st, bool apply) {

@@ -57,6 +57,8 @@ class MemoryStore : public StateStore {
   void FailCommits(absl::Status st, bool apply = false);
   // The same, from the commit after the next `n` (which succeed).
   void FailCommitsAfter(int64_t n, absl::Status st);
+  // Only the commit after the next `n` fails (applying nothing); the ones after it succeed.
+  void FailOneCommitAfter(int64_t n, absl::Status st);
   // Test hook: the next `n` Commit or CommitVersioned calls wait, before they apply anything,
   // until a ReleaseHeldCommits after they began to wait (as a store stalled on its disk or
   // network would); later calls go on. ReleaseHeldCommits lets the calls waiting now go on
@@ -90,6 +92,7 @@ class MemoryStore : public StateStore {
   absl::Status fail_commits_ ABSL_GUARDED_BY(mu_);
   bool apply_failed_commits_ ABSL_GUARDED_BY(mu_) = false;
   int64_t commits_before_failing_ ABSL_GUARDED_BY(mu_) = 0;  // FailCommitsAfter
+  bool fail_once_ ABSL_GUARDED_BY(mu_) = false;              // FailOneCommitAfter
   absl::Status fail_later_ ABSL_GUARDED_BY(mu_);
   int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t hold_next_ ABSL_GUARDED_BY(mu_) = 0;         // calls still to hold

@@ -502,8 +502,8 @@ TEST_F(ReplicasTest, ASessionMadeAgainAfterAnAppliedFailedCheckpointSurvives) {
   store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
   store_.ReleaseHeldCommits();  // {delete x at 4, put the second x}
   ASSERT_TRUE(WaitFor([&] { return stored_uid() == second; }));  // applied, yet reported failed
+  const int64_t commits = store_.commits();                      // (failed commits are not counted)
   store_.FailCommits(absl::OkStatus());
-  const int64_t commits = store_.commits();
   ASSERT_TRUE(WaitFor([&] { return store_.commits() >= commits + 2; }));  // both resolved
   absl::StatusOr<SessionInfo> got = a->GetSession(SessionRef("", "x"));
   ASSERT_TRUE(got.ok()) << got.status();
@@ -517,10 +517,63 @@ TEST_F(ReplicasTest, ASessionMadeAgainAfterAnAppliedFailedCheckpointSurvives) {
   EXPECT_EQ(r->position, 1);
 }
 
+// kAck: an OpenSession retried after its create applied but failed meets that record, its own,
+// so the commit after next writes it; when that one fails, the caller hears so and the session
+// is not there. The caller used to wait for whichever commit came after it woke (the scheduler
+// had taken the carrying one by then) and returned OK for a session that had been removed.
+TEST_F(ReplicasTest, AnOpenSessionCarriedToALaterCommitGetsThatCommitsFailure) {
+  auto a = Replica("a");
+  store_.FailCommits(absl::UnavailableError("reply lost"), /*apply=*/true);
+  ASSERT_EQ(a->OpenSession(SessionRef("", "y"), "tok", true, 0).status().code(),
+            absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(store_.Get(SessionKey("", "y"))->has_value());  // it landed all the same
+  store_.FailCommits(absl::OkStatus());
+  // The retry's commit meets the landed record (succeeds); the one carrying it on fails.
+  store_.FailOneCommitAfter(1, absl::UnavailableError("down"));
+  absl::StatusOr<SessionInfo> retried = a->OpenSession(SessionRef("", "y"), "tok", true, 0);
+  EXPECT_EQ(retried.status().code(), absl::StatusCode::kUnavailable) << retried.status();
+  EXPECT_TRUE(WaitFor([&] { return !store_.Get(SessionKey("", "y"))->has_value(); }))
+      << "the record of a create answered UNAVAILABLE stayed in the store";
+  EXPECT_EQ(a->GetSession(SessionRef("", "y")).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<SessionInfo> made = a->OpenSession(SessionRef("", "y"), "tok", true, 0);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(made->position, 0);
+}
+
+// kAck, shared store: a session half-way through a chunked append is written when the append
+// ends, so a create whose session began one before its commit (here, a 64-token append behind
+// it, in chunks of 16) is acknowledged only once that write lands. It was acknowledged by the
+// commit that skipped the session, with nothing of it in the store.
+TEST_F(ReplicasTest, AnAckCreateFollowedAtOnceByAChunkedAppendIsAcknowledgedOnceStored) {
+  EngineOptions o = MaxBatchTokens(16);
+  o.state_store = &store_;
+  o.durability = Durability::kAck;
+  o.replica_id = "a";
+  auto a = MakeEngine(o);
+  std::promise<bool> stored_when_acknowledged;
+  std::future<absl::StatusOr<AppendResult>> appended;
+  {
+    auto held = HoldScheduler(*a);  // the create and the append wait for the same tick
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "x";
+    a->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) {
+      stored_when_acknowledged.set_value(r.ok() && store_.Get(SessionKey("", "x"))->has_value());
+    });
+    appended = AppendAsync(*a, "x", RandomInput("tok", 64, 1));
+    held->Release();
+  }
+  EXPECT_TRUE(stored_when_acknowledged.get_future().get());
+  absl::StatusOr<AppendResult> r = Await(appended);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->position, 64);
+}
+
 // kAck, an append whose commit applied but reported failure: the caller was told UNAVAILABLE,
 // "may not have been made" (this replica's copy is put back; the store's record may be the
 // applied change, which another replica may have served since, so compare-and-set settles it).
-// The retry the message asks for, with expected_position, applies the tokens exactly once.
+// The retry the message asks for, with expected_position, applies the tokens exactly once (here
+// by replaying: they had landed).
 TEST_F(ReplicasTest, AnAckAppendThatAppliedButFailedIsAppliedOnceByItsRetry) {
   auto a = Replica("a");
   Open(*a, "tok", "x");
@@ -531,13 +584,11 @@ TEST_F(ReplicasTest, AnAckAppendThatAppliedButFailedIsAppliedOnceByItsRetry) {
   ASSERT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
   EXPECT_THAT(failed.status().message(), HasSubstr("retry with expected_position"));
   store_.FailCommits(absl::OkStatus());
-  absl::StatusOr<AppendResult> retried;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    retried = Append(*a, "x", tokens, /*expected_position=*/3);
-    if (retried.status().code() != absl::StatusCode::kAborted) break;  // (lost to the record)
-  }
+  // The record is read before the retry runs: it finds the append there, and replays it.
+  absl::StatusOr<AppendResult> retried = Append(*a, "x", tokens, /*expected_position=*/3);
   ASSERT_TRUE(retried.ok()) << retried.status();
   EXPECT_EQ(retried->position, 5);
+  EXPECT_TRUE(retried->replayed);
   auto b = Replica("b");
   EXPECT_EQ(b->GetSession(SessionRef("", "x"))->position, 5);
   ASSERT_TRUE(Append(*a, "x", RandomInput("tok", 1, 3)).ok());
