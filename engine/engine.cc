@@ -105,6 +105,13 @@ absl::Status Engine::CheckAcceptingLocked() const {
   return absl::OkStatus();
 }
 
+absl::Status Engine::CheckBeforeStoreRead(int64_t new_bytes) {
+  if (!shared()) return absl::OkStatus();  // (LoadFromStore reads nothing)
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(CheckAcceptingLocked());
+  return new_bytes > 0 ? CheckBudgetLocked(new_bytes) : absl::OkStatus();
+}
+
 void Engine::ReleaseScratchLocked(Session* s) {
   if (s->tier == Tier::kScratch && !s->has_work()) store_.ReleaseScratch(s);
 }
@@ -397,6 +404,9 @@ void Engine::CreateSession(CreateParams params,
   if (absl::Status st = ValidateMca(params.mca, "mca"); !st.ok()) return done(st);
   auto w = NewAppendWork(std::move(params.prefix), OutputMode::kNone, params.mca, params.cancel,
                          (*model)->config().n_features);
+  const int64_t new_bytes =
+      SessionStore::SessionBytes(**model) + (w->length > 0 ? WorkBytes(**model, *w) : 0);
+  if (absl::Status st = CheckBeforeStoreRead(new_bytes); !st.ok()) return done(st);
   // Another replica's session of this id counts as existing (ALREADY_EXISTS below).
   if (absl::Status st = LoadFromStore(SessionRef(params.tenant, params.session_id)); !st.ok()) {
     return done(st);
@@ -404,8 +414,7 @@ void Engine::CreateSession(CreateParams params,
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
   if (st.ok()) {
-    st = CheckBudgetLocked(SessionStore::SessionBytes(**model) +
-                           (w->length > 0 ? WorkBytes(**model, *w) : 0));
+    st = CheckBudgetLocked(new_bytes);
   }
   absl::StatusOr<Session*> s =
       st.ok() ? store_.Create(*model, store_.InternTenant(params.tenant), params.session_id,
@@ -457,6 +466,7 @@ void Engine::CreateSession(CreateParams params,
 
 absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std::string& model,
                                                 bool create_if_missing, uint32_t idle_ttl_s) {
+  RETURN_IF_ERROR(CheckBeforeStoreRead());
   RETURN_IF_ERROR(LoadFromStore(ref));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());
@@ -489,6 +499,9 @@ absl::StatusOr<SessionInfo> Engine::OpenSession(const SessionRef& ref, const std
 void Engine::Append(AppendParams params, AppendCallback done) {
   const SessionRef ref(params.tenant, params.session_id);
   // A Stream's appends (expected_uid set) skip the store check while the session is here.
+  if (params.expected_uid == 0) {
+    if (absl::Status st = CheckBeforeStoreRead(); !st.ok()) return done(st);
+  }
   absl::StatusOr<const ServedModel*> found = ModelOfSession(ref, params.expected_uid);
   if (!found.ok()) return done(found.status());
   const ServedModel* model = *found;
@@ -537,6 +550,7 @@ void Engine::Generate(GenerateParams params,
                       absl::AnyInvocable<void(const GeneratedToken&)> on_token,
                       absl::AnyInvocable<void(absl::Status)> on_done) {
   const SessionRef ref(params.tenant, params.session_id);
+  if (absl::Status st = CheckBeforeStoreRead(); !st.ok()) return on_done(st);
   absl::StatusOr<const ServedModel*> found = ModelOfSession(ref);
   if (!found.ok()) return on_done(found.status());
   const ServedModel* model = *found;

@@ -360,6 +360,10 @@ class Engine {
 
   // Request side (engine.cc).
   absl::Status CheckAcceptingLocked() const;
+  // Before a call reads a shared store (LoadFromStore): what refuses it anyway, so that it is
+  // refused without the round trip (a drain, and `new_bytes` of sessions the budget cannot
+  // hold). Checked again, under the lock, once the read is done.
+  absl::Status CheckBeforeStoreRead(int64_t new_bytes = 0);
   void EnqueueLocked(Session* s, std::unique_ptr<Work> w);
   SessionInfo InfoLocked(const Session* s) const;
   // GetSession without asking a shared store first: the copy held here.

@@ -373,7 +373,11 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
         // stored record (the last acknowledged state; a replica loads it back, a local store
         // recovers it at restart) instead of a delete.
         const Undo& u = it->second;
-        s->stored = u.record.has_value() || (store_called && (u.made || !shared()));
+        // (A made session with a version took it from a record of its id that was this
+        // engine's own earlier write: that record is deleted too, store called or not.)
+        s->stored = u.record.has_value() ||
+                    (u.made && (store_called || s->version != kAbsentVersion)) ||
+                    (store_called && !shared());
         if (!u.record.has_value()) {
           RemoveFailingWorkLocked(s, reply_status, completions);
           continue;
@@ -504,7 +508,10 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
           }
           continue;
         }
-        const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion;
+        // (kAck: a create carried on over its own earlier record expects that record's version.)
+        auto made = undo.find(s);
+        const bool was_create = batch[n_tombstones + j].expect == kAbsentVersion ||
+                                (made != undo.end() && made->second.made);
         lost.insert_or_assign(
             batch[n_tombstones + j].key,
             TakeStoreCopyLocked(s, o.current, o.version, was_create, completions));

@@ -19,6 +19,7 @@ void Engine::Control(const SessionRef& ref, absl::string_view field,
                      absl::AnyInvocable<Completion(Session*)> op,
                      absl::AnyInvocable<void(absl::Status)> on_error,
                      std::shared_ptr<CancelFlag> cancel, uint64_t bound_uid) {
+  if (absl::Status st = CheckBeforeStoreRead(); !st.ok()) return on_error(st);
   if (absl::Status st = LoadFromStore(ref, bound_uid); !st.ok()) return on_error(st);
   std::unique_lock<std::mutex> lock(mu_);
   absl::Status st = CheckAcceptingLocked();
@@ -122,6 +123,7 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
                          uint32_t idle_ttl_s,
                          absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> done,
                          std::shared_ptr<CancelFlag> cancel) {
+  if (absl::Status st = CheckBeforeStoreRead(); !st.ok()) return done(st);
   // Another replica's session of the new id counts as existing.
   if (absl::Status st = LoadFromStore(SessionRef(ref.tenant, new_session_id)); !st.ok()) {
     return done(st);
@@ -267,6 +269,7 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(const SessionSnapshot& snapsho
   }
   ASSIGN_OR_RETURN(const ServedModel* m, models_->Get(snapshot.model, "snapshot.model"));
   RETURN_IF_ERROR(ValidateSnapshot(snapshot, *m));
+  RETURN_IF_ERROR(CheckBeforeStoreRead(SessionStore::SessionBytes(*m)));
   RETURN_IF_ERROR(LoadFromStore(ref));
   std::unique_lock<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckAcceptingLocked());

@@ -527,9 +527,10 @@ TEST_F(ReplicasTest, AnOpenSessionCarriedToALaterCommitGetsThatCommitsFailure) {
   ASSERT_EQ(a->OpenSession(SessionRef("", "y"), "tok", true, 0).status().code(),
             absl::StatusCode::kUnavailable);
   ASSERT_TRUE(store_.Get(SessionKey("", "y"))->has_value());  // it landed all the same
-  store_.FailCommits(absl::OkStatus());
-  // The retry's commit meets the landed record (succeeds); the one carrying it on fails.
+  // The retry's commit meets the landed record (succeeds); the one carrying it on fails. (The
+  // scheduler's own delete of the record waits for its 1 s idle timer: the retry comes first.)
   store_.FailOneCommitAfter(1, absl::UnavailableError("down"));
+  store_.FailCommits(absl::OkStatus());
   absl::StatusOr<SessionInfo> retried = a->OpenSession(SessionRef("", "y"), "tok", true, 0);
   EXPECT_EQ(retried.status().code(), absl::StatusCode::kUnavailable) << retried.status();
   EXPECT_TRUE(WaitFor([&] { return !store_.Get(SessionKey("", "y"))->has_value(); }))
@@ -826,6 +827,52 @@ TEST_F(ReplicasTest, ALostCheckpointLetsAChunkedAppendThatBeganMeanwhileFinishOn
     absl::StatusOr<SessionInfo> info = a->GetSession(SessionRef("", "x"));
     return info.ok() && info->position == 8;
   })) << "A kept its copy over B's";
+}
+
+// Calls that a draining engine refuses, or that the memory budget cannot hold, are refused
+// before they read the shared store (a round trip, up to the store's timeout while it stalls),
+// not after it.
+TEST_F(ReplicasTest, CallsRefusedAnywayDoNotReadTheStoreFirst) {
+  {
+    EngineOptions o;
+    o.state_store = &store_;
+    o.durability = Durability::kAck;
+    o.replica_id = "a";
+    o.memory_budget_bytes = 1;  // no session fits
+    auto a = MakeEngine(o);
+    const int64_t reads = store_.reads();
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "x";
+    std::promise<absl::StatusOr<SessionInfo>> made;
+    a->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+    absl::StatusOr<SessionInfo> r = made.get_future().get();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+    EXPECT_EQ(store_.reads(), reads);
+  }
+  auto a = Replica("a");
+  Open(*a, "tok", "held");
+  a->Shutdown();
+  const int64_t reads = store_.reads();
+  auto refused = [&](const absl::Status& st, const char* what) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << what << ": " << st;
+    EXPECT_THAT(st.message(), HasSubstr("shutting down")) << what;
+    EXPECT_EQ(store_.reads(), reads) << what << " read the store";
+  };
+  Engine::CreateParams p;
+  p.model = "tok";
+  p.session_id = "x";
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  a->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+  refused(made.get_future().get().status(), "CreateSession");
+  refused(a->OpenSession(SessionRef("", "x"), "tok", true, 0).status(), "OpenSession");
+  refused(Append(*a, "x", RandomInput("tok", 1, 1)).status(), "Append");
+  refused(DeleteAsync(*a, "x").get(), "DeleteSession");
+  std::promise<absl::StatusOr<SessionInfo>> forked;
+  a->ForkSession(
+      SessionRef("", "held"), "copy", 0,
+      [&](absl::StatusOr<SessionInfo> r) { forked.set_value(r); }, nullptr);
+  refused(forked.get_future().get().status(), "ForkSession");
 }
 
 // RunOffScheduler: from a completion (the scheduler thread) with a shared store, the call runs on
