@@ -538,6 +538,9 @@ class Engine {
     // kAck, shared stores: keys of sessions not written because they were half-way through a
     // chunked append; their held replies stayed in held_.
     absl::flat_hash_set<std::string> deferred;
+    // kAck, local stores: sessions made in an open window and written half-way through a chunked
+    // append, with the record written (their undo once it lands).
+    std::vector<std::pair<Session*, SessionRecord>> made_pinned;
     int64_t bytes = 0;
     // WriteCommit's result.
     bool store_called = false;

@@ -191,6 +191,14 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
       }
       return true;
     }
+    if (ack() && s->pinned()) {
+      // (Local stores.) Written half-way through a chunked append, as it was before the
+      // append: once this lands, a create of it is acknowledged, and the append's undo becomes
+      // this record instead of "remove it" (SettleCommitLocked).
+      if (auto u = undo_.find(s); u != undo_.end() && u->second.made) {
+        job->made_pinned.emplace_back(s, *r);
+      }
+    }
     StoreWrite w{SessionKey(r->tenant, r->id), EncodeSessionRecord(*r)};
     const auto bytes = static_cast<int64_t>(w.value->size());
     if (capped && record_bytes > 0 && record_bytes + bytes > kMaxCheckpointBytes) return false;
@@ -434,6 +442,11 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
       completions.push_back([h = std::move(h), reply_status]() mutable { h(reply_status); });
     }
   } else {
+    for (auto& [s, record] : job.made_pinned) {
+      if (s->state == SessionState::kClosed) continue;
+      auto u = undo_.find(s);
+      if (u != undo_.end() && u->second.made) u->second = Undo{std::move(record)};
+    }
     // Shared stores: the new versions, and the writes that lost their compare-and-set.
     absl::flat_hash_map<std::string, absl::Status> lost;
     // A conflict was this engine's own earlier write: written again at the next commit.

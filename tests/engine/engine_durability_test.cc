@@ -360,6 +360,40 @@ TEST_F(DurabilityTest, AChunkedAppendWrittenHalfWayKeepsItsUndo) {
   EXPECT_EQ(Stored("a")->position, 3);
 }
 
+// A session made and at once given a chunked append: its record is written half-way (as before
+// the append) and its create acknowledged then, so when the commit of the append's last chunk
+// fails the session is put back as it was when acknowledged (position 0), not removed as if its
+// create had failed too.
+TEST_F(DurabilityTest, ACreateAcknowledgedHalfWayThroughItsChunkedAppendOutlivesTheAppend) {
+  EngineOptions o = Options(Durability::kAck);
+  o.max_batch_tokens = 64;  // the append below runs in 5 chunks
+  auto e = MakeEngine(o);
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  std::future<absl::StatusOr<AppendResult>> appended;
+  {
+    auto held = HoldScheduler(*e);
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "a";
+    e->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
+    appended = AppendAsync(*e, "a", RandomInput("tok", 300, 2));
+    // The create's commit (with the first chunk) succeeds; the next (the last chunk's) fails.
+    store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
+  }
+  absl::StatusOr<SessionInfo> created = made.get_future().get();
+  ASSERT_TRUE(created.ok()) << created.status();
+  absl::StatusOr<AppendResult> r = Await(appended);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  store_.FailCommits(absl::OkStatus());
+  absl::StatusOr<SessionInfo> a = e->GetSession("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->position, 0);
+  EXPECT_EQ(a->uid, created->uid);
+  Open(*e, "tok", "next");  // a commit
+  ASSERT_TRUE(Stored("a").has_value());
+  EXPECT_EQ(Stored("a")->position, 0);
+}
+
 // Under kAck, work queued behind a delete is answered with the delete: NOT_FOUND once the
 // delete is durable; when its commit fails, the same failure (the session is back and they
 // were not applied), never a NOT_FOUND for a session that still exists.
