@@ -49,10 +49,9 @@ void AddSinusoidalPositions(float* x, int64_t n_rows, int64_t row_stride, int64_
   for (int64_t r = 0; r < n_rows; ++r) {
     if (r % kPositionAnchorStride == 0) {
       const double t = static_cast<double>(first_position + r);
-      for (int64_t i = 0; i < n_pairs; ++i) {
-        s[i] = std::sin(t * freq[i]);
-        c[i] = std::cos(t * freq[i]);
-      }
+      // One sincos per pair (glibc computes both from one argument reduction, with the same
+      // results as sin and cos): a streamed token's row is always an anchor.
+      for (int64_t i = 0; i < n_pairs; ++i) sincos(t * freq[i], &s[i], &c[i]);
     } else {
       // (sin, cos)(t + 1) from (sin, cos)(t): rotation by the pair's frequency.
       for (int64_t i = 0; i < n_pairs; ++i) {

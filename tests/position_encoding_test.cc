@@ -29,6 +29,23 @@ TEST(PositionEncodingTest, MatchesDirectFormulaAtAnyPosition) {
   }
 }
 
+// An anchor row (every streamed token's: one row per span) is exactly float(sin) and float(cos)
+// of the position's angles, the bits the direct formula gives, at any position.
+TEST(PositionEncodingTest, AnchorRowsAreExactlyTheDirectSinAndCos) {
+  constexpr int64_t d = 256;
+  for (int64_t first : {int64_t{0}, int64_t{1}, int64_t{777}, int64_t{1} << 20, int64_t{1} << 40}) {
+    std::vector<float> x(d, 0.25f);
+    AddSinusoidalPositions(x.data(), 1, d, d, first);
+    for (int64_t i = 0; i < d; i += 2) {
+      const double freq = std::pow(10000.0, -static_cast<double>(i) / static_cast<double>(d));
+      const double angle = static_cast<double>(first) * freq;
+      ASSERT_EQ(x[i], 0.25f + static_cast<float>(std::sin(angle))) << "pos=" << first << " i=" << i;
+      ASSERT_EQ(x[i + 1], 0.25f + static_cast<float>(std::cos(angle)))
+          << "pos=" << first << " i=" << i + 1;
+    }
+  }
+}
+
 TEST(PositionEncodingTest, RespectsRowStride) {
   std::vector<float> x(2 * 10, 0.0f);
   AddSinusoidalPositions(x.data(), 2, /*row_stride=*/10, /*d_model=*/4, 0);
