@@ -56,14 +56,20 @@ TEST_F(ConcurrencyTest, SixtyFourStreamsEachGetTheSingleClientOutputs) {
   std::vector<std::thread> threads;
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
-      auto client_stub = NewAarenStub(*server_);  // each client on its own connection
+      // Each client on its own connection, connected before its stream opens: one of 64
+      // connects at once can fail on a loaded machine (the channel then retries), and the open
+      // would have taken that for the server's answer.
+      std::shared_ptr<grpc::Channel> channel = server_->NewChannel();
+      const bool connected =
+          channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      auto client_stub = v1::Aaren::NewStub(channel);
       StreamClient stream(*client_stub, std::chrono::seconds(120));
       v1::OpenSession open;
       open.set_model(models[c]->name());
-      const bool ok = stream.Open(open).has_value();
+      const bool ok = connected && stream.Open(open).has_value();
       opened.arrive_and_wait();
       if (!ok) {
-        errors[c] = "open: " + StatusString(stream.Finish());
+        errors[c] = connected ? "open: " + StatusString(stream.Finish()) : "connect: timed out";
         return;
       }
       for (int64_t t = 0; t < kTokens; ++t) {
