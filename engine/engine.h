@@ -510,6 +510,9 @@ class Engine {
   struct Undo {
     std::optional<SessionRecord> record;
     bool made = false;
+    // A made session whose commit failed while it was half-way through a chunked append: the
+    // call that made it was answered with that failure, so no later write acknowledges it.
+    bool made_failed = false;
   };
   using UndoMap = absl::flat_hash_map<Session*, Undo>;
   UndoMap undo_;

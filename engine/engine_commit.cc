@@ -195,7 +195,7 @@ std::unique_ptr<Engine::CommitJob> Engine::CaptureCommitLocked(bool force) {
       // (Local stores.) Written half-way through a chunked append, as it was before the
       // append: once this lands, a create of it is acknowledged, and the append's undo becomes
       // this record instead of "remove it" (SettleCommitLocked).
-      if (auto u = undo_.find(s); u != undo_.end() && u->second.made) {
+      if (auto u = undo_.find(s); u != undo_.end() && u->second.made && !u->second.made_failed) {
         job->made_pinned.emplace_back(s, *r);
       }
     }
@@ -361,6 +361,9 @@ bool Engine::SettleCommitLocked(std::unique_lock<std::mutex>& lock, CommitJob& j
           // the rest of the append on the wrong state). What this commit carried for it (the
           // record as before the append) is written again next time.
           redirty(s);
+          if (auto u = undo_.find(s); u != undo_.end() && u->second.made) {
+            u->second.made_failed = true;  // (made by a call answered with this failure)
+          }
           continue;
         }
         auto it = undo.find(s);

@@ -394,6 +394,40 @@ TEST_F(DurabilityTest, ACreateAcknowledgedHalfWayThroughItsChunkedAppendOutlives
   EXPECT_EQ(Stored("a")->position, 0);
 }
 
+// As above, but the create's own commit fails (the append goes on): the create was answered
+// UNAVAILABLE, so a later write of the session half-way through the append acknowledges
+// nothing, and when the commit of the append's end fails too the session is removed, not put
+// back to that write's record.
+TEST_F(DurabilityTest, ACreateThatFailedHalfWayThroughItsChunkedAppendIsNotKeptByALaterWrite) {
+  EngineOptions o = Options(Durability::kAck);
+  o.max_batch_tokens = 64;  // the append below runs in 5 chunks
+  auto e = MakeEngine(o);
+  std::promise<absl::StatusOr<SessionInfo>> made;
+  std::future<absl::StatusOr<AppendResult>> appended;
+  {
+    auto held = HoldScheduler(*e);
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "a";
+    e->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) {
+      // (On the scheduler thread, before the next chunk: the next commit, a rewrite of the
+      // session half-way, succeeds; the one after, the append's last, fails.)
+      store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
+      made.set_value(r);
+    });
+    appended = AppendAsync(*e, "a", RandomInput("tok", 300, 2));
+    store_.FailOneCommitAfter(0, absl::UnavailableError("state store memory: injected failure"));
+  }
+  absl::StatusOr<SessionInfo> created = made.get_future().get();
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kUnavailable) << created.status();
+  absl::StatusOr<AppendResult> r = Await(appended);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  store_.FailCommits(absl::OkStatus());
+  EXPECT_EQ(e->GetSession("a").status().code(), absl::StatusCode::kNotFound);
+  Open(*e, "tok", "next");  // a commit
+  EXPECT_FALSE(Stored("a").has_value());
+}
+
 // Under kAck, work queued behind a delete is answered with the delete: NOT_FOUND once the
 // delete is durable; when its commit fails, the same failure (the session is back and they
 // were not applied), never a NOT_FOUND for a session that still exists.
