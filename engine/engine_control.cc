@@ -150,7 +150,7 @@ void Engine::ForkSession(const SessionRef& ref, const std::string& new_session_i
             // The source's record is rewritten too: its last use is what recovery (and, for
             // shared stores, the store's own TTL) judges its expiry by, so a session used only
             // as a fork source stays alive across a restart. Its reply does not wait for it.
-            if (!undo_.contains(src)) CaptureUndoLocked(src);  // unchanged: put back as is
+            CaptureUndoLocked(src);  // unchanged: put back as is (an undo it has is kept)
             MarkDirtyLocked(src);
             return ReplyLaterLocked(
                 true, HoldKeyLocked(*dst),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/functional/function_ref.h"
 #include "core/state_bounds.h"
 #include "engine/store/memory_store.h"
 #include "engine/store/session_record.h"
@@ -34,6 +35,23 @@ class DurabilityTest : public EngineTest {
     o.durability = d;
     o.checkpoint_interval_ms = interval_ms;
     return o;
+  }
+
+  // With the scheduler held, CreateSession("a") and a 300-token append to it, so that both wait
+  // for one tick (the append's first chunk); `arm` runs just before the scheduler goes on.
+  // `on_created` runs on the scheduler thread.
+  std::future<absl::StatusOr<AppendResult>> CreateWithChunkedAppend(
+      Engine& e, absl::AnyInvocable<void(absl::StatusOr<SessionInfo>)> on_created,
+      absl::FunctionRef<void()> arm) {
+    auto held = HoldScheduler(e);
+    Engine::CreateParams p;
+    p.model = "tok";
+    p.session_id = "a";
+    e.CreateSession(std::move(p), std::move(on_created));
+    std::future<absl::StatusOr<AppendResult>> appended =
+        AppendAsync(e, "a", RandomInput("tok", 300, 2));
+    arm();
+    return appended;
   }
 
   // The session's record in the store (nullopt: none).
@@ -369,17 +387,12 @@ TEST_F(DurabilityTest, ACreateAcknowledgedHalfWayThroughItsChunkedAppendOutlives
   o.max_batch_tokens = 64;  // the append below runs in 5 chunks
   auto e = MakeEngine(o);
   std::promise<absl::StatusOr<SessionInfo>> made;
-  std::future<absl::StatusOr<AppendResult>> appended;
-  {
-    auto held = HoldScheduler(*e);
-    Engine::CreateParams p;
-    p.model = "tok";
-    p.session_id = "a";
-    e->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); });
-    appended = AppendAsync(*e, "a", RandomInput("tok", 300, 2));
-    // The create's commit (with the first chunk) succeeds; the next (the last chunk's) fails.
-    store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
-  }
+  std::future<absl::StatusOr<AppendResult>> appended = CreateWithChunkedAppend(
+      *e, [&](absl::StatusOr<SessionInfo> r) { made.set_value(r); },
+      [&] {
+        // The create's commit (with the first chunk) succeeds; the next (the last chunk's) fails.
+        store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
+      });
   absl::StatusOr<SessionInfo> created = made.get_future().get();
   ASSERT_TRUE(created.ok()) << created.status();
   absl::StatusOr<AppendResult> r = Await(appended);
@@ -403,21 +416,18 @@ TEST_F(DurabilityTest, ACreateThatFailedHalfWayThroughItsChunkedAppendIsNotKeptB
   o.max_batch_tokens = 64;  // the append below runs in 5 chunks
   auto e = MakeEngine(o);
   std::promise<absl::StatusOr<SessionInfo>> made;
-  std::future<absl::StatusOr<AppendResult>> appended;
-  {
-    auto held = HoldScheduler(*e);
-    Engine::CreateParams p;
-    p.model = "tok";
-    p.session_id = "a";
-    e->CreateSession(std::move(p), [&](absl::StatusOr<SessionInfo> r) {
-      // (On the scheduler thread, before the next chunk: the next commit, a rewrite of the
-      // session half-way, succeeds; the one after, the append's last, fails.)
-      store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
-      made.set_value(r);
-    });
-    appended = AppendAsync(*e, "a", RandomInput("tok", 300, 2));
-    store_.FailOneCommitAfter(0, absl::UnavailableError("state store memory: injected failure"));
-  }
+  std::future<absl::StatusOr<AppendResult>> appended = CreateWithChunkedAppend(
+      *e,
+      [&](absl::StatusOr<SessionInfo> r) {
+        // (On the scheduler thread, before the next chunk: the next commit, a rewrite of the
+        // session half-way, succeeds; the one after, the append's last, fails.)
+        store_.FailCommitsAfter(1, absl::UnavailableError("state store memory: injected failure"));
+        made.set_value(r);
+      },
+      [&] {
+        store_.FailOneCommitAfter(0,
+                                  absl::UnavailableError("state store memory: injected failure"));
+      });
   absl::StatusOr<SessionInfo> created = made.get_future().get();
   EXPECT_EQ(created.status().code(), absl::StatusCode::kUnavailable) << created.status();
   absl::StatusOr<AppendResult> r = Await(appended);
